@@ -1,0 +1,9 @@
+"""snnfunc: spiking neurons as pure, time-unrolled functions for PyTorch."""
+
+from snnfunc import functional, surrogate
+from snnfunc.functional import *  # noqa: F401,F403
+from snnfunc.functional import __all__ as _functional_all
+
+__version__ = "0.1.0"
+
+__all__ = ["functional", "surrogate", *_functional_all]

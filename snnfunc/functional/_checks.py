@@ -1,0 +1,92 @@
+"""Argument checks shared by the neuron functions: each raises before any work is done."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from snnfunc.surrogate import Surrogate
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_input(name: str, x, *, sequence: bool) -> torch.Size:
+    """Checks ``x`` and returns the shape of one time step."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
+            f"got {x.dtype}; convert it with {name}.float()"
+        )
+    if sequence:
+        if x.dim() == 0:
+            raise ValueError(
+                f"{name} must be time-major with shape [T, ...]; got a 0-d tensor. "
+                f"For a single time step use the *_step functions or {name}.unsqueeze(0)"
+            )
+        return x.shape[1:]
+    return x.shape
+
+
+def _check_broadcast(name: str, shape: torch.Size, step_shape: torch.Size, what: str) -> None:
+    try:
+        out = torch.broadcast_shapes(shape, step_shape)
+    except RuntimeError:
+        out = None
+    if out != step_shape:
+        raise ValueError(
+            f"{name} has shape {tuple(shape)}, which does not broadcast to {what} "
+            f"{tuple(step_shape)} (one value per layer, per channel or per neuron)"
+        )
+
+
+def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shape, what):
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
+    if value.device != x.device:
+        raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+    _check_broadcast(name, value.shape, step_shape, what)
+    return value.to(x.dtype)
+
+
+def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str):
+    """Returns V_0 as a tensor in ``x``'s dtype: ``rest`` everywhere when ``v`` is None."""
+    if v is None:
+        return x.new_full(step_shape, rest)
+    if _is_number(v):
+        return x.new_full(step_shape, float(v))
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a torch.Tensor, a number or None, got {type(v).__name__}")
+    return check_tensor_like("v", v, x, step_shape, what)
+
+
+def check_param(name: str, value, x: torch.Tensor, step_shape, what, *, positive=False):
+    """A neuron parameter: a Python number, or a tensor that broadcasts to one step."""
+    if _is_number(value):
+        value = float(value)
+        if positive and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+        return value
+    if isinstance(value, torch.Tensor):
+        return check_tensor_like(name, value, x, step_shape, what)
+    raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(value).__name__}")
+
+
+def check_options(v_reset, surrogate, detach_reset, **flags):
+    if v_reset is not None and not _is_number(v_reset):
+        raise TypeError(
+            f"v_reset must be a number (hard reset) or None (soft reset), "
+            f"got {type(v_reset).__name__}"
+        )
+    if not isinstance(surrogate, Surrogate):
+        raise TypeError(
+            f"surrogate must be a snnfunc.surrogate.Surrogate (e.g. Sigmoid()), "
+            f"got {type(surrogate).__name__}"
+        )
+    for name, flag in dict(detach_reset=detach_reset, **flags).items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
