@@ -92,7 +92,7 @@ def primitive_grad(g, x):
 
 def ref_spike(u, g):
     """Θ(u) forward, g'(u) backward, built from the primitive alone."""
-    return (u >= 0).to(u.dtype).detach() + g(u) - g(u).detach()
+    return (u >= 0).to(u.dtype) + (g(u) - g(u).detach())  # exactly Θ(u) forward
 
 
 def ref_loop(kind, x_seq, v, p=None, *, v_threshold=1.0, v_reset=0.0, g=None, detach_reset=False,
@@ -118,6 +118,8 @@ def ref_loop(kind, x_seq, v, p=None, *, v_threshold=1.0, v_reset=0.0, g=None, de
         v = h - r * v_threshold if v_reset is None else h * (1 - r) + v_reset * r
         spikes.append(s)
         hs.append(h)
+    if not spikes:
+        return x_seq.new_empty(x_seq.shape), v, x_seq.new_empty(x_seq.shape)
     return torch.stack(spikes), v, torch.stack(hs)
 
 
