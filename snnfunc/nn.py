@@ -1,0 +1,326 @@
+"""Stateful adapters with the seed's class interface: ``IFNode``, ``LIFNode``, ``PLIFNode``,
+``RIFNode``, ``reset_net``.
+
+An adapter holds the membrane state between calls and nothing else: every computation is one
+call into :mod:`snnfunc.functional` (the equations are documented there).
+
+- ``step_mode="s"`` (default, the seed's): ``forward(dv)`` is one time step.
+- ``step_mode="m"``: ``forward(x_seq)`` runs a whole ``[T, ...]`` sequence in one call.
+
+State carries over between calls until :meth:`BaseNode.reset`. It is written back (and the
+monitor records) only in a plain call: under ``torch.func.functional_call`` or a ``torch.func``
+transform (``grad``, ``vmap``, ``jvp``, ...) the adapter starts from the state it holds and
+leaves it unchanged, so such a call is a pure function of its parameters and input.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+from torch import nn
+
+from snnfunc import functional as F
+from snnfunc.functional._checks import _is_number
+from snnfunc.surrogate import Sigmoid, Surrogate
+
+__all__ = ["BaseNode", "IFNode", "LIFNode", "PLIFNode", "RIFNode", "reset_net"]
+
+_STEP_MODES = ("s", "m")
+
+
+def _inside_functional_call() -> bool:
+    """True while torch.func.functional_call runs a module (it is on the call stack)."""
+    code = _functional_call_code()
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _functional_call_code():
+    from torch.nn.utils import stateless
+
+    return stateless._functional_call.__code__
+
+
+def _numpy_copy(t: torch.Tensor):
+    t = t.detach()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+        t = t.float()
+    return t.to("cpu", copy=True).numpy()
+
+
+class BaseNode(nn.Module):
+    """The shared adapter: state, ``reset()``, the monitor and the two step modes.
+
+    Args:
+      v_threshold: :math:`V_{th}`.
+      v_reset: :math:`V_{reset}` (hard reset), or ``None`` for the soft reset.
+      pulse_soft: the surrogate spike function (the seed's name for it).
+      monitor_state: record H (voltage before reset) and spikes per step in ``self.monitor``.
+      detach_reset: detach the spike in the reset from the graph.
+      step_mode: ``"s"``: ``forward`` takes one step; ``"m"``: ``forward`` takes ``[T, ...]``.
+    """
+
+    def __init__(self, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(), monitor_state=False,
+                 *, detach_reset=False, step_mode="s"):
+        super().__init__()
+        if not _is_number(v_threshold):
+            raise TypeError(f"v_threshold must be a number, got {type(v_threshold).__name__}")
+        if v_reset is not None and not _is_number(v_reset):
+            raise TypeError(f"v_reset must be a number or None, got {type(v_reset).__name__}")
+        if not isinstance(pulse_soft, Surrogate):
+            raise TypeError(
+                f"pulse_soft must be a snnfunc.surrogate.Surrogate (e.g. Sigmoid()), "
+                f"got {type(pulse_soft).__name__}")
+        for name, flag in (("monitor_state", monitor_state), ("detach_reset", detach_reset)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if step_mode not in _STEP_MODES:
+            raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.pulse_soft = pulse_soft
+        self.detach_reset = detach_reset
+        self.step_mode = step_mode
+        self.v = self.v_rest
+        self.monitor = {"v": [], "s": []} if monitor_state else False
+
+    @property
+    def v_rest(self) -> float:
+        """The resting value V starts from: ``v_reset``, or 0 with soft reset."""
+        return 0.0 if self.v_reset is None else self.v_reset
+
+    @property
+    def surrogate(self) -> Surrogate:
+        return self.pulse_soft
+
+    # -- the neuron: subclasses say which function and which keyword arguments
+
+    def _options(self) -> dict:
+        return dict(v_threshold=self.v_threshold, v_reset=self.v_reset,
+                    surrogate=self.pulse_soft, detach_reset=self.detach_reset)
+
+    def _functions(self):
+        raise TypeError(f"{type(self).__name__} must define _functions()")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step ``dv`` (``step_mode="s"``) or a sequence ``[T, ...]`` (``"m"``); returns spikes."""
+        multi, single = self._functions()
+        record = self.monitor is not False
+        if self.step_mode == "s":
+            out = single(x, self.v, return_h=record, **self._options())
+            spikes = out.spike
+        else:
+            out = multi(x, self.v, return_h=record, **self._options())
+            spikes = out.spikes
+        if self._writes_state(out.v):
+            self.v = out.v
+            if record:
+                self._record(out.h, spikes)
+        return spikes
+
+    @staticmethod
+    def _writes_state(v: torch.Tensor) -> bool:
+        if torch.compiler.is_compiling():
+            return True
+        if torch._C._functorch.is_functorch_wrapped_tensor(v):
+            return False
+        return not _inside_functional_call()
+
+    @torch.compiler.disable
+    def _record(self, h, spikes):
+        if self.step_mode == "s":
+            self.monitor["v"].append(_numpy_copy(h))
+            self.monitor["s"].append(_numpy_copy(spikes))
+        else:
+            self.monitor["v"].extend(_numpy_copy(h))
+            self.monitor["s"].extend(_numpy_copy(spikes))
+
+    # -- state
+
+    def reset(self) -> None:
+        """State back to the resting value, monitor emptied; parameters untouched."""
+        self.v = self.v_rest
+        if self.monitor is not False:
+            self.monitor = {"v": [], "s": []}
+
+    def set_monitor(self, monitor_state: bool = True) -> None:
+        """Switch recording on (an empty monitor) or off (``self.monitor = False``)."""
+        if not isinstance(monitor_state, bool):
+            raise TypeError(f"monitor_state must be True or False, got {monitor_state!r}")
+        if not monitor_state:
+            self.monitor = False
+        elif self.monitor is False:
+            self.monitor = {"v": [], "s": []}
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if isinstance(self.v, torch.Tensor):
+            self.v = fn(self.v)
+        return self
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        if isinstance(state.get("v"), torch.Tensor):
+            state["v"] = state["v"].detach()  # never copy an autograd graph
+        return state
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
+
+    def _settings(self) -> dict:
+        return dict(v_threshold=self.v_threshold, v_reset=self.v_reset,
+                    pulse_soft=self.pulse_soft, detach_reset=self.detach_reset,
+                    step_mode=self.step_mode, monitor=self.monitor is not False)
+
+
+class IFNode(BaseNode):
+    """Integrate-and-fire neuron, :math:`H_t = V_{t-1} + X_t`; see :func:`snnfunc.if_`."""
+
+    def _functions(self):
+        return F.if_, F.if_step
+
+
+class LIFNode(BaseNode):
+    """Leaky integrate-and-fire neuron with a fixed ``tau``; see :func:`snnfunc.lif`.
+
+    Args:
+      tau: membrane time constant (> 0). The seed's default is 100.
+      decay_input: whether the input is divided by ``tau`` too (keyword only).
+    """
+
+    def __init__(self, tau=100.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
+                 monitor_state=False, *, decay_input=True, detach_reset=False, step_mode="s"):
+        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
+                         detach_reset=detach_reset, step_mode=step_mode)
+        if not _is_number(tau):
+            raise TypeError(f"tau must be a number, got {type(tau).__name__}")
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        if not isinstance(decay_input, bool):
+            raise TypeError(f"decay_input must be True or False, got {decay_input!r}")
+        self.tau = float(tau)
+        self.decay_input = decay_input
+
+    def _functions(self):
+        return F.lif, F.lif_step
+
+    def _options(self):
+        return dict(super()._options(), tau=self.tau, decay_input=self.decay_input)
+
+    def _settings(self):
+        return dict(tau=self.tau, decay_input=self.decay_input, **super()._settings())
+
+
+def _param_shape(param_shape):
+    if isinstance(param_shape, int):
+        param_shape = (param_shape,)
+    try:
+        shape = tuple(int(d) for d in param_shape)
+    except TypeError:
+        raise TypeError(f"param_shape must be a tuple of ints, got {param_shape!r}") from None
+    if any(d < 1 for d in shape):
+        raise ValueError(f"param_shape must have positive sizes, got {shape}")
+    return shape
+
+
+class PLIFNode(BaseNode):
+    """Parametric LIF neuron with a learnable time constant; see :func:`snnfunc.plif`.
+
+    The learnable parameter is ``self.w``: with ``parametrization="reciprocal"`` (the seed's)
+    it holds :math:`k = 1/\\tau`, initialised to ``1/init_tau``; with ``"sigmoid"`` (Fang et
+    al. 2021) :math:`k = \\mathrm{sigmoid}(w)`, initialised to ``-log(init_tau - 1)``.
+    ``self.tau`` gives the time constant :math:`1/k` it amounts to.
+
+    Args:
+      init_tau: the initial time constant (> 0; > 1 for ``"sigmoid"``).
+      parametrization: ``"reciprocal"`` or ``"sigmoid"`` (keyword only).
+      param_shape: shape of ``w``: ``(1,)`` shares one value per layer (the seed's), ``(C,)``
+        or the full step shape gives one per channel or neuron (keyword only).
+      decay_input: whether the input is scaled by :math:`k` too (keyword only).
+    """
+
+    def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
+                 monitor_state=False, *, parametrization="reciprocal", param_shape=(1,),
+                 decay_input=True, detach_reset=False, step_mode="s"):
+        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
+                         detach_reset=detach_reset, step_mode=step_mode)
+        if parametrization not in ("reciprocal", "sigmoid"):
+            raise ValueError(
+                f"parametrization must be 'reciprocal' or 'sigmoid', got {parametrization!r}")
+        if not _is_number(init_tau):
+            raise TypeError(f"init_tau must be a number, got {type(init_tau).__name__}")
+        lowest = 1.0 if parametrization == "sigmoid" else 0.0
+        if not init_tau > lowest:
+            raise ValueError(
+                f"init_tau must be > {lowest:g} with parametrization={parametrization!r}, "
+                f"got {init_tau!r}")
+        if not isinstance(decay_input, bool):
+            raise TypeError(f"decay_input must be True or False, got {decay_input!r}")
+        init = 1.0 / init_tau if parametrization == "reciprocal" else -math.log(init_tau - 1.0)
+        self.w = nn.Parameter(torch.full(_param_shape(param_shape), init))
+        self.parametrization = parametrization
+        self.decay_input = decay_input
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """The time constant :math:`1/k` the parameter amounts to (same shape as ``w``)."""
+        k = self.w if self.parametrization == "reciprocal" else torch.sigmoid(self.w)
+        return 1.0 / k
+
+    def _functions(self):
+        return F.plif, F.plif_step
+
+    def _options(self):
+        return dict(super()._options(), w=self.w, parametrization=self.parametrization,
+                    decay_input=self.decay_input)
+
+    def _settings(self):
+        return dict(parametrization=self.parametrization, param_shape=tuple(self.w.shape),
+                    decay_input=self.decay_input, **super()._settings())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the seed named the reciprocal parameter "tau"
+        if self.parametrization == "reciprocal" and prefix + "tau" in state_dict:
+            state_dict[prefix + "w"] = state_dict.pop(prefix + "tau")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class RIFNode(BaseNode):
+    """Recurrent IF neuron with a learnable self-weight ``w``; see :func:`snnfunc.rif`.
+
+    Args:
+      init_w: the initial self-connection weight (the seed's default -1e-3: a slow leak).
+      param_shape: shape of ``w`` (keyword only), as for :class:`PLIFNode`.
+    """
+
+    def __init__(self, init_w=-1e-3, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
+                 monitor_state=False, *, param_shape=(1,), detach_reset=False, step_mode="s"):
+        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
+                         detach_reset=detach_reset, step_mode=step_mode)
+        if not _is_number(init_w):
+            raise TypeError(f"init_w must be a number, got {type(init_w).__name__}")
+        self.w = nn.Parameter(torch.full(_param_shape(param_shape), float(init_w)))
+
+    def _functions(self):
+        return F.rif, F.rif_step
+
+    def _options(self):
+        return dict(super()._options(), w=self.w)
+
+    def _settings(self):
+        return dict(param_shape=tuple(self.w.shape), **super()._settings())
+
+
+def reset_net(net: nn.Module) -> None:
+    """Call ``reset()`` on every module inside ``net`` that has one (the seed's ``reset_net``)."""
+    for module in net.modules():
+        reset = getattr(module, "reset", None)
+        if callable(reset):
+            reset()
