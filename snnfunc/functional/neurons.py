@@ -164,8 +164,9 @@ def _multi(kind, x_seq, v, p, *, name, v_threshold, v_reset, surrogate, detach_r
     if impl != "reference":
         from snnfunc import _fused
 
-        if _fused.supported(x_seq, v, p, v_threshold, force=impl == "fused"):
-            return _fused.run(kind, x_seq, v, p, **options)
+        out = _fused.run(kind, x_seq, v, p, force=impl == "fused", **options)
+        if out is not None:
+            return out
     return reference(kind, x_seq, v, p, **options)
 
 

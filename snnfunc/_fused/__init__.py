@@ -1,0 +1,85 @@
+"""Fused multi-step kernels behind :mod:`snnfunc.functional` (an implementation detail).
+
+``run`` returns the fused result, or ``None`` where the fused path does not apply (then the
+caller runs the reference loop):
+
+- the kernel needs float32 or float64 on the CPU (the C kernel in ``neuron.c``) or on CUDA
+  (the Triton kernel, where Triton is installed);
+- forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) has no rule
+  through the fused op;
+- ``T = 0`` needs no kernel.
+
+``impl="fused"`` raises a ``ValueError`` saying which of these fails instead of falling back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from snnfunc._fused import _cpu
+
+__all__ = ["available", "run", "why_not"]
+
+
+def available(device="cpu") -> bool:
+    """Whether a fused kernel can run on ``device`` here."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        from snnfunc._fused import _triton
+
+        return _triton.error() is None
+    return device.type == "cpu" and _cpu.error() is None
+
+
+def _forward_ad_active() -> bool:
+    from torch._C._functorch import TransformType, get_interpreter_stack
+
+    if any(i.key() == TransformType.Jvp for i in get_interpreter_stack() or ()):
+        return True
+    return torch.autograd.forward_ad._current_level >= 0
+
+
+def why_not(x_seq) -> str | None:
+    """Why the fused path cannot take ``x_seq`` here, or None when it can."""
+    if x_seq.dtype not in (torch.float32, torch.float64):
+        return f"the fused kernels take float32 and float64, not {x_seq.dtype}"
+    if x_seq.device.type == "cuda":
+        from snnfunc._fused import _triton
+
+        if _triton.error() is not None:
+            return _triton.error()
+    elif x_seq.device.type != "cpu":
+        return f"no fused kernel for device {x_seq.device.type}"
+    elif _cpu.error() is not None:
+        return _cpu.error()
+    if x_seq.shape[0] == 0:
+        return "T = 0"
+    if not torch.compiler.is_compiling() and _forward_ad_active():
+        return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
+    return None
+
+
+def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, decay_input,
+        return_h, force):
+    """The fused multi-step neuron, or None where it does not apply (see the module doc)."""
+    reason = why_not(x_seq)
+    if reason is not None:
+        if force:
+            raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
+        return None
+    from snnfunc._fused import _ops
+    from snnfunc.functional.neurons import NeuronOutput, NeuronOutputWithH
+
+    shape = x_seq.shape[1:]
+
+    def step_tensor(value):
+        if isinstance(value, torch.Tensor):
+            return value.expand(shape)
+        return x_seq.new_full(shape, value)
+
+    decay = decay_input if kind in ("lif", "plif") else True
+    cfg = _ops.Config(_ops.KINDS[kind], decay, v_reset is not None,
+                      0.0 if v_reset is None else v_reset, detach_reset, return_h, surrogate)
+    p = None if kind == "if" else step_tensor(p)
+    s, v, h = _ops.FusedNeuron.apply(x_seq, v.expand(shape), p, step_tensor(v_threshold), cfg)
+    return NeuronOutputWithH(s, v, h) if return_h else NeuronOutput(s, v)

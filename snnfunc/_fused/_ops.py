@@ -1,0 +1,216 @@
+"""The fused multi-step neuron as two ``torch.library`` custom ops (forward, backward), each
+with a fake kernel (``torch.compile`` sees one node whose cost does not grow with T) and a
+``vmap`` rule, tied together by one autograd.Function that works under ``torch.func``.
+
+Shapes: sequence tensors are ``[T, *S]``, step tensors (``v0``, ``p``, ``th``) ``[*S]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from snnfunc import surrogate as _sg
+from snnfunc._fused import _cpu
+
+KINDS = {"if": 0, "lif": 1, "plif": 2, "rif": 3}
+
+# built-in surrogates the kernels compute themselves: type -> (id, parameters)
+_SURROGATE_IDS = {
+    _sg.Sigmoid: (0, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.BilinearLeakyReLU: (1, lambda s: (s.a, s.b, s.c)),
+    _sg.SignSwish: (2, lambda s: (s.beta, 0.0, 0.0)),
+    _sg.ATan: (3, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.PiecewiseQuadratic: (4, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.PiecewiseExp: (5, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.SoftSign: (6, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.Erf: (7, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.SuperSpike: (8, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.PiecewiseLeakyReLU: (9, lambda s: (s.w, s.c, 0.0)),
+    _sg.Rect: (10, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.Triangle: (11, lambda s: (s.alpha, 0.0, 0.0)),
+    _sg.StraightThrough: (12, lambda s: (0.0, 0.0, 0.0)),
+}
+
+
+def surrogate_code(surrogate) -> tuple[int, float, float, float]:
+    """(id, a, b, c) for a built-in surrogate; id -1 for any other (computed in torch)."""
+    entry = _SURROGATE_IDS.get(type(surrogate))
+    if entry is None:
+        return -1, 0.0, 0.0, 0.0
+    code, params = entry
+    return (code, *(float(v) for v in params(surrogate)))
+
+
+def _kernels(device: torch.device):
+    if device.type == "cuda":
+        from snnfunc._fused import _triton
+
+        return _triton
+    return _cpu
+
+
+# --------------------------------------------------------------------------- forward op
+
+
+@torch.library.custom_op("snnfunc::neuron_forward", mutates_args=())
+def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, kind: int,
+                   decay_input: bool, hard: bool, v_rest: float,
+                   want_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    x, v0, th = x.contiguous(), v0.contiguous(), th.contiguous()
+    p = None if p is None else p.contiguous()
+    s = x.new_empty(x.shape)
+    h = x.new_empty(x.shape) if want_h else x.new_empty(0)
+    v = v0.new_empty(v0.shape)
+    _kernels(x.device).forward(x, v0, p, th, kind, decay_input, hard, v_rest, s,
+                               h if want_h else None, v)
+    return s, v, h
+
+
+@neuron_forward.register_fake
+def _(x, v0, p, th, kind, decay_input, hard, v_rest, want_h):
+    return x.new_empty(x.shape), v0.new_empty(v0.shape), x.new_empty(x.shape if want_h else (0,))
+
+
+# --------------------------------------------------------------------------- backward op
+
+
+@torch.library.custom_op("snnfunc::neuron_backward", mutates_args=())
+def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: Tensor,
+                    gv: Tensor, gh: Optional[Tensor], sg: Optional[Tensor], kind: int,
+                    decay_input: bool, hard: bool, detach_reset: bool, v_rest: float,
+                    sg_id: int, sa: float, sb: float, sc: float, need_p: bool,
+                    need_th: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, v0, th, gs, gv = (t.contiguous() for t in (x, v0, th, gs, gv))
+    p, gh, sg = (None if t is None else t.contiguous() for t in (p, gh, sg))
+    gx = x.new_empty(x.shape)
+    gv0 = v0.new_empty(v0.shape)
+    gp = v0.new_empty(v0.shape) if need_p else v0.new_empty(0)
+    gth = v0.new_empty(v0.shape) if need_th else v0.new_empty(0)
+    _kernels(x.device).backward(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard,
+                                detach_reset, v_rest, sg_id, sa, sb, sc, gx, gv0,
+                                gp if need_p else None, gth if need_th else None)
+    return gx, gv0, gp, gth
+
+
+@neuron_backward.register_fake
+def _(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard, detach_reset, v_rest, sg_id, sa,
+      sb, sc, need_p, need_th):
+    step = lambda need: v0.new_empty(v0.shape if need else (0,))  # noqa: E731
+    return x.new_empty(x.shape), v0.new_empty(v0.shape), step(need_p), step(need_th)
+
+
+# --------------------------------------------------------------------------- vmap rules
+# A vmapped batch dimension becomes one more neuron dimension: sequences put it at 1,
+# step tensors at 0; an unbatched input is expanded to the batch.
+
+
+def _batched(t, bdim, size, seq):
+    if t is None:
+        return None
+    at = 1 if seq else 0
+    if bdim is None:
+        return t.unsqueeze(at).expand(*t.shape[:at], size, *t.shape[at:])
+    return t.movedim(bdim, at)
+
+
+def _forward_vmap(info, in_dims, x, v0, p, th, *config):
+    B = info.batch_size
+    x = _batched(x, in_dims[0], B, True)
+    v0, p, th = (_batched(t, d, B, False) for t, d in zip((v0, p, th), in_dims[1:4]))
+    s, v, h = neuron_forward(x, v0, p, th, *config)
+    return (s, v, h), (1, 0, 1 if h.dim() else None)
+
+
+def _backward_vmap(info, in_dims, x, v0, p, th, gs, gv, gh, sg, *config):
+    B = info.batch_size
+    seq = (True, False, False, False, True, False, True, True)
+    args = [_batched(t, d, B, q) for t, d, q in zip((x, v0, p, th, gs, gv, gh, sg), in_dims, seq)]
+    gx, gv0, gp, gth = neuron_backward(*args, *config)
+    return (gx, gv0, gp, gth), (1, 0, 0 if gp.dim() else None, 0 if gth.dim() else None)
+
+
+torch.library.register_vmap("snnfunc::neuron_forward", _forward_vmap)
+torch.library.register_vmap("snnfunc::neuron_backward", _backward_vmap)
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything about one fused call that is not a tensor (hashable: compile guards on it)."""
+
+    kind: int
+    decay_input: bool
+    hard: bool
+    v_rest: float
+    detach_reset: bool
+    want_h: bool
+    surrogate: _sg.Surrogate
+
+
+class FusedNeuron(torch.autograd.Function):
+    """Forward: one call of the fused kernel. Backward: one call of the fused BPTT kernel,
+    from the saved input (nothing else per time step is kept)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, v0, p, th, cfg: Config):
+        return neuron_forward(x, v0, p, th, cfg.kind, cfg.decay_input, cfg.hard, cfg.v_rest,
+                              cfg.want_h)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, v0, p, th, cfg = inputs
+        ctx.save_for_backward(x, v0, p, th)
+        ctx.cfg = cfg
+        if not cfg.want_h:
+            ctx.mark_non_differentiable(output[2])
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gs, gv, gh):
+        x, v0, p, th = ctx.saved_tensors
+        cfg = ctx.cfg
+        gs = torch.zeros_like(x) if gs is None else gs
+        gv = torch.zeros_like(v0) if gv is None else gv
+        gh = gh if cfg.want_h else None
+        sg_id, sa, sb, sc = surrogate_code(cfg.surrogate)
+        sg = None
+        if sg_id < 0:  # a user-defined surrogate: its derivative is evaluated in torch
+            h = neuron_forward(x, v0, p, th, cfg.kind, cfg.decay_input, cfg.hard, cfg.v_rest,
+                               True)[2]
+            sg = cfg.surrogate.derivative(h - th)
+        need_p = p is not None and ctx.needs_input_grad[2]
+        need_th = ctx.needs_input_grad[3]
+        gx, gv0, gp, gth = FusedNeuronBackward.apply(
+            x, v0, p, th, gs, gv, gh, sg,
+            (cfg.kind, cfg.decay_input, cfg.hard, cfg.detach_reset, cfg.v_rest, sg_id, sa, sb,
+             sc, need_p, need_th))
+        return gx, gv0, gp if need_p else None, gth if need_th else None, None
+
+
+class FusedNeuronBackward(torch.autograd.Function):
+    """The BPTT kernel as a function, so that torch.func transforms see through it."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, v0, p, th, gs, gv, gh, sg, config):
+        return neuron_backward(x, v0, p, th, gs, gv, gh, sg, *config)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "the fused neuron kernel is differentiable once; for higher-order gradients call "
+            "the neuron with impl='reference'")
+

@@ -1,0 +1,137 @@
+/* Fused multi-step spiking neurons for the CPU: the whole time loop in one call.
+ *
+ * Layout: x, spikes, h and the gradients are [T, N] (time-major, contiguous); v0, the
+ * parameter p (tau for LIF, k for PLIF, w for RIF) and the threshold are [N].
+ * The forward pass uses exactly the operations of snnfunc.functional.neurons.charge and
+ * fire_reset, in the same order, so its spikes and voltages equal the reference bit for bit
+ * (built with -ffp-contract=off and without -ffast-math). The backward pass saves nothing but
+ * the input: it recomputes H for a block of neurons into a small buffer, then runs BPTT.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double exp(double);
+
+enum { K_IF = 0, K_LIF = 1, K_PLIF = 2, K_RIF = 3 };
+#define BLK 512           /* neurons per block at most */
+#define BUF_BYTES 262144  /* budget for the recomputed H of one block */
+
+typedef struct {
+  int64_t T, N;
+  int kind, decay, hard, detach, sg_id;
+  double vr, sa, sb, sc;
+  const void *x, *v0, *p, *th, *gs, *gvT, *gh, *sg;
+  void *s, *h, *vout, *gx, *gv0, *gp, *gth;
+  int64_t block;
+  int failed;
+} job_t;
+
+#define REAL float
+#define SFX(name) name##_f32
+#define EXP expf
+#define ABS fabsf
+#include "neuron_impl.h"
+#undef REAL
+#undef SFX
+#undef EXP
+#undef ABS
+
+#define REAL double
+#define SFX(name) name##_f64
+#define EXP exp
+#define ABS fabs
+#include "neuron_impl.h"
+#undef REAL
+#undef SFX
+#undef EXP
+#undef ABS
+
+typedef struct {
+  job_t *job;
+  int64_t b0, b1;
+  int dtype, backward;
+} range_t;
+
+static void *run_range(void *arg) {
+  range_t *r = (range_t *)arg;
+  job_t *j = r->job;
+  void *buf = NULL;
+  if (r->backward) {
+    buf = malloc((size_t)j->T * (size_t)j->block * (r->dtype ? sizeof(double) : sizeof(float)) + 64);
+    if (!buf) { j->failed = 1; return NULL; }
+  }
+  for (int64_t b = r->b0; b < r->b1; b++) {
+    int64_t i0 = b * j->block, n = j->N - i0 < j->block ? j->N - i0 : j->block;
+    if (r->dtype == 0) {
+      if (r->backward) backward_block_f32(j, i0, n, (float *)buf);
+      else forward_block_f32(j, i0, n);
+    } else {
+      if (r->backward) backward_block_f64(j, i0, n, (double *)buf);
+      else forward_block_f64(j, i0, n);
+    }
+  }
+  free(buf);
+  return NULL;
+}
+
+static int run(job_t *j, int dtype, int backward, int nthreads) {
+  int64_t size = dtype ? 8 : 4;
+  int64_t block = BUF_BYTES / (size * (j->T > 0 ? j->T : 1));
+  block = block < 16 ? 16 : (block > BLK ? BLK : (block / 16) * 16);
+  j->block = block;
+  j->failed = 0;
+  int64_t nblocks = (j->N + block - 1) / block;
+  if (nthreads > nblocks) nthreads = (int)nblocks;
+  if ((int64_t)j->T * j->N < 32768) nthreads = 1;
+  if (nthreads < 1) nthreads = 1;
+  range_t ranges[256];
+  pthread_t threads[256];
+  if (nthreads > 256) nthreads = 256;
+  for (int k = 0; k < nthreads; k++) {
+    ranges[k].job = j;
+    ranges[k].b0 = nblocks * k / nthreads;
+    ranges[k].b1 = nblocks * (k + 1) / nthreads;
+    ranges[k].dtype = dtype;
+    ranges[k].backward = backward;
+  }
+  int started = 0;
+  for (int k = 1; k < nthreads; k++) {
+    if (pthread_create(&threads[k], NULL, run_range, &ranges[k]) != 0) break;
+    started = k;
+  }
+  /* ranges whose thread could not start run here */
+  for (int k = started + 1; k < nthreads; k++) run_range(&ranges[k]);
+  run_range(&ranges[0]);
+  for (int k = 1; k <= started; k++) pthread_join(threads[k], NULL);
+  return j->failed;
+}
+
+int snn_forward(int dtype, int64_t T, int64_t N, int kind, int decay, int hard, double vr,
+                const void *x, const void *v0, const void *p, const void *th,
+                void *s, void *h, void *vout, int nthreads) {
+  job_t j;
+  memset(&j, 0, sizeof j);
+  j.T = T; j.N = N; j.kind = kind; j.decay = decay; j.hard = hard; j.vr = vr;
+  j.x = x; j.v0 = v0; j.p = p; j.th = th; j.s = s; j.h = h; j.vout = vout;
+  return run(&j, dtype, 0, nthreads);
+}
+
+int snn_backward(int dtype, int64_t T, int64_t N, int kind, int decay, int hard, int detach,
+                 double vr, int sg_id, double sa, double sb, double sc,
+                 const void *x, const void *v0, const void *p, const void *th,
+                 const void *gs, const void *gvT, const void *gh, const void *sg,
+                 void *gx, void *gv0, void *gp, void *gth, int nthreads) {
+  job_t j;
+  memset(&j, 0, sizeof j);
+  j.T = T; j.N = N; j.kind = kind; j.decay = decay; j.hard = hard; j.detach = detach;
+  j.vr = vr; j.sg_id = sg_id; j.sa = sa; j.sb = sb; j.sc = sc;
+  j.x = x; j.v0 = v0; j.p = p; j.th = th; j.gs = gs; j.gvT = gvT; j.gh = gh; j.sg = sg;
+  j.gx = gx; j.gv0 = gv0; j.gp = gp; j.gth = gth;
+  return run(&j, dtype, 1, nthreads);
+}

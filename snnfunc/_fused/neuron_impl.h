@@ -1,0 +1,217 @@
+/* One dtype's kernels; included by neuron.c with REAL, SFX and EXP defined. */
+
+#define INL static inline __attribute__((always_inline))
+
+/* H_t from V_{t-1} and X_t: the same expressions as snnfunc.functional.neurons.charge */
+INL REAL SFX(charge)(const int kind, const int decay, REAL x, REAL v, REAL p, REAL vr) {
+  if (kind == K_IF) return v + x;
+  if (kind == K_LIF) return decay ? v + (x - (v - vr)) / p : v - (v - vr) / p + x;
+  if (kind == K_PLIF) return decay ? v + (x - (v - vr)) * p : v - (v - vr) * p + x;
+  return v + p * (v - vr) + x;
+}
+
+/* V_t from H_t (fire, then reset) */
+INL REAL SFX(reset)(const int hard, REAL h, REAL th, REAL vr) {
+  return (h - th >= 0) ? (hard ? vr : h - th) : h;
+}
+
+INL void SFX(load)(const job_t *j, int64_t i0, int64_t n, REAL *v, REAL *p, REAL *th) {
+  const REAL *v0 = (const REAL *)j->v0, *pp = (const REAL *)j->p, *tt = (const REAL *)j->th;
+  for (int64_t i = 0; i < n; i++) {
+    v[i] = v0[i0 + i];
+    p[i] = pp ? pp[i0 + i] : (REAL)1;
+    th[i] = tt[i0 + i];
+  }
+}
+
+INL void SFX(forward_spec)(const job_t *j, int64_t i0, int64_t n, const int kind,
+                           const int decay, const int hard, const int want_h) {
+  REAL v[BLK], p[BLK], th[BLK];
+  SFX(load)(j, i0, n, v, p, th);
+  const REAL vr = (REAL)j->vr;
+  const int64_t N = j->N;
+  for (int64_t t = 0; t < j->T; t++) {
+    const REAL *restrict xt = (const REAL *)j->x + t * N + i0;
+    REAL *restrict st = (REAL *)j->s + t * N + i0;
+    REAL *restrict ht = want_h ? (REAL *)j->h + t * N + i0 : NULL;
+    for (int64_t i = 0; i < n; i++) {
+      REAL h = SFX(charge)(kind, decay, xt[i], v[i], p[i], vr);  /* charge */
+      int fire = h - th[i] >= 0;                                /* fire */
+      st[i] = fire ? (REAL)1 : (REAL)0;
+      if (want_h) ht[i] = h;
+      v[i] = fire ? (hard ? vr : h - th[i]) : h;                /* reset */
+    }
+  }
+  REAL *vout = (REAL *)j->vout + i0;
+  for (int64_t i = 0; i < n; i++) vout[i] = v[i];
+}
+
+static void SFX(forward_block)(const job_t *j, int64_t i0, int64_t n) {
+  const int want_h = j->h != NULL;
+#define FWD(K, D, H) \
+  if (j->kind == K && j->decay == D && j->hard == H) { \
+    if (want_h) SFX(forward_spec)(j, i0, n, K, D, H, 1); \
+    else SFX(forward_spec)(j, i0, n, K, D, H, 0); \
+    return; }
+  FWD(K_IF, 1, 1) FWD(K_IF, 1, 0)
+  FWD(K_LIF, 1, 1) FWD(K_LIF, 1, 0) FWD(K_LIF, 0, 1) FWD(K_LIF, 0, 0)
+  FWD(K_PLIF, 1, 1) FWD(K_PLIF, 1, 0) FWD(K_PLIF, 0, 1) FWD(K_PLIF, 0, 0)
+  FWD(K_RIF, 1, 1) FWD(K_RIF, 1, 0)
+#undef FWD
+}
+
+/* g'(u) for a row of n values: the built-in surrogates of snnfunc.surrogate */
+static void SFX(surrogate_row)(int id, REAL a, REAL b, REAL c, const REAL *restrict u,
+                               REAL *restrict g, int64_t n) {
+  const REAL pi = (REAL)3.14159265358979323846;
+  switch (id) {
+  case 0: /* Sigmoid(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL s = (REAL)1 / ((REAL)1 + EXP(-a * u[i]));
+      g[i] = a * s * ((REAL)1 - s);
+    }
+    break;
+  case 1: /* BilinearLeakyReLU(a, b, c) */
+    for (int64_t i = 0; i < n; i++) g[i] = (u[i] >= -c && u[i] <= c) ? a : b;
+    break;
+  case 2: /* SignSwish(beta) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL y = ABS(a * u[i]);
+      REAL e = EXP(-y);
+      REAL tanh_half = ((REAL)1 - e) / ((REAL)1 + e);
+      REAL cosh_y = ((REAL)1 / e + e) / (REAL)2;
+      g[i] = a * ((REAL)2 - y * tanh_half) / ((REAL)1 + cosh_y);
+    }
+    break;
+  case 3: /* ATan(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL z = pi / (REAL)2 * a * u[i];
+      g[i] = (a / (REAL)2) / ((REAL)1 + z * z);
+    }
+    break;
+  case 4: /* PiecewiseQuadratic(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL m = ABS(u[i]);
+      g[i] = m <= (REAL)1 / a ? a - a * a * m : (REAL)0;
+    }
+    break;
+  case 5: /* PiecewiseExp(alpha) */
+    for (int64_t i = 0; i < n; i++) g[i] = a / (REAL)2 * EXP(-a * ABS(u[i]));
+    break;
+  case 6: /* SoftSign(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL d = (REAL)1 / a + ABS(u[i]);
+      g[i] = (REAL)1 / ((REAL)2 * a * d * d);
+    }
+    break;
+  case 7: /* Erf(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL z = a * u[i];
+      g[i] = a / (REAL)1.7724538509055160273 * EXP(-z * z);
+    }
+    break;
+  case 8: /* SuperSpike(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL d = a * ABS(u[i]) + (REAL)1;
+      g[i] = (REAL)1 / (d * d);
+    }
+    break;
+  case 9: /* PiecewiseLeakyReLU(w, c) */
+    for (int64_t i = 0; i < n; i++) g[i] = ABS(u[i]) < a ? (REAL)1 / ((REAL)2 * a) : b;
+    break;
+  case 10: /* Rect(alpha) */
+    for (int64_t i = 0; i < n; i++) g[i] = ABS(u[i]) < a / (REAL)2 ? (REAL)1 / a : (REAL)0;
+    break;
+  case 11: /* Triangle(alpha) */
+    for (int64_t i = 0; i < n; i++) {
+      REAL r = (REAL)1 - ABS(u[i]) / a;
+      g[i] = (r > 0 ? r : (REAL)0) / a;
+    }
+    break;
+  default: /* StraightThrough */
+    for (int64_t i = 0; i < n; i++) g[i] = (REAL)1;
+  }
+}
+
+INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restrict hb,
+                            const int kind, const int decay, const int hard) {
+  REAL v[BLK], p[BLK], th[BLK], gv[BLK], gp[BLK], gth[BLK], u[BLK], sgr[BLK];
+  SFX(load)(j, i0, n, v, p, th);
+  const REAL vr = (REAL)j->vr;
+  const int64_t N = j->N, T = j->T;
+  const int detach = j->detach;
+  /* recompute H for this block */
+  for (int64_t t = 0; t < T; t++) {
+    const REAL *restrict xt = (const REAL *)j->x + t * N + i0;
+    REAL *restrict ht = hb + t * n;
+    for (int64_t i = 0; i < n; i++) {
+      REAL h = SFX(charge)(kind, decay, xt[i], v[i], p[i], vr);
+      ht[i] = h;
+      v[i] = h - th[i] >= 0 ? (hard ? vr : h - th[i]) : h;
+    }
+  }
+  const REAL *gvT = (const REAL *)j->gvT, *v0 = (const REAL *)j->v0;
+  for (int64_t i = 0; i < n; i++) { gv[i] = gvT[i0 + i]; gp[i] = 0; gth[i] = 0; }
+  const REAL sa = (REAL)j->sa, sb = (REAL)j->sb, sc = (REAL)j->sc;
+  for (int64_t t = T - 1; t >= 0; t--) {
+    const REAL *restrict ht = hb + t * n;
+    const REAL *restrict hp = t > 0 ? hb + (t - 1) * n : NULL;
+    const REAL *restrict xt = (const REAL *)j->x + t * N + i0;
+    const REAL *restrict gst = (const REAL *)j->gs + t * N + i0;
+    const REAL *restrict ght = j->gh ? (const REAL *)j->gh + t * N + i0 : NULL;
+    REAL *restrict gxt = (REAL *)j->gx + t * N + i0;
+    for (int64_t i = 0; i < n; i++) u[i] = ht[i] - th[i];
+    if (j->sg) {
+      const REAL *restrict sgt = (const REAL *)j->sg + t * N + i0;
+      for (int64_t i = 0; i < n; i++) sgr[i] = sgt[i];
+    } else {
+      SFX(surrogate_row)(j->sg_id, sa, sb, sc, u, sgr, n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+      REAL h = ht[i], g = gv[i];
+      REAL vprev = hp ? SFX(reset)(hard, hp[i], th[i], vr) : v0[i0 + i];
+      int fire = u[i] >= 0;
+      REAL gsum = gst[i];                                     /* dL/dS_t */
+      if (!detach) gsum += g * (hard ? vr - h : -th[i]);      /* through the reset */
+      REAL gh = gsum * sgr[i] + (hard ? (fire ? (REAL)0 : g) : g);
+      if (ght) gh += ght[i];
+      gth[i] += -gsum * sgr[i] - (hard ? (REAL)0 : (fire ? g : (REAL)0));
+      REAL gx, gvn;
+      if (kind == K_IF) {
+        gx = gh; gvn = gh;
+      } else if (kind == K_LIF) {
+        REAL q = gh / p[i];
+        gx = decay ? q : gh;
+        gvn = gh - q;
+        gp[i] += decay ? -q * (xt[i] - (vprev - vr)) / p[i] : q * (vprev - vr) / p[i];
+      } else if (kind == K_PLIF) {
+        REAL q = gh * p[i];
+        gx = decay ? q : gh;
+        gvn = gh - q;
+        gp[i] += decay ? gh * (xt[i] - (vprev - vr)) : -gh * (vprev - vr);
+      } else {
+        gx = gh; gvn = gh + gh * p[i];
+        gp[i] += gh * (vprev - vr);
+      }
+      gxt[i] = gx;
+      gv[i] = gvn;
+    }
+  }
+  REAL *gv0 = (REAL *)j->gv0 + i0;
+  for (int64_t i = 0; i < n; i++) gv0[i] = gv[i];
+  if (j->gp) { REAL *o = (REAL *)j->gp + i0; for (int64_t i = 0; i < n; i++) o[i] = gp[i]; }
+  if (j->gth) { REAL *o = (REAL *)j->gth + i0; for (int64_t i = 0; i < n; i++) o[i] = gth[i]; }
+}
+
+static void SFX(backward_block)(const job_t *j, int64_t i0, int64_t n, REAL *hb) {
+#define BWD(K, D, H) \
+  if (j->kind == K && j->decay == D && j->hard == H) { \
+    SFX(backward_spec)(j, i0, n, hb, K, D, H); return; }
+  BWD(K_IF, 1, 1) BWD(K_IF, 1, 0)
+  BWD(K_LIF, 1, 1) BWD(K_LIF, 1, 0) BWD(K_LIF, 0, 1) BWD(K_LIF, 0, 0)
+  BWD(K_PLIF, 1, 1) BWD(K_PLIF, 1, 0) BWD(K_PLIF, 0, 1) BWD(K_PLIF, 0, 0)
+  BWD(K_RIF, 1, 1) BWD(K_RIF, 1, 0)
+#undef BWD
+}
+
+#undef INL
