@@ -154,7 +154,7 @@ class BilinearLeakyReLU(Surrogate):
 
     def derivative(self, x):
         inside = (x >= -self.c) & (x <= self.c)
-        return torch.where(inside, self.a, self.b).to(x.dtype)
+        return torch.where(inside, torch.full_like(x, self.a), torch.full_like(x, self.b))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,7 @@ class PiecewiseQuadratic(Surrogate):
 
     def derivative(self, x):
         ax = x.abs()
-        return torch.where(ax <= 1 / self.alpha, self.alpha - self.alpha**2 * ax, 0.0).to(x.dtype)
+        return torch.where(ax <= 1 / self.alpha, self.alpha - self.alpha**2 * ax, torch.zeros_like(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +268,7 @@ class PiecewiseLeakyReLU(Surrogate):
         _positive(self, "w")
 
     def derivative(self, x):
-        return torch.where(x.abs() < self.w, 1 / (2 * self.w), self.c).to(x.dtype)
+        return torch.where(x.abs() < self.w, torch.full_like(x, 1 / (2 * self.w)), torch.full_like(x, self.c))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +281,7 @@ class Rect(Surrogate):
         _positive(self, "alpha")
 
     def derivative(self, x):
-        return torch.where(x.abs() < self.alpha / 2, 1 / self.alpha, 0.0).to(x.dtype)
+        return torch.where(x.abs() < self.alpha / 2, torch.full_like(x, 1 / self.alpha), torch.zeros_like(x))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -184,3 +184,10 @@ def test_double_backward_uses_the_second_derivative():
     (dd,) = torch.autograd.grad(d.sum(), x)
     s = torch.sigmoid(2 * x.detach())
     torch.testing.assert_close(dd, 4 * s * (1 - s) * (1 - 2 * s))
+
+
+def test_piecewise_constants_keep_the_input_precision():
+    x = torch.tensor([-3.0, 0.1, 3.0], dtype=torch.float64)
+    assert S.BilinearLeakyReLU(1.0, 0.01, 0.5).derivative(x).tolist() == [0.01, 1.0, 0.01]
+    assert S.Rect(1.7).derivative(x)[1].item() == 1 / 1.7
+    assert S.PiecewiseLeakyReLU(0.3, 0.07).derivative(x).tolist() == [0.07, 1 / 0.6, 0.07]

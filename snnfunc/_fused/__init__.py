@@ -21,6 +21,12 @@ from snnfunc._fused import _cpu
 __all__ = ["available", "run", "why_not"]
 
 
+@torch.compiler.assume_constant_result
+def _cpu_error():
+    """Builds and loads the CPU kernel on first use; a constant to torch.compile."""
+    return _cpu.error()
+
+
 def available(device="cpu") -> bool:
     """Whether a fused kernel can run on ``device`` here."""
     device = torch.device(device)
@@ -28,7 +34,7 @@ def available(device="cpu") -> bool:
         from snnfunc._fused import _triton
 
         return _triton.error() is None
-    return device.type == "cpu" and _cpu.error() is None
+    return device.type == "cpu" and _cpu_error() is None
 
 
 def _forward_ad_active() -> bool:
@@ -50,8 +56,8 @@ def why_not(x_seq) -> str | None:
             return _triton.error()
     elif x_seq.device.type != "cpu":
         return f"no fused kernel for device {x_seq.device.type}"
-    elif _cpu.error() is not None:
-        return _cpu.error()
+    elif _cpu_error() is not None:
+        return _cpu_error()
     if x_seq.shape[0] == 0:
         return "T = 0"
     if not torch.compiler.is_compiling() and _forward_ad_active():
@@ -78,8 +84,10 @@ def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, dec
         return x_seq.new_full(shape, value)
 
     decay = decay_input if kind in ("lif", "plif") else True
-    cfg = _ops.Config(_ops.KINDS[kind], decay, v_reset is not None,
-                      0.0 if v_reset is None else v_reset, detach_reset, return_h, surrogate)
+    cfg = _ops.Config(_ops.KINDS[kind], decay, v_reset is not None, detach_reset, return_h,
+                      surrogate)
+    scalars = _ops.scalars(0.0 if v_reset is None else v_reset, surrogate)
     p = None if kind == "if" else step_tensor(p)
-    s, v, h = _ops.FusedNeuron.apply(x_seq, v.expand(shape), p, step_tensor(v_threshold), cfg)
+    s, v, h = _ops.FusedNeuron.apply(x_seq, v.expand(shape), p, step_tensor(v_threshold),
+                                     scalars, cfg)
     return NeuronOutputWithH(s, v, h) if return_h else NeuronOutput(s, v)

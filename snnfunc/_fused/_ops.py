@@ -36,13 +36,21 @@ _SURROGATE_IDS = {
 }
 
 
-def surrogate_code(surrogate) -> tuple[int, float, float, float]:
-    """(id, a, b, c) for a built-in surrogate; id -1 for any other (computed in torch)."""
+def surrogate_id(surrogate) -> int:
+    """The kernels' number for a built-in surrogate; -1 for any other (computed in torch)."""
     entry = _SURROGATE_IDS.get(type(surrogate))
-    if entry is None:
-        return -1, 0.0, 0.0, 0.0
-    code, params = entry
-    return (code, *(float(v) for v in params(surrogate)))
+    return -1 if entry is None else entry[0]
+
+
+def scalars(v_rest, surrogate) -> Tensor:
+    """The call's float constants as one CPU tensor: (V_rest, then the surrogate's a, b, c).
+
+    A tensor rather than float arguments, so that torch.compile with dynamic floats never has
+    to specialise (and recompile) on them."""
+    entry = _SURROGATE_IDS.get(type(surrogate))
+    params = (0.0, 0.0, 0.0) if entry is None else entry[1](surrogate)
+    zero = torch.zeros((), dtype=torch.float64)
+    return torch.stack([zero + v for v in (v_rest, *params)])
 
 
 def _kernels(device: torch.device):
@@ -57,21 +65,22 @@ def _kernels(device: torch.device):
 
 
 @torch.library.custom_op("snnfunc::neuron_forward", mutates_args=())
-def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, kind: int,
-                   decay_input: bool, hard: bool, v_rest: float,
+def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, scalars: Tensor,
+                   kind: int, decay_input: bool, hard: bool,
                    want_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     x, v0, th = x.contiguous(), v0.contiguous(), th.contiguous()
     p = None if p is None else p.contiguous()
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape) if want_h else x.new_empty(0)
     v = v0.new_empty(v0.shape)
+    v_rest = scalars.tolist()[0]
     _kernels(x.device).forward(x, v0, p, th, kind, decay_input, hard, v_rest, s,
                                h if want_h else None, v)
     return s, v, h
 
 
 @neuron_forward.register_fake
-def _(x, v0, p, th, kind, decay_input, hard, v_rest, want_h):
+def _(x, v0, p, th, scalars, kind, decay_input, hard, want_h):
     return x.new_empty(x.shape), v0.new_empty(v0.shape), x.new_empty(x.shape if want_h else (0,))
 
 
@@ -80,16 +89,16 @@ def _(x, v0, p, th, kind, decay_input, hard, v_rest, want_h):
 
 @torch.library.custom_op("snnfunc::neuron_backward", mutates_args=())
 def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: Tensor,
-                    gv: Tensor, gh: Optional[Tensor], sg: Optional[Tensor], kind: int,
-                    decay_input: bool, hard: bool, detach_reset: bool, v_rest: float,
-                    sg_id: int, sa: float, sb: float, sc: float, need_p: bool,
-                    need_th: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                    gv: Tensor, gh: Optional[Tensor], sg: Optional[Tensor], scalars: Tensor,
+                    kind: int, decay_input: bool, hard: bool, detach_reset: bool, sg_id: int,
+                    need_p: bool, need_th: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x, v0, th, gs, gv = (t.contiguous() for t in (x, v0, th, gs, gv))
     p, gh, sg = (None if t is None else t.contiguous() for t in (p, gh, sg))
     gx = x.new_empty(x.shape)
     gv0 = v0.new_empty(v0.shape)
     gp = v0.new_empty(v0.shape) if need_p else v0.new_empty(0)
     gth = v0.new_empty(v0.shape) if need_th else v0.new_empty(0)
+    v_rest, sa, sb, sc = scalars.tolist()
     _kernels(x.device).backward(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard,
                                 detach_reset, v_rest, sg_id, sa, sb, sc, gx, gv0,
                                 gp if need_p else None, gth if need_th else None)
@@ -97,8 +106,8 @@ def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: 
 
 
 @neuron_backward.register_fake
-def _(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard, detach_reset, v_rest, sg_id, sa,
-      sb, sc, need_p, need_th):
+def _(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard, detach_reset, sg_id,
+      need_p, need_th):
     step = lambda need: v0.new_empty(v0.shape if need else (0,))  # noqa: E731
     return x.new_empty(x.shape), v0.new_empty(v0.shape), step(need_p), step(need_th)
 
@@ -117,20 +126,26 @@ def _batched(t, bdim, size, seq):
     return t.movedim(bdim, at)
 
 
-def _forward_vmap(info, in_dims, x, v0, p, th, *config):
+def _forward_vmap(info, in_dims, x, v0, p, th, scalars, *config):
     B = info.batch_size
     x = _batched(x, in_dims[0], B, True)
     v0, p, th = (_batched(t, d, B, False) for t, d in zip((v0, p, th), in_dims[1:4]))
-    s, v, h = neuron_forward(x, v0, p, th, *config)
+    s, v, h = neuron_forward(x, v0, p, th, _unbatched(scalars, in_dims[4]), *config)
     return (s, v, h), (1, 0, 1 if h.dim() else None)
 
 
-def _backward_vmap(info, in_dims, x, v0, p, th, gs, gv, gh, sg, *config):
+def _backward_vmap(info, in_dims, x, v0, p, th, gs, gv, gh, sg, scalars, *config):
     B = info.batch_size
     seq = (True, False, False, False, True, False, True, True)
     args = [_batched(t, d, B, q) for t, d, q in zip((x, v0, p, th, gs, gv, gh, sg), in_dims, seq)]
-    gx, gv0, gp, gth = neuron_backward(*args, *config)
+    gx, gv0, gp, gth = neuron_backward(*args, _unbatched(scalars, in_dims[8]), *config)
     return (gx, gv0, gp, gth), (1, 0, 0 if gp.dim() else None, 0 if gth.dim() else None)
+
+
+def _unbatched(scalars, bdim):
+    if bdim is not None:
+        raise ValueError("the neuron's v_reset and surrogate parameters cannot be vmapped")
+    return scalars
 
 
 torch.library.register_vmap("snnfunc::neuron_forward", _forward_vmap)
@@ -147,7 +162,6 @@ class Config:
     kind: int
     decay_input: bool
     hard: bool
-    v_rest: float
     detach_reset: bool
     want_h: bool
     surrogate: _sg.Surrogate
@@ -160,14 +174,14 @@ class FusedNeuron(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, v0, p, th, cfg: Config):
-        return neuron_forward(x, v0, p, th, cfg.kind, cfg.decay_input, cfg.hard, cfg.v_rest,
+    def forward(x, v0, p, th, scalars, cfg: Config):
+        return neuron_forward(x, v0, p, th, scalars, cfg.kind, cfg.decay_input, cfg.hard,
                               cfg.want_h)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, v0, p, th, cfg = inputs
-        ctx.save_for_backward(x, v0, p, th)
+        x, v0, p, th, scalars, cfg = inputs
+        ctx.save_for_backward(x, v0, p, th, scalars)
         ctx.cfg = cfg
         if not cfg.want_h:
             ctx.mark_non_differentiable(output[2])
@@ -175,24 +189,23 @@ class FusedNeuron(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gs, gv, gh):
-        x, v0, p, th = ctx.saved_tensors
+        x, v0, p, th, scalars = ctx.saved_tensors
         cfg = ctx.cfg
         gs = torch.zeros_like(x) if gs is None else gs
         gv = torch.zeros_like(v0) if gv is None else gv
         gh = gh if cfg.want_h else None
-        sg_id, sa, sb, sc = surrogate_code(cfg.surrogate)
+        sg_id = surrogate_id(cfg.surrogate)
         sg = None
         if sg_id < 0:  # a user-defined surrogate: its derivative is evaluated in torch
-            h = neuron_forward(x, v0, p, th, cfg.kind, cfg.decay_input, cfg.hard, cfg.v_rest,
+            h = neuron_forward(x, v0, p, th, scalars, cfg.kind, cfg.decay_input, cfg.hard,
                                True)[2]
             sg = cfg.surrogate.derivative(h - th)
         need_p = p is not None and ctx.needs_input_grad[2]
         need_th = ctx.needs_input_grad[3]
         gx, gv0, gp, gth = FusedNeuronBackward.apply(
-            x, v0, p, th, gs, gv, gh, sg,
-            (cfg.kind, cfg.decay_input, cfg.hard, cfg.detach_reset, cfg.v_rest, sg_id, sa, sb,
-             sc, need_p, need_th))
-        return gx, gv0, gp if need_p else None, gth if need_th else None, None
+            x, v0, p, th, gs, gv, gh, sg, scalars,
+            (cfg.kind, cfg.decay_input, cfg.hard, cfg.detach_reset, sg_id, need_p, need_th))
+        return gx, gv0, gp if need_p else None, gth if need_th else None, None, None
 
 
 class FusedNeuronBackward(torch.autograd.Function):
@@ -201,8 +214,8 @@ class FusedNeuronBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, v0, p, th, gs, gv, gh, sg, config):
-        return neuron_backward(x, v0, p, th, gs, gv, gh, sg, *config)
+    def forward(x, v0, p, th, gs, gv, gh, sg, scalars, config):
+        return neuron_backward(x, v0, p, th, gs, gv, gh, sg, scalars, *config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

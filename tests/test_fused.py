@@ -1,0 +1,241 @@
+"""The fused kernels equal the reference loop: spikes and voltages bit for bit, gradients to
+rounding, over neurons, options, shapes, T, dtypes and transforms."""
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+from torch.func import grad, jacfwd, jvp, vmap
+
+import snnfunc
+from snnfunc import _fused
+from snnfunc import surrogate as S
+from conftest import NEURONS, SURROGATES, call
+
+pytestmark = pytest.mark.skipif(
+    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+
+OPTIONS = [
+    dict(v_reset=0.0, detach_reset=False, decay_input=True),
+    dict(v_reset=None, detach_reset=False, decay_input=True),
+    dict(v_reset=-0.2, detach_reset=True, decay_input=False),
+    dict(v_reset=None, detach_reset=True, decay_input=False),
+    dict(v_reset=0.3, detach_reset=False, decay_input=False),
+]
+
+
+def _kw(kind, opts):
+    kw = dict(opts)
+    if kind in ("if", "rif"):
+        kw.pop("decay_input")
+    return kw
+
+
+def _param(kind, pshape, shape, dtype, gen):
+    base = {"if": None, "lif": 1.7, "plif": 0.55, "rif": -0.15}[kind]
+    if base is None:
+        return None
+    if pshape == "float":
+        return base
+    size = {"scalar": (), "channel": shape[-1:], "neuron": shape}[pshape]
+    return (base + 0.2 * torch.rand(size, generator=gen, dtype=torch.float64)).to(dtype).requires_grad_(True)
+
+
+def _compare(kind, T, shape, dtype, opts, pshape, th_tensor, surrogate=S.ATan(), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand((T, *shape), generator=gen, dtype=torch.float64) * 1.4).to(dtype).requires_grad_(True)
+    v0 = (torch.rand(shape, generator=gen, dtype=torch.float64) * 0.5).to(dtype).requires_grad_(True)
+    p = _param(kind, pshape, shape, dtype, gen)
+    th = ((0.8 + 0.4 * torch.rand(shape[-1:], generator=gen, dtype=torch.float64)).to(dtype)
+          .requires_grad_(True) if th_tensor else 1.0)
+    kw = dict(_kw(kind, opts), v_threshold=th, surrogate=surrogate, return_h=True)
+    fused = call(kind, x, v0, p, impl="fused", **kw)
+    ref = call(kind, x, v0, p, impl="reference", **kw)
+    assert torch.equal(fused.spikes, ref.spikes)
+    assert torch.equal(fused.h, ref.h)
+    assert torch.equal(fused.v, ref.v)
+    inputs = [x, v0] + [t for t in (p, th) if isinstance(t, torch.Tensor)]
+    gs = torch.randn(ref.spikes.shape, generator=gen, dtype=torch.float64).to(dtype)
+    gh = torch.randn(ref.h.shape, generator=gen, dtype=torch.float64).to(dtype)
+    gv = torch.randn(ref.v.shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    def loss(o):
+        return (o.spikes * gs).sum() + (o.h * gh).sum() + (o.v * gv).sum()
+
+    got = torch.autograd.grad(loss(fused), inputs)
+    want = torch.autograd.grad(loss(ref), inputs)
+    tol = dict(rtol=1e-7, atol=1e-8) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+    return fused
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_fused_equals_reference_every_option(kind, opts, dtype):
+    for pshape, th_tensor in [("float", False), ("scalar", True), ("channel", False), ("neuron", True)]:
+        out = _compare(kind, 9, (3, 5), dtype, opts, pshape, th_tensor)
+        assert 0 < out.spikes.mean() < 1
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 64, 300])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_equals_reference_over_T(T, kind):
+    _compare(kind, T, (4, 3), torch.float64, OPTIONS[0], "channel", True, seed=T)
+    _compare(kind, T, (2, 7), torch.float32, OPTIONS[1], "neuron", False, seed=T + 1)
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (5,), (2, 3, 4), (3, 1, 2, 2, 3), (2000,)])
+def test_fused_shapes(shape):
+    _compare("plif", 6, shape, torch.float32, OPTIONS[0], "float", False)
+
+
+@pytest.mark.parametrize("name", list(SURROGATES))
+def test_fused_every_surrogate(name):
+    _compare("lif", 8, (4, 6), torch.float64, OPTIONS[0], "channel", True, SURROGATES[name][0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian(S.Surrogate):
+    sigma: float = 0.4
+
+    def derivative(self, x):
+        return torch.exp(-0.5 * (x / self.sigma) ** 2) / (self.sigma * math.sqrt(2 * math.pi))
+
+
+@dataclasses.dataclass(frozen=True)
+class SharperSigmoid(S.Sigmoid):
+    """A subclass of a built-in: its own derivative must be used, not the kernel's."""
+
+    def derivative(self, x):
+        return 2 * super().derivative(x)
+
+
+@pytest.mark.parametrize("sg", [Gaussian(), SharperSigmoid(3.0)], ids=str)
+def test_fused_user_defined_surrogate(sg):
+    _compare("rif", 8, (4, 6), torch.float64, OPTIONS[1], "neuron", True, sg)
+
+
+def test_non_contiguous_and_large():
+    base = torch.rand(5, 40, 30, dtype=torch.float32) * 1.5
+    x = base.transpose(1, 2)[:, ::3]
+    a = snnfunc.lif(x, return_h=True, impl="fused")
+    b = snnfunc.lif(x, return_h=True, impl="reference")
+    assert all(torch.equal(u, w) for u, w in zip(a, b))
+    x = torch.rand(3, 70_000) * 2  # several blocks and threads
+    a = snnfunc.if_(x, v_reset=None, impl="fused")
+    b = snnfunc.if_(x, v_reset=None, impl="reference")
+    assert torch.equal(a.spikes, b.spikes) and torch.equal(a.v, b.v)
+
+
+def test_auto_picks_fused_and_falls_back():
+    x = torch.rand(4, 3, requires_grad=True)
+    out = snnfunc.lif(x)
+    assert "FusedNeuron" in type(out.spikes.grad_fn).__name__
+    assert "Stack" in type(snnfunc.lif(x, impl="reference").spikes.grad_fn).__name__
+    half = snnfunc.lif(x.detach().half())  # no fused float16 kernel: the reference runs
+    assert half.spikes.dtype == torch.float16
+    with pytest.raises(ValueError, match="float16"):
+        snnfunc.lif(x.detach().half(), impl="fused")
+    with pytest.raises(ValueError, match="impl"):
+        snnfunc.lif(x, impl="triton")
+
+
+def test_forward_mode_falls_back_to_reference():
+    x = torch.rand(5, 3, dtype=torch.float64) * 1.5
+    f = lambda x: snnfunc.plif(x, w=0.4, surrogate=S.Erf()).spikes  # noqa: E731
+    t = torch.randn_like(x)
+    _, tangent = jvp(f, (x,), (t,))
+    _, ref = jvp(lambda x: snnfunc.plif(x, w=0.4, surrogate=S.Erf(), impl="reference").spikes,
+                 (x,), (t,))
+    torch.testing.assert_close(tangent, ref)
+    torch.testing.assert_close(jacfwd(f)(x), torch.func.jacrev(f)(x))
+    with pytest.raises(ValueError, match="forward-mode"):
+        jvp(lambda x: snnfunc.plif(x, w=0.4, impl="fused").spikes, (x,), (t,))
+    want = jvp(lambda x: snnfunc.lif(x).spikes, (x,), (t,))[1]
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x, t)
+        out = snnfunc.lif(dual).spikes
+        torch.testing.assert_close(torch.autograd.forward_ad.unpack_dual(out).tangent, want)
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_vmap_grad_through_fused_equals_loop(kind):
+    B, T, N = 4, 6, 5
+    xs = torch.rand(B, T, N, dtype=torch.float64) * 1.5
+    p = {"if": None, "lif": torch.full((N,), 1.8, dtype=torch.float64),
+         "plif": torch.full((N,), 0.5, dtype=torch.float64),
+         "rif": torch.full((N,), -0.1, dtype=torch.float64)}[kind]
+
+    def loss(x, p, th):
+        out = call(kind, x, None, p, v_threshold=th, impl="fused")
+        return (out.spikes * torch.arange(N)).sum() + out.v.sum()
+
+    th = torch.full((N,), 0.9, dtype=torch.float64)
+    argnums = (0, 2) if p is None else (0, 1, 2)
+    batched = vmap(grad(loss, argnums=argnums), in_dims=(0, None, None))(xs, p, th)
+    ref = [grad(lambda x, p, th: loss(x, p, th), argnums=argnums)(x, p, th) for x in xs]
+    ref_impl = [torch.func.grad(
+        lambda x, p, th: (call(kind, x, None, p, v_threshold=th, impl="reference").spikes
+                          * torch.arange(N)).sum()
+        + call(kind, x, None, p, v_threshold=th, impl="reference").v.sum(),
+        argnums=argnums)(x, p, th) for x in xs]
+    for i in range(len(argnums)):
+        torch.testing.assert_close(batched[i], torch.stack([r[i] for r in ref]))
+        torch.testing.assert_close(batched[i], torch.stack([r[i] for r in ref_impl]))
+
+
+def test_vmap_over_parameters_and_inputs():
+    x = torch.rand(5, 2, 3, dtype=torch.float64) * 1.5
+    ws = torch.rand(4, 3, dtype=torch.float64) * 0.5 + 0.3
+    xs = torch.rand(4, 5, 2, 3, dtype=torch.float64) * 1.5
+    f = lambda w, x: snnfunc.plif(x, w=w, impl="fused", return_h=True)  # noqa: E731
+    for args, dims in [((ws, x), (0, None)), ((ws, xs), (0, 0)), ((ws[0], xs), (None, 0))]:
+        out = vmap(f, in_dims=dims)(*args)
+        n = 4
+        loop = [f(*(a[i] if d == 0 else a for a, d in zip(args, dims))) for i in range(n)]
+        for field in range(3):
+            assert torch.equal(out[field], torch.stack([o[field] for o in loop]))
+
+
+def test_saves_at_most_one_tensor_per_step():
+    """At most 4 bytes per neuron-step saved for backward in float32 (the input itself)."""
+    T, N = 16, 1000
+    for kind, p in [("lif", 2.0), ("plif", torch.full((N,), 0.5, requires_grad=True)),
+                    ("rif", torch.full((N,), -0.1, requires_grad=True)), ("if", None)]:
+        saved = []
+
+        def pack(t):
+            saved.append(t)
+            return t
+
+        x = torch.rand(T, N, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            call(kind, x, None, p, v_reset=None)
+        per_step = sum(t.numel() * t.element_size() for t in saved if t.dim() and t.shape[0] == T)
+        assert per_step / (T * N) <= 4, (kind, [tuple(t.shape) for t in saved])
+
+
+def test_double_backward_says_so():
+    x = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(snnfunc.lif(x).spikes.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="impl='reference'"):
+        g.sum().backward()
+
+
+def test_opcheck_custom_ops():
+    x = torch.rand(6, 2, 3, dtype=torch.float64)
+    v0, th = torch.rand(2, 3, dtype=torch.float64), torch.full((2, 3), 0.9, dtype=torch.float64)
+    p = torch.full((2, 3), 0.5, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.snnfunc.neuron_forward.default,
+                          (x, v0, p, th, torch.zeros(4, dtype=torch.float64), 2, True, True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    gs, gv = torch.randn_like(x), torch.randn_like(v0)
+    torch.library.opcheck(torch.ops.snnfunc.neuron_backward.default,
+                          (x, v0, p, th, gs, gv, None, None,
+                           torch.tensor([0.0, 2.0, 0.0, 0.0], dtype=torch.float64), 2, True, True,
+                           False, 3, True, True),
+                          test_utils=("test_schema", "test_faketensor"))

@@ -1,0 +1,55 @@
+"""The fused op under torch.compile: one node whatever T, no recompile when T changes."""
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import snnfunc
+from snnfunc import _fused
+from snnfunc import surrogate as S
+
+pytestmark = [
+    pytest.mark.compile,
+    pytest.mark.skipif(not _fused.available("cpu"),
+                       reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}"),
+]
+
+
+def test_graph_size_does_not_grow_with_T():
+    sizes = {}
+
+    def backend(gm, example_inputs):
+        sizes[example_inputs[0].shape[0]] = len(gm.graph.nodes)
+        return gm.forward
+
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: snnfunc.plif(x, w=0.5, surrogate=S.ATan()).spikes,
+                      backend=backend, fullgraph=True, dynamic=False)
+    for T in (4, 64):
+        f(torch.rand(T, 3))
+    assert sizes[4] == sizes[64] < 20, sizes
+
+
+def test_changing_T_does_not_recompile_and_equals_reference():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    fc1, fc2 = torch.nn.Linear(5, 6), torch.nn.Linear(6, 3)
+    w = torch.nn.Parameter(torch.full((3,), 0.5))
+
+    def net(x, impl="auto"):
+        s = snnfunc.lif(fc1(x), tau=2.0, v_threshold=0.3, impl=impl).spikes
+        return snnfunc.plif(fc2(s), w=w, v_threshold=0.2, impl=impl).spikes
+
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(net, backend=counter, fullgraph=True, dynamic=True)
+    params = [fc1.weight, fc1.bias, fc2.weight, fc2.bias, w]
+    for T in (3, 9, 40):
+        x = torch.rand(T, 2, 5) * 2
+        out = compiled(x)
+        ref = net(x, impl="reference")
+        assert torch.equal(out, ref)
+        got = torch.autograd.grad(out.sum(), params)
+        want = torch.autograd.grad(ref.sum(), params)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 1
