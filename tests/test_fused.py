@@ -239,3 +239,23 @@ def test_opcheck_custom_ops():
                            torch.tensor([0.0, 2.0, 0.0, 0.0], dtype=torch.float64), 2, True, True,
                            False, 3, True, True),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+@pytest.mark.parametrize("use", ["spikes", "v", "h"])
+def test_shared_values_and_unused_outputs(kind, use):
+    """V_0 at rest, float parameters and one-element tensors are shared, not materialised;
+    gradients are right whichever outputs the loss uses."""
+    x = (torch.rand(6, 3, 4, dtype=torch.float64) * 1.5).requires_grad_(True)
+    p = {"if": None, "lif": 2.0, "plif": torch.tensor([0.5], dtype=torch.float64, requires_grad=True),
+         "rif": torch.tensor(-0.1, dtype=torch.float64, requires_grad=True)}[kind]
+    th = torch.tensor([0.9], dtype=torch.float64, requires_grad=True)
+    inputs = [x, th] + ([p] if isinstance(p, torch.Tensor) else [])
+    grads = []
+    for impl in ("fused", "reference"):
+        out = call(kind, x, None, p, v_threshold=th, return_h=use == "h", impl=impl)
+        grads.append(torch.autograd.grad(getattr(out, use).pow(2).sum(), inputs))
+    for a, b in zip(*grads):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b)
+    assert grads[0][0].abs().sum() > 0

@@ -79,15 +79,16 @@ def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, dec
     shape = x_seq.shape[1:]
 
     def step_tensor(value):
-        if isinstance(value, torch.Tensor):
-            return value.expand(shape)
-        return x_seq.new_full(shape, value)
+        """One value shared by all neurons stays one value; anything else is [*S]."""
+        if not isinstance(value, torch.Tensor):
+            return x_seq.new_full((), value)
+        return value.reshape(()) if value.numel() == 1 else value.expand(shape)
 
     decay = decay_input if kind in ("lif", "plif") else True
     cfg = _ops.Config(_ops.KINDS[kind], decay, v_reset is not None, detach_reset, return_h,
                       surrogate)
     scalars = _ops.scalars(0.0 if v_reset is None else v_reset, surrogate)
     p = None if kind == "if" else step_tensor(p)
-    s, v, h = _ops.FusedNeuron.apply(x_seq, v.expand(shape), p, step_tensor(v_threshold),
+    s, v, h = _ops.FusedNeuron.apply(x_seq, step_tensor(v), p, step_tensor(v_threshold),
                                      scalars, cfg)
     return NeuronOutputWithH(s, v, h) if return_h else NeuronOutput(s, v)

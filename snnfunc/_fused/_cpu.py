@@ -18,7 +18,7 @@ import torch
 
 _HERE = Path(__file__).resolve().parent
 _SOURCES = ("neuron.c", "neuron_impl.h")
-_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp-simd", "-fPIC", "-shared"]
+_FLAGS = ["-O3", "--param=vect-epilogues-nomask=0", "-fno-math-errno", "-ffp-contract=off", "-fopenmp-simd", "-fPIC", "-shared"]
 _lock = threading.Lock()
 _lib = None
 _error: str | None = None
@@ -86,9 +86,10 @@ def library():
                     _error = f"building the fused CPU kernel failed: {exc}"
                 else:
                     i64, i32, f64, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
-                    lib.snn_forward.argtypes = [i32, i64, i64, i32, i32, i32, f64] + [ptr] * 7 + [i32]
+                    lib.snn_forward.argtypes = ([i32, i64, i64, i32, i32, i32, f64] + [ptr] * 7
+                                                + [i64] * 3 + [i32])
                     lib.snn_backward.argtypes = ([i32, i64, i64, i32, i32, i32, i32, f64, i32, f64, f64, f64]
-                                                 + [ptr] * 12 + [i32])
+                                                 + [ptr] * 12 + [i64] * 3 + [i32])
                     lib.snn_forward.restype = lib.snn_backward.restype = i32
                     _lib = lib
     return _lib
@@ -107,21 +108,25 @@ def _dtype_code(t):
     return 0 if t.dtype == torch.float32 else 1
 
 
+def _strides(v0, p, th):
+    return tuple(0 if t is None or t.numel() == 1 else 1 for t in (v0, p, th))
+
+
 def forward(x, v0, p, th, kind, decay, hard, vr, s, h, vout):
-    T, N = x.shape[0], v0.numel()
+    T, N = x.shape[0], vout.numel()
     rc = library().snn_forward(_dtype_code(x), T, N, kind, int(decay), int(hard), vr, _ptr(x),
                                _ptr(v0), _ptr(p), _ptr(th), _ptr(s), _ptr(h), _ptr(vout),
-                               torch.get_num_threads())
+                               *_strides(v0, p, th), torch.get_num_threads())
     if rc:
         raise MemoryError("the fused neuron kernel could not allocate its buffer")
 
 
 def backward(x, v0, p, th, gs, gv, gh, sg, kind, decay, hard, detach, vr, sg_id, sa, sb, sc,
              gx, gv0, gp, gth):
-    T, N = x.shape[0], v0.numel()
+    T, N = x.shape[0], gv0.numel()
     rc = library().snn_backward(_dtype_code(x), T, N, kind, int(decay), int(hard), int(detach), vr,
                                 sg_id, sa, sb, sc, _ptr(x), _ptr(v0), _ptr(p), _ptr(th), _ptr(gs),
                                 _ptr(gv), _ptr(gh), _ptr(sg), _ptr(gx), _ptr(gv0), _ptr(gp),
-                                _ptr(gth), torch.get_num_threads())
+                                _ptr(gth), *_strides(v0, p, th), torch.get_num_threads())
     if rc:
         raise MemoryError("the fused neuron kernel could not allocate its buffer")

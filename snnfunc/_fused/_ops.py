@@ -2,7 +2,8 @@
 with a fake kernel (``torch.compile`` sees one node whose cost does not grow with T) and a
 ``vmap`` rule, tied together by one autograd.Function that works under ``torch.func``.
 
-Shapes: sequence tensors are ``[T, *S]``, step tensors (``v0``, ``p``, ``th``) ``[*S]``.
+Shapes: sequence tensors are ``[T, *S]``; step tensors (``v0``, ``p``, ``th``) are ``[*S]``
+or hold a single value shared by every neuron (then nothing per neuron is materialised).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, scala
     p = None if p is None else p.contiguous()
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape) if want_h else x.new_empty(0)
-    v = v0.new_empty(v0.shape)
+    v = x.new_empty(x.shape[1:])
     v_rest = scalars.tolist()[0]
     _kernels(x.device).forward(x, v0, p, th, kind, decay_input, hard, v_rest, s,
                                h if want_h else None, v)
@@ -81,7 +82,7 @@ def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, scala
 
 @neuron_forward.register_fake
 def _(x, v0, p, th, scalars, kind, decay_input, hard, want_h):
-    return x.new_empty(x.shape), v0.new_empty(v0.shape), x.new_empty(x.shape if want_h else (0,))
+    return x.new_empty(x.shape), x.new_empty(x.shape[1:]), x.new_empty(x.shape if want_h else (0,))
 
 
 # --------------------------------------------------------------------------- backward op
@@ -95,9 +96,10 @@ def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: 
     x, v0, th, gs, gv = (t.contiguous() for t in (x, v0, th, gs, gv))
     p, gh, sg = (None if t is None else t.contiguous() for t in (p, gh, sg))
     gx = x.new_empty(x.shape)
-    gv0 = v0.new_empty(v0.shape)
-    gp = v0.new_empty(v0.shape) if need_p else v0.new_empty(0)
-    gth = v0.new_empty(v0.shape) if need_th else v0.new_empty(0)
+    step = x.shape[1:]
+    gv0 = x.new_empty(step)
+    gp = x.new_empty(step if need_p else (0,))
+    gth = x.new_empty(step if need_th else (0,))
     v_rest, sa, sb, sc = scalars.tolist()
     _kernels(x.device).backward(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard,
                                 detach_reset, v_rest, sg_id, sa, sb, sc, gx, gv0,
@@ -108,37 +110,51 @@ def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: 
 @neuron_backward.register_fake
 def _(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard, detach_reset, sg_id,
       need_p, need_th):
-    step = lambda need: v0.new_empty(v0.shape if need else (0,))  # noqa: E731
-    return x.new_empty(x.shape), v0.new_empty(v0.shape), step(need_p), step(need_th)
+    step = lambda need: x.new_empty(x.shape[1:] if need else (0,))  # noqa: E731
+    return x.new_empty(x.shape), step(True), step(need_p), step(need_th)
 
 
 # --------------------------------------------------------------------------- vmap rules
 # A vmapped batch dimension becomes one more neuron dimension: sequences put it at 1,
-# step tensors at 0; an unbatched input is expanded to the batch.
+# step tensors at 0. An unbatched sequence is expanded to the batch; an unbatched single
+# value stays shared; any other step tensor is expanded to [B, *S].
 
 
-def _batched(t, bdim, size, seq):
+def _batched_seq(t, bdim, size):
     if t is None:
         return None
-    at = 1 if seq else 0
     if bdim is None:
-        return t.unsqueeze(at).expand(*t.shape[:at], size, *t.shape[at:])
-    return t.movedim(bdim, at)
+        return t.unsqueeze(1).expand(t.shape[0], size, *t.shape[1:])
+    return t.movedim(bdim, 1)
+
+
+def _batched_step(t, bdim, shape):
+    """``shape`` is [B, *S], the batched step shape."""
+    if t is None:
+        return None
+    if bdim is None:
+        return t if t.numel() == 1 else t.expand(shape)
+    t = t.movedim(bdim, 0)
+    if t.dim() == 1 and len(shape) > 1:  # one value per sample
+        t = t.reshape(shape[0], *[1] * (len(shape) - 1))
+    return t.expand(shape)
 
 
 def _forward_vmap(info, in_dims, x, v0, p, th, scalars, *config):
     B = info.batch_size
-    x = _batched(x, in_dims[0], B, True)
-    v0, p, th = (_batched(t, d, B, False) for t, d in zip((v0, p, th), in_dims[1:4]))
+    x = _batched_seq(x, in_dims[0], B)
+    v0, p, th = (_batched_step(t, d, x.shape[1:]) for t, d in zip((v0, p, th), in_dims[1:4]))
     s, v, h = neuron_forward(x, v0, p, th, _unbatched(scalars, in_dims[4]), *config)
     return (s, v, h), (1, 0, 1 if h.dim() else None)
 
 
 def _backward_vmap(info, in_dims, x, v0, p, th, gs, gv, gh, sg, scalars, *config):
     B = info.batch_size
-    seq = (True, False, False, False, True, False, True, True)
-    args = [_batched(t, d, B, q) for t, d, q in zip((x, v0, p, th, gs, gv, gh, sg), in_dims, seq)]
-    gx, gv0, gp, gth = neuron_backward(*args, _unbatched(scalars, in_dims[8]), *config)
+    x, gs, gh, sg = (_batched_seq(t, in_dims[i], B) for t, i in zip((x, gs, gh, sg), (0, 4, 6, 7)))
+    step = x.shape[1:]
+    v0, p, th, gv = (_batched_step(t, in_dims[i], step) for t, i in zip((v0, p, th, gv), (1, 2, 3, 5)))
+    gx, gv0, gp, gth = neuron_backward(x, v0, p, th, gs, gv, gh, sg, _unbatched(scalars, in_dims[8]),
+                                       *config)
     return (gx, gv0, gp, gth), (1, 0, 0 if gp.dim() else None, 0 if gth.dim() else None)
 
 
@@ -192,7 +208,7 @@ class FusedNeuron(torch.autograd.Function):
         x, v0, p, th, scalars = ctx.saved_tensors
         cfg = ctx.cfg
         gs = torch.zeros_like(x) if gs is None else gs
-        gv = torch.zeros_like(v0) if gv is None else gv
+        gv = x.new_zeros(x.shape[1:]) if gv is None else gv
         gh = gh if cfg.want_h else None
         sg_id = surrogate_id(cfg.surrogate)
         sg = None
@@ -205,7 +221,15 @@ class FusedNeuron(torch.autograd.Function):
         gx, gv0, gp, gth = FusedNeuronBackward.apply(
             x, v0, p, th, gs, gv, gh, sg, scalars,
             (cfg.kind, cfg.decay_input, cfg.hard, cfg.detach_reset, sg_id, need_p, need_th))
-        return gx, gv0, gp if need_p else None, gth if need_th else None, None, None
+        return (gx, _reduced(gv0, v0), _reduced(gp, p) if need_p else None,
+                _reduced(gth, th) if need_th else None, None, None)
+
+
+def _reduced(grad, like):
+    """The per-neuron gradient of a step tensor that held one shared value, summed."""
+    if like.numel() == 1 and grad.numel() != 1:
+        return grad.sum().reshape(like.shape)
+    return grad
 
 
 class FusedNeuronBackward(torch.autograd.Function):

@@ -28,6 +28,7 @@ typedef struct {
   double vr, sa, sb, sc;
   const void *x, *v0, *p, *th, *gs, *gvT, *gh, *sg;
   void *s, *h, *vout, *gx, *gv0, *gp, *gth;
+  int64_t v0_stride, p_stride, th_stride; /* 0: one value for every neuron, 1: one each */
   int64_t block;
   int failed;
 } job_t;
@@ -114,9 +115,11 @@ static int run(job_t *j, int dtype, int backward, int nthreads) {
 
 int snn_forward(int dtype, int64_t T, int64_t N, int kind, int decay, int hard, double vr,
                 const void *x, const void *v0, const void *p, const void *th,
-                void *s, void *h, void *vout, int nthreads) {
+                void *s, void *h, void *vout, int64_t v0_stride, int64_t p_stride,
+                int64_t th_stride, int nthreads) {
   job_t j;
   memset(&j, 0, sizeof j);
+  j.v0_stride = v0_stride; j.p_stride = p_stride; j.th_stride = th_stride;
   j.T = T; j.N = N; j.kind = kind; j.decay = decay; j.hard = hard; j.vr = vr;
   j.x = x; j.v0 = v0; j.p = p; j.th = th; j.s = s; j.h = h; j.vout = vout;
   return run(&j, dtype, 0, nthreads);
@@ -126,9 +129,11 @@ int snn_backward(int dtype, int64_t T, int64_t N, int kind, int decay, int hard,
                  double vr, int sg_id, double sa, double sb, double sc,
                  const void *x, const void *v0, const void *p, const void *th,
                  const void *gs, const void *gvT, const void *gh, const void *sg,
-                 void *gx, void *gv0, void *gp, void *gth, int nthreads) {
+                 void *gx, void *gv0, void *gp, void *gth, int64_t v0_stride,
+                 int64_t p_stride, int64_t th_stride, int nthreads) {
   job_t j;
   memset(&j, 0, sizeof j);
+  j.v0_stride = v0_stride; j.p_stride = p_stride; j.th_stride = th_stride;
   j.T = T; j.N = N; j.kind = kind; j.decay = decay; j.hard = hard; j.detach = detach;
   j.vr = vr; j.sg_id = sg_id; j.sa = sa; j.sb = sb; j.sc = sc;
   j.x = x; j.v0 = v0; j.p = p; j.th = th; j.gs = gs; j.gvT = gvT; j.gh = gh; j.sg = sg;

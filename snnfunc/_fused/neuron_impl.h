@@ -17,10 +17,11 @@ INL REAL SFX(reset)(const int hard, REAL h, REAL th, REAL vr) {
 
 INL void SFX(load)(const job_t *j, int64_t i0, int64_t n, REAL *v, REAL *p, REAL *th) {
   const REAL *v0 = (const REAL *)j->v0, *pp = (const REAL *)j->p, *tt = (const REAL *)j->th;
+  const int64_t vs = j->v0_stride, ps = j->p_stride, ts = j->th_stride;
   for (int64_t i = 0; i < n; i++) {
-    v[i] = v0[i0 + i];
-    p[i] = pp ? pp[i0 + i] : (REAL)1;
-    th[i] = tt[i0 + i];
+    v[i] = v0[(i0 + i) * vs];
+    p[i] = pp ? pp[(i0 + i) * ps] : (REAL)1;
+    th[i] = tt[(i0 + i) * ts];
   }
 }
 
@@ -134,8 +135,8 @@ static void SFX(surrogate_row)(int id, REAL a, REAL b, REAL c, const REAL *restr
 }
 
 INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restrict hb,
-                            const int kind, const int decay, const int hard) {
-  REAL v[BLK], p[BLK], th[BLK], gv[BLK], gp[BLK], gth[BLK], u[BLK], sgr[BLK];
+                            const int kind, const int decay, const int hard, const int want_gp) {
+  REAL v[BLK], p[BLK], th[BLK], gv[BLK], gp[BLK], gth[BLK], u[BLK], sgr[BLK], vp[BLK], ex[BLK];
   SFX(load)(j, i0, n, v, p, th);
   const REAL vr = (REAL)j->vr;
   const int64_t N = j->N, T = j->T;
@@ -147,7 +148,7 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
     for (int64_t i = 0; i < n; i++) {
       REAL h = SFX(charge)(kind, decay, xt[i], v[i], p[i], vr);
       ht[i] = h;
-      v[i] = h - th[i] >= 0 ? (hard ? vr : h - th[i]) : h;
+      v[i] = SFX(reset)(hard, h, th[i], vr);
     }
   }
   const REAL *gvT = (const REAL *)j->gvT, *v0 = (const REAL *)j->v0;
@@ -155,10 +156,8 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
   const REAL sa = (REAL)j->sa, sb = (REAL)j->sb, sc = (REAL)j->sc;
   for (int64_t t = T - 1; t >= 0; t--) {
     const REAL *restrict ht = hb + t * n;
-    const REAL *restrict hp = t > 0 ? hb + (t - 1) * n : NULL;
     const REAL *restrict xt = (const REAL *)j->x + t * N + i0;
     const REAL *restrict gst = (const REAL *)j->gs + t * N + i0;
-    const REAL *restrict ght = j->gh ? (const REAL *)j->gh + t * N + i0 : NULL;
     REAL *restrict gxt = (REAL *)j->gx + t * N + i0;
     for (int64_t i = 0; i < n; i++) u[i] = ht[i] - th[i];
     if (j->sg) {
@@ -167,32 +166,44 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
     } else {
       SFX(surrogate_row)(j->sg_id, sa, sb, sc, u, sgr, n);
     }
+    if (t > 0) {  /* V_{t-1}, again from H_{t-1} */
+      const REAL *restrict hp = hb + (t - 1) * n;
+      for (int64_t i = 0; i < n; i++) vp[i] = SFX(reset)(hard, hp[i], th[i], vr);
+    } else {
+      for (int64_t i = 0; i < n; i++) vp[i] = v0[(i0 + i) * j->v0_stride];
+    }
+    if (j->gh) {
+      const REAL *restrict ght = (const REAL *)j->gh + t * N + i0;
+      for (int64_t i = 0; i < n; i++) ex[i] = ght[i];
+    } else {
+      for (int64_t i = 0; i < n; i++) ex[i] = 0;
+    }
     for (int64_t i = 0; i < n; i++) {
-      REAL h = ht[i], g = gv[i];
-      REAL vprev = hp ? SFX(reset)(hard, hp[i], th[i], vr) : v0[i0 + i];
+      REAL h = ht[i], g = gv[i], sgi = sgr[i];
       int fire = u[i] >= 0;
-      REAL gsum = gst[i];                                     /* dL/dS_t */
-      if (!detach) gsum += g * (hard ? vr - h : -th[i]);      /* through the reset */
-      REAL gh = gsum * sgr[i] + (hard ? (fire ? (REAL)0 : g) : g);
-      if (ght) gh += ght[i];
-      gth[i] += -gsum * sgr[i] - (hard ? (REAL)0 : (fire ? g : (REAL)0));
-      REAL gx, gvn;
+      REAL through_reset = g * (hard ? vr - h : -th[i]);
+      REAL gsum = gst[i] + (detach ? (REAL)0 : through_reset);  /* dL/dS_t */
+      REAL gh = gsum * sgi + (hard ? (fire ? (REAL)0 : g) : g) + ex[i];
+      gth[i] += -gsum * sgi - (hard ? (REAL)0 : (fire ? g : (REAL)0));
+      REAL gx, gvn, gpi;
       if (kind == K_IF) {
-        gx = gh; gvn = gh;
+        gx = gh; gvn = gh; gpi = 0;
       } else if (kind == K_LIF) {
         REAL q = gh / p[i];
         gx = decay ? q : gh;
         gvn = gh - q;
-        gp[i] += decay ? -q * (xt[i] - (vprev - vr)) / p[i] : q * (vprev - vr) / p[i];
+        gpi = !want_gp ? (REAL)0
+              : decay ? -q * (xt[i] - (vp[i] - vr)) / p[i] : q * (vp[i] - vr) / p[i];
       } else if (kind == K_PLIF) {
         REAL q = gh * p[i];
         gx = decay ? q : gh;
         gvn = gh - q;
-        gp[i] += decay ? gh * (xt[i] - (vprev - vr)) : -gh * (vprev - vr);
+        gpi = !want_gp ? (REAL)0 : decay ? gh * (xt[i] - (vp[i] - vr)) : -gh * (vp[i] - vr);
       } else {
         gx = gh; gvn = gh + gh * p[i];
-        gp[i] += gh * (vprev - vr);
+        gpi = want_gp ? gh * (vp[i] - vr) : (REAL)0;
       }
+      gp[i] += gpi;
       gxt[i] = gx;
       gv[i] = gvn;
     }
@@ -206,7 +217,9 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
 static void SFX(backward_block)(const job_t *j, int64_t i0, int64_t n, REAL *hb) {
 #define BWD(K, D, H) \
   if (j->kind == K && j->decay == D && j->hard == H) { \
-    SFX(backward_spec)(j, i0, n, hb, K, D, H); return; }
+    if (K != K_IF && j->gp != NULL) SFX(backward_spec)(j, i0, n, hb, K, D, H, 1); \
+    else SFX(backward_spec)(j, i0, n, hb, K, D, H, 0); \
+    return; }
   BWD(K_IF, 1, 1) BWD(K_IF, 1, 0)
   BWD(K_LIF, 1, 1) BWD(K_LIF, 1, 0) BWD(K_LIF, 0, 1) BWD(K_LIF, 0, 0)
   BWD(K_PLIF, 1, 1) BWD(K_PLIF, 1, 0) BWD(K_PLIF, 0, 1) BWD(K_PLIF, 0, 0)

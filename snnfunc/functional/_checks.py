@@ -56,9 +56,9 @@ def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shap
 def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str):
     """Returns V_0 as a tensor in ``x``'s dtype: ``rest`` everywhere when ``v`` is None."""
     if v is None:
-        return x.new_full(step_shape, rest)
+        return x.new_full((), rest)
     if _is_number(v):
-        return x.new_full(step_shape, float(v))
+        return x.new_full((), float(v))
     if not isinstance(v, torch.Tensor):
         raise TypeError(f"v must be a torch.Tensor, a number or None, got {type(v).__name__}")
     return check_tensor_like("v", v, x, step_shape, what)
