@@ -3,8 +3,9 @@
 ``run`` returns the fused result, or ``None`` where the fused path does not apply (then the
 caller runs the reference loop):
 
-- the kernel needs float32 or float64 on the CPU (the C kernel in ``neuron.c``) or on CUDA
-  (the Triton kernel, where Triton is installed);
+- the kernels take float32 or float64, on the CPU (the C kernel in ``neuron.c``, built with
+  the system C compiler on first use) or on CUDA (the Triton kernels in ``_triton.py``,
+  where Triton is installed);
 - forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) has no rule
   through the fused op;
 - ``T = 0`` needs no kernel.
@@ -27,13 +28,21 @@ def _cpu_error():
     return _cpu.error()
 
 
+@torch.compiler.assume_constant_result
+def _cuda_error():
+    """Imports the Triton kernels on first use; a constant to torch.compile."""
+    try:
+        from snnfunc._fused import _triton
+    except ImportError as exc:
+        return f"the CUDA kernels need Triton ({exc})"
+    return _triton.error()
+
+
 def available(device="cpu") -> bool:
     """Whether a fused kernel can run on ``device`` here."""
     device = torch.device(device)
     if device.type == "cuda":
-        from snnfunc._fused import _triton
-
-        return _triton.error() is None
+        return _cuda_error() is None
     return device.type == "cpu" and _cpu_error() is None
 
 
@@ -50,10 +59,8 @@ def why_not(x_seq) -> str | None:
     if x_seq.dtype not in (torch.float32, torch.float64):
         return f"the fused kernels take float32 and float64, not {x_seq.dtype}"
     if x_seq.device.type == "cuda":
-        from snnfunc._fused import _triton
-
-        if _triton.error() is not None:
-            return _triton.error()
+        if _cuda_error() is not None:
+            return _cuda_error()
     elif x_seq.device.type != "cpu":
         return f"no fused kernel for device {x_seq.device.type}"
     elif _cpu_error() is not None:
@@ -87,7 +94,7 @@ def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, dec
     decay = decay_input if kind in ("lif", "plif") else True
     cfg = _ops.Config(_ops.KINDS[kind], decay, v_reset is not None, detach_reset, return_h,
                       surrogate)
-    scalars = _ops.scalars(0.0 if v_reset is None else v_reset, surrogate)
+    scalars = _ops.scalars(0.0 if v_reset is None else v_reset, surrogate, x_seq.device)
     p = None if kind == "if" else step_tensor(p)
     s, v, h = _ops.FusedNeuron.apply(x_seq, step_tensor(v), p, step_tensor(v_threshold),
                                      scalars, cfg)

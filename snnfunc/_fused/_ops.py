@@ -43,23 +43,15 @@ def surrogate_id(surrogate) -> int:
     return -1 if entry is None else entry[0]
 
 
-def scalars(v_rest, surrogate) -> Tensor:
+def scalars(v_rest, surrogate, device) -> Tensor:
     """The call's float constants as one CPU tensor: (V_rest, then the surrogate's a, b, c).
 
     A tensor rather than float arguments, so that torch.compile with dynamic floats never has
     to specialise (and recompile) on them."""
     entry = _SURROGATE_IDS.get(type(surrogate))
     params = (0.0, 0.0, 0.0) if entry is None else entry[1](surrogate)
-    zero = torch.zeros((), dtype=torch.float64)
+    zero = torch.zeros((), dtype=torch.float64, device=device)
     return torch.stack([zero + v for v in (v_rest, *params)])
-
-
-def _kernels(device: torch.device):
-    if device.type == "cuda":
-        from snnfunc._fused import _triton
-
-        return _triton
-    return _cpu
 
 
 # --------------------------------------------------------------------------- forward op
@@ -75,8 +67,7 @@ def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, scala
     h = x.new_empty(x.shape) if want_h else x.new_empty(0)
     v = x.new_empty(x.shape[1:])
     v_rest = scalars.tolist()[0]
-    _kernels(x.device).forward(x, v0, p, th, kind, decay_input, hard, v_rest, s,
-                               h if want_h else None, v)
+    _cpu.forward(x, v0, p, th, kind, decay_input, hard, v_rest, s, h if want_h else None, v)
     return s, v, h
 
 
@@ -101,9 +92,8 @@ def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: 
     gp = x.new_empty(step if need_p else (0,))
     gth = x.new_empty(step if need_th else (0,))
     v_rest, sa, sb, sc = scalars.tolist()
-    _kernels(x.device).backward(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard,
-                                detach_reset, v_rest, sg_id, sa, sb, sc, gx, gv0,
-                                gp if need_p else None, gth if need_th else None)
+    _cpu.backward(x, v0, p, th, gs, gv, gh, sg, kind, decay_input, hard, detach_reset, v_rest,
+                  sg_id, sa, sb, sc, gx, gv0, gp if need_p else None, gth if need_th else None)
     return gx, gv0, gp, gth
 
 
@@ -140,22 +130,28 @@ def _batched_step(t, bdim, shape):
     return t.expand(shape)
 
 
-def _forward_vmap(info, in_dims, x, v0, p, th, scalars, *config):
-    B = info.batch_size
-    x = _batched_seq(x, in_dims[0], B)
-    v0, p, th = (_batched_step(t, d, x.shape[1:]) for t, d in zip((v0, p, th), in_dims[1:4]))
-    s, v, h = neuron_forward(x, v0, p, th, _unbatched(scalars, in_dims[4]), *config)
-    return (s, v, h), (1, 0, 1 if h.dim() else None)
+def _forward_vmap(op):
+    def rule(info, in_dims, x, v0, p, th, scalars, *config):
+        x = _batched_seq(x, in_dims[0], info.batch_size)
+        v0, p, th = (_batched_step(t, d, x.shape[1:]) for t, d in zip((v0, p, th), in_dims[1:4]))
+        s, v, h = op(x, v0, p, th, _unbatched(scalars, in_dims[4]), *config)
+        return (s, v, h), (1, 0, 1 if h.dim() else None)
+
+    return rule
 
 
-def _backward_vmap(info, in_dims, x, v0, p, th, gs, gv, gh, sg, scalars, *config):
-    B = info.batch_size
-    x, gs, gh, sg = (_batched_seq(t, in_dims[i], B) for t, i in zip((x, gs, gh, sg), (0, 4, 6, 7)))
-    step = x.shape[1:]
-    v0, p, th, gv = (_batched_step(t, in_dims[i], step) for t, i in zip((v0, p, th, gv), (1, 2, 3, 5)))
-    gx, gv0, gp, gth = neuron_backward(x, v0, p, th, gs, gv, gh, sg, _unbatched(scalars, in_dims[8]),
-                                       *config)
-    return (gx, gv0, gp, gth), (1, 0, 0 if gp.dim() else None, 0 if gth.dim() else None)
+def _backward_vmap(op):
+    def rule(info, in_dims, x, v0, p, th, gs, gv, gh, sg, scalars, *config):
+        B = info.batch_size
+        x, gs, gh, sg = (_batched_seq(t, in_dims[i], B) for t, i in zip((x, gs, gh, sg), (0, 4, 6, 7)))
+        step = x.shape[1:]
+        v0, p, th, gv = (_batched_step(t, in_dims[i], step)
+                         for t, i in zip((v0, p, th, gv), (1, 2, 3, 5)))
+        gx, gv0, gp, gth = op(x, v0, p, th, gs, gv, gh, sg, _unbatched(scalars, in_dims[8]),
+                              *config)
+        return (gx, gv0, gp, gth), (1, 0, 0 if gp.dim() else None, 0 if gth.dim() else None)
+
+    return rule
 
 
 def _unbatched(scalars, bdim):
@@ -164,8 +160,21 @@ def _unbatched(scalars, bdim):
     return scalars
 
 
-torch.library.register_vmap("snnfunc::neuron_forward", _forward_vmap)
-torch.library.register_vmap("snnfunc::neuron_backward", _backward_vmap)
+def register_vmap_rules(forward_op, backward_op):
+    """The same batching rules for the CPU ops and for the CUDA (Triton) ops."""
+    torch.library.register_vmap(forward_op, _forward_vmap(forward_op))
+    torch.library.register_vmap(backward_op, _backward_vmap(backward_op))
+
+
+register_vmap_rules(neuron_forward, neuron_backward)
+
+
+def _ops_for(device: torch.device):
+    if device.type == "cuda":
+        from snnfunc._fused import _triton
+
+        return _triton.neuron_forward_cuda, _triton.neuron_backward_cuda
+    return neuron_forward, neuron_backward
 
 
 # --------------------------------------------------------------------------- autograd
@@ -191,8 +200,8 @@ class FusedNeuron(torch.autograd.Function):
 
     @staticmethod
     def forward(x, v0, p, th, scalars, cfg: Config):
-        return neuron_forward(x, v0, p, th, scalars, cfg.kind, cfg.decay_input, cfg.hard,
-                              cfg.want_h)
+        forward_op = _ops_for(x.device)[0]
+        return forward_op(x, v0, p, th, scalars, cfg.kind, cfg.decay_input, cfg.hard, cfg.want_h)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -213,8 +222,8 @@ class FusedNeuron(torch.autograd.Function):
         sg_id = surrogate_id(cfg.surrogate)
         sg = None
         if sg_id < 0:  # a user-defined surrogate: its derivative is evaluated in torch
-            h = neuron_forward(x, v0, p, th, scalars, cfg.kind, cfg.decay_input, cfg.hard,
-                               True)[2]
+            h = _ops_for(x.device)[0](x, v0, p, th, scalars, cfg.kind, cfg.decay_input,
+                                      cfg.hard, True)[2]
             sg = cfg.surrogate.derivative(h - th)
         need_p = p is not None and ctx.needs_input_grad[2]
         need_th = ctx.needs_input_grad[3]
@@ -239,7 +248,8 @@ class FusedNeuronBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(x, v0, p, th, gs, gv, gh, sg, scalars, config):
-        return neuron_backward(x, v0, p, th, gs, gv, gh, sg, scalars, *config)
+        backward_op = _ops_for(x.device)[1]
+        return backward_op(x, v0, p, th, gs, gv, gh, sg, scalars, *config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

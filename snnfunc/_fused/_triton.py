@@ -1,0 +1,274 @@
+"""The CUDA kernels: Triton programs that loop over T inside the kernel (one launch forward,
+one backward), registered with ``torch.library.triton_op`` so that ``torch.compile`` sees the
+kernels themselves. Same contract as the CPU kernel in ``neuron.c``: the forward uses the
+reference's operations in its order (IEEE division, no FMA contraction), so spikes and
+voltages equal the unrolled loop bit for bit; the backward recomputes H from the input.
+
+Importing this module needs Triton; running it needs a CUDA device.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+_BLOCK = 256
+_OPTIONS = dict(enable_fp_fusion=False)  # no FMA contraction: the reference rounds each op
+
+
+def error() -> str | None:
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    return None
+
+
+@triton.jit
+def _div(a, b):
+    if a.dtype == tl.float32:
+        return tl.math.div_rn(a, b)  # IEEE division, not Triton's approximate default
+    return a / b
+
+
+@triton.jit
+def _charge(x, v, p, vr, KIND: tl.constexpr, DECAY: tl.constexpr):
+    if KIND == 0:
+        h = v + x
+    elif KIND == 1:
+        if DECAY:
+            h = v + _div(x - (v - vr), p)
+        else:
+            h = v - _div(v - vr, p) + x
+    elif KIND == 2:
+        if DECAY:
+            h = v + (x - (v - vr)) * p
+        else:
+            h = v - (v - vr) * p + x
+    else:
+        h = v + p * (v - vr) + x
+    return h
+
+
+@triton.jit
+def _reset(h, th, vr, HARD: tl.constexpr):
+    fire = (h - th) >= 0
+    if HARD:
+        return tl.where(fire, vr, h)
+    return tl.where(fire, h - th, h)
+
+
+@triton.jit
+def _surrogate(u, a, b, c, SG: tl.constexpr):
+    one = 1.0
+    if SG == 0:  # Sigmoid
+        s = one / (one + tl.exp(-a * u))
+        g = a * s * (one - s)
+    elif SG == 1:  # BilinearLeakyReLU
+        g = tl.where((u >= -c) & (u <= c), a + 0 * u, b + 0 * u)
+    elif SG == 2:  # SignSwish
+        y = tl.abs(a * u)
+        e = tl.exp(-y)
+        g = a * (2.0 - y * ((one - e) / (one + e))) / (one + (one / e + e) / 2.0)
+    elif SG == 3:  # ATan
+        z = 1.5707963267948966 * a * u
+        g = (a / 2.0) / (one + z * z)
+    elif SG == 4:  # PiecewiseQuadratic
+        m = tl.abs(u)
+        g = tl.where(m <= one / a, a - a * a * m, 0 * u)
+    elif SG == 5:  # PiecewiseExp
+        g = a / 2.0 * tl.exp(-a * tl.abs(u))
+    elif SG == 6:  # SoftSign
+        d = one / a + tl.abs(u)
+        g = one / (2.0 * a * d * d)
+    elif SG == 7:  # Erf
+        z = a * u
+        g = a / 1.7724538509055160 * tl.exp(-z * z)
+    elif SG == 8:  # SuperSpike
+        d = a * tl.abs(u) + one
+        g = one / (d * d)
+    elif SG == 9:  # PiecewiseLeakyReLU
+        g = tl.where(tl.abs(u) < a, one / (2.0 * a) + 0 * u, b + 0 * u)
+    elif SG == 10:  # Rect
+        g = tl.where(tl.abs(u) < a / 2.0, one / a + 0 * u, 0 * u)
+    elif SG == 11:  # Triangle
+        g = tl.maximum(one - tl.abs(u) / a, 0 * u) / a
+    else:  # StraightThrough
+        g = one + 0 * u
+    return g
+
+
+@triton.jit
+def _load_step(ptr, offs, mask, SHARED: tl.constexpr):
+    if SHARED:
+        return tl.load(ptr + offs * 0, mask=mask)
+    return tl.load(ptr + offs, mask=mask)
+
+
+@triton.jit
+def _forward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, s_ptr, h_ptr, v_ptr, T, N,
+                    V0_SHARED: tl.constexpr, P_SHARED: tl.constexpr, TH_SHARED: tl.constexpr,
+                    KIND: tl.constexpr, DECAY: tl.constexpr, HARD: tl.constexpr,
+                    WANT_H: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    v = _load_step(v0_ptr, offs, mask, V0_SHARED)
+    p = _load_step(p_ptr, offs, mask, P_SHARED)
+    th = _load_step(th_ptr, offs, mask, TH_SHARED)
+    vr = tl.load(sc_ptr).to(v.dtype)
+    for t in range(T):
+        at = t.to(tl.int64) * N + offs
+        x = tl.load(x_ptr + at, mask=mask)
+        h = _charge(x, v, p, vr, KIND, DECAY)  # charge
+        fire = (h - th) >= 0  # fire
+        tl.store(s_ptr + at, fire.to(v.dtype), mask=mask)
+        if WANT_H:
+            tl.store(h_ptr + at, h, mask=mask)
+        v = _reset(h, th, vr, HARD)  # reset
+    tl.store(v_ptr + offs, v, mask=mask)
+
+
+@triton.jit
+def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_ptr, sg_ptr,
+                     hbuf_ptr, gx_ptr, gv0_ptr, gp_ptr, gth_ptr, T, N,
+                     V0_SHARED: tl.constexpr, P_SHARED: tl.constexpr,
+                     TH_SHARED: tl.constexpr, KIND: tl.constexpr, DECAY: tl.constexpr,
+                     HARD: tl.constexpr, DETACH: tl.constexpr, SG: tl.constexpr,
+                     HAS_GH: tl.constexpr, HAS_SG: tl.constexpr, NEED_P: tl.constexpr,
+                     NEED_TH: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    v0 = _load_step(v0_ptr, offs, mask, V0_SHARED)
+    p = _load_step(p_ptr, offs, mask, P_SHARED)
+    th = _load_step(th_ptr, offs, mask, TH_SHARED)
+    vr = tl.load(sc_ptr).to(v0.dtype)
+    a = tl.load(sc_ptr + 1).to(v0.dtype)
+    b = tl.load(sc_ptr + 2).to(v0.dtype)
+    c = tl.load(sc_ptr + 3).to(v0.dtype)
+    v = v0
+    for t in range(T):  # recompute H
+        at = t.to(tl.int64) * N + offs
+        h = _charge(tl.load(x_ptr + at, mask=mask), v, p, vr, KIND, DECAY)
+        tl.store(hbuf_ptr + at, h, mask=mask)
+        v = _reset(h, th, vr, HARD)
+    g = tl.load(gv_ptr + offs, mask=mask)
+    gp = 0 * v0
+    gth = 0 * v0
+    for r in range(T):
+        t = T - 1 - r
+        at = t.to(tl.int64) * N + offs
+        h = tl.load(hbuf_ptr + at, mask=mask)
+        if t > 0:
+            vp = _reset(tl.load(hbuf_ptr + at - N, mask=mask), th, vr, HARD)
+        else:
+            vp = v0
+        u = h - th
+        fire = u >= 0
+        if HAS_SG:
+            sg = tl.load(sg_ptr + at, mask=mask)
+        else:
+            sg = _surrogate(u, a, b, c, SG)
+        gsum = tl.load(gs_ptr + at, mask=mask)
+        if not DETACH:
+            if HARD:
+                gsum += g * (vr - h)
+            else:
+                gsum += g * (-th)
+        if HARD:
+            gh = gsum * sg + tl.where(fire, 0 * g, g)
+        else:
+            gh = gsum * sg + g
+        if HAS_GH:
+            gh += tl.load(gh_ptr + at, mask=mask)
+        if HARD:
+            gth += -gsum * sg
+        else:
+            gth += -gsum * sg - tl.where(fire, g, 0 * g)
+        if KIND == 0:
+            gx = gh
+            g = gh
+        elif KIND == 1:
+            q = _div(gh, p)
+            gx = q if DECAY else gh
+            g = gh - q
+            if NEED_P:
+                if DECAY:
+                    gp += _div(-q * (tl.load(x_ptr + at, mask=mask) - (vp - vr)), p)
+                else:
+                    gp += _div(q * (vp - vr), p)
+        elif KIND == 2:
+            q = gh * p
+            gx = q if DECAY else gh
+            g = gh - q
+            if NEED_P:
+                if DECAY:
+                    gp += gh * (tl.load(x_ptr + at, mask=mask) - (vp - vr))
+                else:
+                    gp += -gh * (vp - vr)
+        else:
+            gx = gh
+            g = gh + gh * p
+            if NEED_P:
+                gp += gh * (vp - vr)
+        tl.store(gx_ptr + at, gx, mask=mask)
+    tl.store(gv0_ptr + offs, g, mask=mask)
+    if NEED_P:
+        tl.store(gp_ptr + offs, gp, mask=mask)
+    if NEED_TH:
+        tl.store(gth_ptr + offs, gth, mask=mask)
+
+
+def _grid(N):
+    return (triton.cdiv(max(N, 1), _BLOCK),)
+
+
+@triton_op("snnfunc::neuron_forward_cuda", mutates_args=())
+def neuron_forward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, scalars: Tensor,
+                        kind: int, decay_input: bool, hard: bool,
+                        want_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    x, v0, th = x.contiguous(), v0.contiguous(), th.contiguous()
+    p = th if p is None else p.contiguous()
+    T, N = x.shape[0], x[0].numel()
+    s = x.new_empty(x.shape)
+    h = x.new_empty(x.shape if want_h else (0,))
+    v = x.new_empty(x.shape[1:])
+    wrap_triton(_forward_kernel)[_grid(N)](
+        x, v0, p, th, scalars, s, h, v, T, N, V0_SHARED=v0.numel() == 1,
+        P_SHARED=p.numel() == 1, TH_SHARED=th.numel() == 1, KIND=kind, DECAY=decay_input,
+        HARD=hard, WANT_H=want_h, BLOCK=_BLOCK, **_OPTIONS)
+    return s, v, h
+
+
+@triton_op("snnfunc::neuron_backward_cuda", mutates_args=())
+def neuron_backward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, gs: Tensor,
+                         gv: Tensor, gh: Tensor | None, sg: Tensor | None, scalars: Tensor,
+                         kind: int, decay_input: bool, hard: bool, detach_reset: bool,
+                         sg_id: int, need_p: bool,
+                         need_th: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, v0, th, gs, gv = (t.contiguous() for t in (x, v0, th, gs, gv))
+    p = th if p is None else p.contiguous()
+    T, N = x.shape[0], x[0].numel()
+    step = x.shape[1:]
+    hbuf = x.new_empty(x.shape)
+    gx = x.new_empty(x.shape)
+    gv0 = x.new_empty(step)
+    gp = x.new_empty(step if need_p else (0,))
+    gth = x.new_empty(step if need_th else (0,))
+    wrap_triton(_backward_kernel)[_grid(N)](
+        x, v0, p, th, scalars, gs, gv, gs if gh is None else gh.contiguous(),
+        gs if sg is None else sg.contiguous(), hbuf, gx, gv0, gv0 if gp.numel() == 0 else gp,
+        gv0 if gth.numel() == 0 else gth, T, N, V0_SHARED=v0.numel() == 1,
+        P_SHARED=p.numel() == 1, TH_SHARED=th.numel() == 1, KIND=kind, DECAY=decay_input,
+        HARD=hard, DETACH=detach_reset, SG=max(sg_id, 0), HAS_GH=gh is not None,
+        HAS_SG=sg is not None, NEED_P=need_p, NEED_TH=need_th, BLOCK=_BLOCK, **_OPTIONS)
+    return gx, gv0, gp, gth
+
+
+def _register():
+    from snnfunc._fused import _ops
+
+    _ops.register_vmap_rules(neuron_forward_cuda, neuron_backward_cuda)
+
+
+_register()

@@ -1,0 +1,116 @@
+"""The CUDA path without a GPU: the Triton kernels are registered as torch.library ops with
+vmap rules, and every kernel variant compiles for an H100/H200 (sm_90) down to PTX and cubin,
+with IEEE division and no FMA contraction in the forward (the bit-exactness promise).
+Running them against the reference needs a CUDA GPU: see test_cuda_equals_reference."""
+
+import itertools
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="Triton not installed: the CUDA kernels need it")
+
+from snnfunc._fused import _triton as tr  # noqa: E402
+from conftest import NEURONS  # noqa: E402
+
+KIND_OPTIONS = [(k, d, h) for k in range(4) for d in ((True, False) if k in (1, 2) else (True,))
+                for h in (True, False)]
+
+
+def _compile(fn, signature, constexprs):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    src = ASTSource(fn=fn, signature={**signature, **{k: "constexpr" for k in constexprs}},
+                    constexprs=constexprs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=dict(enable_fp_fusion=False))
+
+
+def _forward(dtype, kind, decay, hard, want_h=True, shared=(True, False, True)):
+    ptr = "*fp32" if dtype == "f32" else "*fp64"
+    sig = dict(x_ptr=ptr, v0_ptr=ptr, p_ptr=ptr, th_ptr=ptr, sc_ptr="*fp64", s_ptr=ptr,
+               h_ptr=ptr, v_ptr=ptr, T="i32", N="i32")
+    const = dict(V0_SHARED=shared[0], P_SHARED=shared[1], TH_SHARED=shared[2], KIND=kind,
+                 DECAY=decay, HARD=hard, WANT_H=want_h, BLOCK=256)
+    return _compile(tr._forward_kernel, sig, const)
+
+
+def _backward(dtype, kind, decay, hard, sg, detach=False, has_gh=False, has_sg=False,
+              need_p=True, need_th=True):
+    ptr = "*fp32" if dtype == "f32" else "*fp64"
+    sig = dict(x_ptr=ptr, v0_ptr=ptr, p_ptr=ptr, th_ptr=ptr, sc_ptr="*fp64", gs_ptr=ptr,
+               gv_ptr=ptr, gh_ptr=ptr, sg_ptr=ptr, hbuf_ptr=ptr, gx_ptr=ptr, gv0_ptr=ptr,
+               gp_ptr=ptr, gth_ptr=ptr, T="i32", N="i32")
+    const = dict(V0_SHARED=True, P_SHARED=False, TH_SHARED=False, KIND=kind, DECAY=decay,
+                 HARD=hard, DETACH=detach, SG=sg, HAS_GH=has_gh, HAS_SG=has_sg,
+                 NEED_P=need_p, NEED_TH=need_th, BLOCK=256)
+    return _compile(tr._backward_kernel, sig, const)
+
+
+def test_ops_registered_with_vmap_rules():
+    for name in ("neuron_forward_cuda", "neuron_backward_cuda"):
+        op = getattr(torch.ops.snnfunc, name)
+        assert op.default is not None
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"snnfunc::{name}", "FuncTorchBatched")
+    assert isinstance(tr._forward_kernel, triton.runtime.jit.JITFunction)
+
+
+@pytest.mark.parametrize("kind,decay,hard", KIND_OPTIONS)
+def test_forward_kernel_compiles_exact_for_sm90(kind, decay, hard):
+    k = _forward("f32", kind, decay, hard)
+    ptx = k.asm["ptx"]
+    assert "fma" not in ptx  # no contraction: the reference rounds every operation
+    if kind == 1:
+        assert "div.rn.f32" in ptx  # IEEE division, as torch's
+    assert len(k.asm["cubin"]) > 0
+
+
+def test_forward_kernel_float64_and_unshared():
+    k = _forward("f64", 1, True, False, want_h=False, shared=(False, False, False))
+    assert "div.rn.f64" in k.asm["ptx"] and "fma" not in k.asm["ptx"]
+
+
+@pytest.mark.parametrize("sg", range(13))
+def test_backward_kernel_compiles_every_surrogate(sg):
+    assert len(_backward("f32", 2, True, True, sg).asm["cubin"]) > 0
+
+
+@pytest.mark.parametrize("kind,decay,hard", KIND_OPTIONS)
+def test_backward_kernel_compiles_every_neuron(kind, decay, hard):
+    detach = kind % 2 == 0
+    k = _backward("f64" if hard else "f32", kind, decay, hard, 0, detach=detach,
+                  has_gh=not hard, has_sg=kind == 3, need_p=kind != 0, need_th=hard)
+    assert len(k.asm["cubin"]) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", NEURONS)
+def test_cuda_equals_reference(kind):
+    from test_fused import OPTIONS
+
+    for opts, dtype in itertools.product(OPTIONS, (torch.float32, torch.float64)):
+        _compare_cuda(kind, opts, dtype)
+
+
+def _compare_cuda(kind, opts, dtype):
+    import snnfunc
+    from conftest import call
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(37, 3, 50, generator=g, dtype=torch.float64) * 1.4).to(dtype).cuda().requires_grad_(True)
+    p = {"if": None, "lif": torch.full((50,), 1.7), "plif": torch.full((50,), 0.55),
+         "rif": torch.full((50,), -0.15)}[kind]
+    p = None if p is None else p.to(dtype).cuda().requires_grad_(True)
+    kw = dict(opts)
+    if kind in ("if", "rif"):
+        kw.pop("decay_input")
+    fused = call(kind, x, None, p, impl="fused", return_h=True, **kw)
+    ref = call(kind, x, None, p, impl="reference", return_h=True, **kw)
+    assert torch.equal(fused.spikes, ref.spikes) and torch.equal(fused.h, ref.h)
+    inputs = [x] + ([p] if p is not None else [])
+    a = torch.autograd.grad(fused.spikes.sum() + fused.v.sum(), inputs)
+    b = torch.autograd.grad(ref.spikes.sum() + ref.v.sum(), inputs)
+    for u, w in zip(a, b):
+        torch.testing.assert_close(u, w, rtol=1e-4, atol=1e-4)
+    assert snnfunc._fused.available("cuda")
