@@ -29,28 +29,43 @@ import snnfunc
 warnings.filterwarnings("ignore")
 
 
+DEVICE = torch.device("cpu")
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def median_ms(fn, repeats, min_time=0.3):
     fn()  # warm
     times = []
     start = time.perf_counter()
     while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 50):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
 
 
 def peak_mib(fn):
-    """Peak of the bytes allocated by fn, from the profiler's memory events."""
+    """Peak of the bytes allocated by fn (CPU: from the profiler's memory events)."""
     gc.collect()
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        _sync()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.events() if e.name == "[memory]"),
-                    key=lambda e: e.time_range.start)
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
     cur = peak = 0
-    for e in events:
-        cur += e.cpu_memory_usage
+    for e in events:  # each allocation and free counted once, where it happened
+        cur += e.self_cpu_memory_usage
         peak = max(peak, cur)
     return peak / 2**20
 
@@ -73,7 +88,7 @@ def saved_bytes(make_out, numel):
 
 
 def snnfunc_call(neuron, impl):
-    w = torch.nn.Parameter(torch.tensor(0.5))
+    w = torch.nn.Parameter(torch.tensor(0.5, device=DEVICE))
 
     def f(x):
         if neuron == "lif":
@@ -90,6 +105,8 @@ def spikingjelly_call(neuron):
     node = (sjn.LIFNode(tau=2.0, step_mode="m") if neuron == "lif"
             else sjn.ParametricLIFNode(init_tau=2.0, step_mode="m"))
 
+    node.to(DEVICE)
+
     def f(x):
         sjf.reset_net(node)
         return node(x)
@@ -100,7 +117,7 @@ def spikingjelly_call(neuron):
 def snntorch_call(neuron):
     import snntorch
 
-    node = snntorch.Leaky(beta=0.5, learn_beta=neuron == "plif", reset_mechanism="zero")
+    node = snntorch.Leaky(beta=0.5, learn_beta=neuron == "plif", reset_mechanism="zero").to(DEVICE)
 
     def f(x):
         mem = node.init_leaky()
@@ -158,7 +175,7 @@ def run_shape(mib, Ts, args):
     extra = {}  # (neuron, name) -> {T: (compile s, peak MiB, saved B)}
     for T in Ts:
         N = numel // T
-        x = torch.rand(T, N) * 1.5
+        x = torch.rand(T, N, device=DEVICE) * 1.5
         y = torch.empty_like(x)
         one_pass = median_ms(lambda: torch.add(x, 1, out=y), args.repeats)
         clone = median_ms(lambda: x.clone(), args.repeats)
@@ -243,11 +260,16 @@ def main():
                     help="largest T for torch.compile of the plain loop (its compile time grows with T)")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.quick:
         args.sizes, args.repeats, args.max_compile_T = [16], 3, 8
     args.max_peer_T = {}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}")
+    if DEVICE.type == "cuda":
+        print(torch.cuda.get_device_name())
     for mib in args.sizes:
         rows, extra = run_shape(mib, args.Ts, args)
         report(mib, args.Ts, rows, extra)
