@@ -18,7 +18,7 @@ import torch
 
 _HERE = Path(__file__).resolve().parent
 _SOURCES = ("neuron.c", "neuron_impl.h")
-_FLAGS = ["-O3", "--param=vect-epilogues-nomask=0", "-fno-math-errno", "-ffp-contract=off", "-fopenmp-simd", "-fPIC", "-shared"]
+_FLAGS = ["-O3", "--param=vect-epilogues-nomask=0", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
 _lock = threading.Lock()
 _lib = None
 _error: str | None = None
@@ -54,11 +54,10 @@ def _build(cc: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [cc, *_FLAGS, "-march=native", "-o", tmp, str(_HERE / "neuron.c"), "-lmvec", "-lm",
-           "-lpthread"]
+    cmd = [cc, *_FLAGS, "-march=native", "-o", tmp, str(_HERE / "neuron.c"), "-lmvec", "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:  # a compiler without -march=native or libmvec: plain build
-        cmd = [cc, *_FLAGS, "-o", tmp, str(_HERE / "neuron.c"), "-lm", "-lpthread"]
+        cmd = [cc, *_FLAGS, "-o", tmp, str(_HERE / "neuron.c"), "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         os.unlink(tmp)

@@ -8,7 +8,6 @@
  * the input: it recomputes H for a block of neurons into a small buffer, then runs BPTT.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +19,7 @@ double exp(double);
 
 enum { K_IF = 0, K_LIF = 1, K_PLIF = 2, K_RIF = 3 };
 #define BLK 512           /* neurons per block at most */
-#define BUF_BYTES 262144  /* budget for the recomputed H of one block */
+#define BUF_BYTES 524288  /* budget for the recomputed H of one block (in L2) */
 
 typedef struct {
   int64_t T, N;
@@ -30,7 +29,6 @@ typedef struct {
   void *s, *h, *vout, *gx, *gv0, *gp, *gth;
   int64_t v0_stride, p_stride, th_stride; /* 0: one value for every neuron, 1: one each */
   int64_t block;
-  int failed;
 } job_t;
 
 #define REAL float
@@ -53,64 +51,45 @@ typedef struct {
 #undef EXP
 #undef ABS
 
-typedef struct {
-  job_t *job;
-  int64_t b0, b1;
-  int dtype, backward;
-} range_t;
-
-static void *run_range(void *arg) {
-  range_t *r = (range_t *)arg;
-  job_t *j = r->job;
-  void *buf = NULL;
-  if (r->backward) {
-    buf = malloc((size_t)j->T * (size_t)j->block * (r->dtype ? sizeof(double) : sizeof(float)) + 64);
-    if (!buf) { j->failed = 1; return NULL; }
-  }
-  for (int64_t b = r->b0; b < r->b1; b++) {
-    int64_t i0 = b * j->block, n = j->N - i0 < j->block ? j->N - i0 : j->block;
-    if (r->dtype == 0) {
-      if (r->backward) backward_block_f32(j, i0, n, (float *)buf);
-      else forward_block_f32(j, i0, n);
-    } else {
-      if (r->backward) backward_block_f64(j, i0, n, (double *)buf);
-      else forward_block_f64(j, i0, n);
-    }
-  }
-  free(buf);
-  return NULL;
-}
-
+/* Blocks of neurons run in parallel on OpenMP threads. Linked against libgomp.so.1, the
+ * runtime torch itself has loaded, so the kernel shares torch's thread pool instead of
+ * competing with it. */
 static int run(job_t *j, int dtype, int backward, int nthreads) {
   int64_t size = dtype ? 8 : 4;
   int64_t block = BUF_BYTES / (size * (j->T > 0 ? j->T : 1));
   block = block < 16 ? 16 : (block > BLK ? BLK : (block / 16) * 16);
   j->block = block;
-  j->failed = 0;
   int64_t nblocks = (j->N + block - 1) / block;
   if (nthreads > nblocks) nthreads = (int)nblocks;
   if ((int64_t)j->T * j->N < 32768) nthreads = 1;
   if (nthreads < 1) nthreads = 1;
-  range_t ranges[256];
-  pthread_t threads[256];
-  if (nthreads > 256) nthreads = 256;
-  for (int k = 0; k < nthreads; k++) {
-    ranges[k].job = j;
-    ranges[k].b0 = nblocks * k / nthreads;
-    ranges[k].b1 = nblocks * (k + 1) / nthreads;
-    ranges[k].dtype = dtype;
-    ranges[k].backward = backward;
+  int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+  {
+    void *buf = NULL;
+    if (backward) {
+      buf = malloc((size_t)j->T * (size_t)block * (size_t)size + 64);
+      if (!buf) failed = 1;
+    }
+    /* every thread enters the loop (a worksharing loop must be met by all of them) */
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nblocks; b++) {
+      int64_t i0 = b * block, n = j->N - i0 < block ? j->N - i0 : block;
+      if (backward && !buf) {
+        failed = 1;
+        continue;
+      }
+      if (dtype == 0) {
+        if (backward) backward_block_f32(j, i0, n, (float *)buf);
+        else forward_block_f32(j, i0, n);
+      } else {
+        if (backward) backward_block_f64(j, i0, n, (double *)buf);
+        else forward_block_f64(j, i0, n);
+      }
+    }
+    free(buf);
   }
-  int started = 0;
-  for (int k = 1; k < nthreads; k++) {
-    if (pthread_create(&threads[k], NULL, run_range, &ranges[k]) != 0) break;
-    started = k;
-  }
-  /* ranges whose thread could not start run here */
-  for (int k = started + 1; k < nthreads; k++) run_range(&ranges[k]);
-  run_range(&ranges[0]);
-  for (int k = 1; k <= started; k++) pthread_join(threads[k], NULL);
-  return j->failed;
+  return failed;
 }
 
 int snn_forward(int dtype, int64_t T, int64_t N, int kind, int decay, int hard, double vr,
