@@ -259,3 +259,18 @@ def test_shared_values_and_unused_outputs(kind, use):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b)
     assert grads[0][0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_vjp_and_jacrev_through_fused(kind):
+    x = torch.rand(5, 3, dtype=torch.float64) * 1.5
+    p = {"if": None, "lif": 1.8, "plif": 0.5, "rif": -0.1}[kind]
+
+    def f(impl):
+        return lambda x: call(kind, x, None, p, surrogate=S.SoftSign(), impl=impl).spikes
+
+    torch.testing.assert_close(torch.func.jacrev(f("fused"))(x), torch.func.jacrev(f("reference"))(x))
+    _, pull_f = torch.func.vjp(f("fused"), x)
+    _, pull_r = torch.func.vjp(f("reference"), x)
+    ct = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(pull_f(ct)[0], pull_r(ct)[0])
