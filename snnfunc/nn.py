@@ -165,8 +165,7 @@ class BaseNode(nn.Module):
         return self
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
+        state = dict(self.__dict__)
         if isinstance(state.get("v"), torch.Tensor):
             state["v"] = state["v"].detach()  # never copy an autograd graph
         return state

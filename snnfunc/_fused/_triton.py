@@ -107,15 +107,20 @@ def _load_step(ptr, offs, mask, SHARED: tl.constexpr):
 
 
 @triton.jit
+def _load_steps(v0_ptr, p_ptr, th_ptr, offs, mask, V0_SHARED: tl.constexpr,
+                P_SHARED: tl.constexpr, TH_SHARED: tl.constexpr):
+    return (_load_step(v0_ptr, offs, mask, V0_SHARED), _load_step(p_ptr, offs, mask, P_SHARED),
+            _load_step(th_ptr, offs, mask, TH_SHARED))
+
+
+@triton.jit
 def _forward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, s_ptr, h_ptr, v_ptr, T, N,
                     V0_SHARED: tl.constexpr, P_SHARED: tl.constexpr, TH_SHARED: tl.constexpr,
                     KIND: tl.constexpr, DECAY: tl.constexpr, HARD: tl.constexpr,
                     WANT_H: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    v = _load_step(v0_ptr, offs, mask, V0_SHARED)
-    p = _load_step(p_ptr, offs, mask, P_SHARED)
-    th = _load_step(th_ptr, offs, mask, TH_SHARED)
+    v, p, th = _load_steps(v0_ptr, p_ptr, th_ptr, offs, mask, V0_SHARED, P_SHARED, TH_SHARED)
     vr = tl.load(sc_ptr).to(v.dtype)
     for t in range(T):
         at = t.to(tl.int64) * N + offs
@@ -139,9 +144,7 @@ def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_pt
                      NEED_TH: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    v0 = _load_step(v0_ptr, offs, mask, V0_SHARED)
-    p = _load_step(p_ptr, offs, mask, P_SHARED)
-    th = _load_step(th_ptr, offs, mask, TH_SHARED)
+    v0, p, th = _load_steps(v0_ptr, p_ptr, th_ptr, offs, mask, V0_SHARED, P_SHARED, TH_SHARED)
     vr = tl.load(sc_ptr).to(v0.dtype)
     a = tl.load(sc_ptr + 1).to(v0.dtype)
     b = tl.load(sc_ptr + 2).to(v0.dtype)

@@ -18,6 +18,12 @@ float expf(float);
 double exp(double);
 
 enum { K_IF = 0, K_LIF = 1, K_PLIF = 2, K_RIF = 3 };
+/* every (kind, decay_input, hard reset) the kernels are specialised for */
+#define NEURON_VARIANTS(X) \
+  X(K_IF, 1, 1) X(K_IF, 1, 0) \
+  X(K_LIF, 1, 1) X(K_LIF, 1, 0) X(K_LIF, 0, 1) X(K_LIF, 0, 0) \
+  X(K_PLIF, 1, 1) X(K_PLIF, 1, 0) X(K_PLIF, 0, 1) X(K_PLIF, 0, 0) \
+  X(K_RIF, 1, 1) X(K_RIF, 1, 0)
 #define BLK 512           /* neurons per block at most */
 #define BUF_BYTES 524288  /* budget for the recomputed H of one block (in L2) */
 

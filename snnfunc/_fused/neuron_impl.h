@@ -54,10 +54,7 @@ static void SFX(forward_block)(const job_t *j, int64_t i0, int64_t n) {
     if (want_h) SFX(forward_spec)(j, i0, n, K, D, H, 1); \
     else SFX(forward_spec)(j, i0, n, K, D, H, 0); \
     return; }
-  FWD(K_IF, 1, 1) FWD(K_IF, 1, 0)
-  FWD(K_LIF, 1, 1) FWD(K_LIF, 1, 0) FWD(K_LIF, 0, 1) FWD(K_LIF, 0, 0)
-  FWD(K_PLIF, 1, 1) FWD(K_PLIF, 1, 0) FWD(K_PLIF, 0, 1) FWD(K_PLIF, 0, 0)
-  FWD(K_RIF, 1, 1) FWD(K_RIF, 1, 0)
+  NEURON_VARIANTS(FWD)
 #undef FWD
 }
 
@@ -220,10 +217,7 @@ static void SFX(backward_block)(const job_t *j, int64_t i0, int64_t n, REAL *hb)
     if (K != K_IF && j->gp != NULL) SFX(backward_spec)(j, i0, n, hb, K, D, H, 1); \
     else SFX(backward_spec)(j, i0, n, hb, K, D, H, 0); \
     return; }
-  BWD(K_IF, 1, 1) BWD(K_IF, 1, 0)
-  BWD(K_LIF, 1, 1) BWD(K_LIF, 1, 0) BWD(K_LIF, 0, 1) BWD(K_LIF, 0, 0)
-  BWD(K_PLIF, 1, 1) BWD(K_PLIF, 1, 0) BWD(K_PLIF, 0, 1) BWD(K_PLIF, 0, 0)
-  BWD(K_RIF, 1, 1) BWD(K_RIF, 1, 0)
+  NEURON_VARIANTS(BWD)
 #undef BWD
 }
 

@@ -54,7 +54,8 @@ def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shap
 
 
 def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str):
-    """Returns V_0 as a tensor in ``x``'s dtype: ``rest`` everywhere when ``v`` is None."""
+    """V_0 as a tensor in ``x``'s dtype; a number (or None: ``rest``) becomes a 0-d tensor,
+    shared by every neuron."""
     if v is None:
         return x.new_full((), rest)
     if _is_number(v):
