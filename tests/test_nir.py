@@ -1,0 +1,351 @@
+"""snnfunc.nir: imported graphs equal a plain forward-Euler simulation of NIR's equations written
+here; snnfunc -> NIR -> snnfunc gives the same spikes; what NIR cannot express is refused."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from snnfunc import nn as snn
+
+nir = pytest.importorskip("nir", reason="snnfunc.nir needs the optional package nir (extra 'nir')")
+from snnfunc.nir import from_nir, to_nir  # noqa: E402
+
+
+# ------------------------------------------------------------------ the NIR equations, plainly
+
+
+def euler(node, current: np.ndarray, dt: float) -> np.ndarray:
+    """Forward Euler of one NIR neuron node over current [T, B, ...]; spikes (IF, LIF, CubaLIF)
+    or the membrane (I, LI, CubaLI) per step. Written from NIR's docstrings, nothing shared
+    with snnfunc."""
+    kind = type(node).__name__
+    p = {k: np.asarray(v, dtype=current.dtype) for k, v in vars(node).items()
+         if isinstance(v, (np.ndarray, float, np.floating))}
+    if kind.startswith("Cuba"):
+        i_syn, currents = np.zeros_like(current[0]), []
+        for x in current:  # tau_syn dI/dt = -I + w_in S
+            i_syn = i_syn + dt / p["tau_syn"] * ((0 - i_syn) + p["w_in"] * x)
+            currents.append(i_syn)
+        current, kind, p["tau"] = np.stack(currents), kind[4:], p["tau_mem"]
+    if kind in ("LIF", "LI"):
+        v = np.broadcast_to(p["v_leak"], current.shape[1:]).copy()
+    elif kind == "IF":
+        v = np.broadcast_to(p["v_reset"], current.shape[1:]).copy()
+    else:
+        v = np.zeros_like(current[0])
+    out = []
+    for x in current:
+        if kind in ("IF", "I"):
+            v = v + dt * p["r"] * x  # dv/dt = R I
+        else:
+            v = v + dt / p["tau"] * ((p["v_leak"] - v) + p["r"] * x)  # tau dv/dt = v_leak - v + R I
+        if kind in ("IF", "LIF"):
+            z = v > p["v_threshold"]
+            v = np.where(z, p["v_reset"], v)
+            out.append(z.astype(current.dtype))
+        else:
+            out.append(v)
+    return np.stack(out)
+
+
+def single(node, shape):
+    """Input -> node -> Output."""
+    return nir.NIRGraph(nodes={"input": nir.Input(np.array(shape)), "n": node,
+                               "output": nir.Output(np.array(shape))},
+                        edges=[("input", "n"), ("n", "output")], metadata={}, type_check=False)
+
+
+def make_node(kind, shape, general, rng, dtype):
+    def arr(lo, hi):
+        return rng.uniform(lo, hi, size=shape).astype(dtype)
+
+    def const(value):
+        return np.full(shape, value, dtype=dtype)
+
+    v_reset = arr(-0.3, 0.2) if general else const(-0.1)
+    v_leak = arr(-0.2, 0.3) if general else v_reset.copy()
+    thr = arr(0.5, 1.2)
+    if kind == "IF":
+        return nir.IF(r=arr(0.5, 2.0), v_threshold=thr, v_reset=v_reset)
+    if kind == "I":
+        return nir.I(r=arr(0.5, 2.0))
+    if kind == "LIF":
+        return nir.LIF(tau=arr(1.5, 8.0), r=arr(0.5, 3.0), v_leak=v_leak, v_threshold=thr, v_reset=v_reset)
+    if kind == "LI":
+        return nir.LI(tau=arr(1.5, 8.0), r=arr(0.5, 3.0), v_leak=v_leak)
+    if kind == "CubaLIF":
+        return nir.CubaLIF(tau_syn=arr(1.5, 4.0), tau_mem=arr(1.5, 8.0), r=arr(0.5, 3.0), v_leak=v_leak,
+                           v_threshold=thr, v_reset=v_reset, w_in=arr(0.5, 2.0))
+    return nir.CubaLI(tau_syn=arr(1.5, 4.0), tau_mem=arr(1.5, 8.0), r=arr(0.5, 3.0), v_leak=v_leak,
+                      w_in=arr(0.5, 2.0))
+
+
+KINDS = ["IF", "I", "LIF", "LI", "CubaLIF", "CubaLI"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_import_equals_euler_bit_for_bit(kind, dtype):
+    """One reset value equal to the leak: the import evaluates the Euler step in its order."""
+    rng = np.random.default_rng(1)
+    shape, dt = (7, 5), 0.25
+    node = make_node(kind, shape, general=False, rng=rng, dtype=dtype)
+    current = (rng.standard_normal((40, 3, *shape)) * 1.5 + 0.8).astype(dtype)
+    want = euler(node, current, dt)
+    got = from_nir(single(node, shape), dt=dt)(torch.from_numpy(current)).detach().numpy()
+    if kind in ("IF", "LIF", "CubaLIF"):
+        assert 0.02 < want.mean() < 0.9  # the test exercises firing and resetting
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["IF", "LIF", "LI", "CubaLIF"])
+def test_import_general_parameters_equals_euler(kind):
+    """Per-neuron v_reset and v_leak != v_reset run in U = V - base: same spikes (float64),
+    membranes to rounding."""
+    rng = np.random.default_rng(2)
+    shape, dt = (50,), 0.5
+    node = make_node(kind, shape, general=True, rng=rng, dtype=np.float64)
+    current = rng.standard_normal((60, 4, *shape)) * 1.5 + 0.8
+    want = euler(node, current, dt)
+    got = from_nir(single(node, shape), dt=dt)(torch.from_numpy(current)).detach().numpy()
+    if kind == "LI":
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    else:
+        assert 0.02 < want.mean() < 0.9
+        np.testing.assert_array_equal(got, want)
+
+
+def test_scalar_parameters_write_read_import(tmp_path):
+    """0-d parameters (shared by every neuron) survive nir.write / nir.read and import. They are
+    NumPy scalars: nir.write compresses ndarrays, which h5py refuses for 0-d ones."""
+    f = np.float32
+    node = nir.LIF(tau=f(4.0), r=f(1.5), v_leak=f(0.0), v_threshold=f(1.0), v_reset=f(0.0))
+    path = tmp_path / "scalar.nir"
+    nir.write(path, single(node, (30,)))
+    read = nir.read(path, type_check=False)  # NIR's shape inference refuses 0-d parameters
+    assert np.shape(read.nodes["n"].tau) == ()
+    current = (np.random.default_rng(3).standard_normal((30, 2, 30)) + 0.8).astype(f)
+    got = from_nir(path)(torch.from_numpy(current)).numpy()
+    np.testing.assert_array_equal(got, euler(node, current, 1.0))
+    assert got.mean() > 0.02
+
+
+def test_export_keeping_parameter_shapes_round_trips(tmp_path):
+    """per_neuron=False: a number stays 0-d, a per-channel tensor stays [C, 1, 1]."""
+    torch.manual_seed(2)
+    plif = snn.PLIFNode(2.0, step_mode="m", param_shape=(3, 1, 1))
+    TD = snn.TimeDistributed
+    net = torch.nn.Sequential(TD(torch.nn.Conv2d(1, 3, 3)), plif, TD(torch.nn.Flatten()),
+                              torch.nn.Linear(3 * 4 * 4, 5), snn.LIFNode(2.0, step_mode="m"))
+    drive(net)
+    with torch.no_grad():
+        plif.w.copy_(torch.tensor([0.3, 0.5, 0.8]).view(3, 1, 1))
+    x = torch.rand(10, 2, 1, 6, 6) * 2
+    graph = to_nir(net, x, per_neuron=False)
+    assert graph.nodes["1"].tau.shape == (3, 1, 1) and np.shape(graph.nodes["4"].tau) == ()
+    nir.write(tmp_path / "compact.nir", graph)
+    with torch.no_grad():
+        want = net(x)
+    assert want.sum() > 0
+    torch.testing.assert_close(from_nir(tmp_path / "compact.nir")(x), want, rtol=0, atol=0)
+
+
+def test_graph_ops_pooling_scale_threshold_and_fan_in():
+    """Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Threshold, Affine, and a node with two
+    incoming edges (their sum), against torch written here."""
+    rng = np.random.default_rng(4)
+    f = np.float64
+    conv_w, conv_b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    aff_w, aff_b = rng.standard_normal((5, 3 * 3 * 3)), rng.standard_normal(5)
+    scale, thr = rng.uniform(0.5, 2, (5,)), rng.uniform(-0.5, 0.5, (5,))
+    nodes = {
+        "input": nir.Input(np.array([2, 12, 12])),
+        "conv": nir.Conv2d(input_shape=(12, 12), weight=conv_w, stride=1, padding=1, dilation=1,
+                           groups=1, bias=conv_b),
+        "sum": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "avg": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([3, 3, 3])}, start_dim=0, end_dim=-1),
+        "aff": nir.Affine(weight=aff_w, bias=aff_b),
+        "scale": nir.Scale(scale=scale),
+        "thr": nir.Threshold(threshold=thr),
+        "output": nir.Output(np.array([5])),
+    }
+    edges = [("input", "conv"), ("conv", "sum"), ("sum", "avg"), ("avg", "flat"), ("flat", "aff"),
+             ("aff", "scale"), ("aff", "thr"), ("scale", "thr"), ("thr", "output")]
+    net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False))
+    x = torch.from_numpy(rng.standard_normal((4, 3, 2, 12, 12)).astype(f))
+    F = torch.nn.functional
+    y = F.conv2d(x.flatten(0, 1), torch.from_numpy(conv_w), torch.from_numpy(conv_b), padding=1)
+    y = F.avg_pool2d(y, 2) * 4  # sum pooling
+    y = F.avg_pool2d(y, 2).unflatten(0, (4, 3)).flatten(2)
+    y = y @ torch.from_numpy(aff_w).T + torch.from_numpy(aff_b)
+    y = y * torch.from_numpy(scale) + y
+    want = (y > torch.from_numpy(thr)).double()
+    got = net(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert 0 < want.mean() < 1
+
+
+# ------------------------------------------------------------------ snnfunc -> NIR -> snnfunc
+
+
+def drive(net):
+    """Larger weights and a positive bias, so every spiking layer fires."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(3)
+                m.bias.add_(0.5)
+    return net
+
+
+def _neuron(name):
+    m = "m"
+    return {
+        "IF": lambda: snn.IFNode(1.0, -0.1, step_mode=m),
+        "LIF": lambda: snn.LIFNode(2.5, 1.0, 0.0, step_mode=m),
+        "LIF-no-decay-input": lambda: snn.LIFNode(3.0, 0.8, 0.1, step_mode=m, decay_input=False),
+        "PLIF": lambda: snn.PLIFNode(0.4, step_mode=m),
+        "PLIF-sigmoid-per-neuron": lambda: snn.PLIFNode(
+            2.0, step_mode=m, parametrization="sigmoid", param_shape=(16,), decay_input=False),
+        "RIF-leak": lambda: snn.RIFNode(-0.2, step_mode=m),
+        "RIF-zero": lambda: snn.RIFNode(0.0, step_mode=m),
+    }[name]()
+
+
+NEURONS = ["IF", "LIF", "LIF-no-decay-input", "PLIF", "PLIF-sigmoid-per-neuron", "RIF-leak", "RIF-zero"]
+
+
+@pytest.mark.parametrize("dt", [1.0, 1e-3])
+@pytest.mark.parametrize("name", NEURONS)
+def test_round_trip_through_a_file(name, dt, tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), _neuron(name), torch.nn.Linear(16, 8),
+                              _neuron(name if name != "PLIF-sigmoid-per-neuron" else "PLIF"))
+    net = drive(net.double())
+    with torch.no_grad():  # per-neuron values that differ
+        for p in net.parameters():
+            if p.dim() == 1 and p.shape[0] == 16 and name.startswith("PLIF"):
+                p.add_(torch.linspace(-0.5, 0.5, 16, dtype=p.dtype))
+    x = torch.rand(20, 4, 12, dtype=torch.float64) * 4
+    graph = to_nir(net, x, dt=dt)
+    nir.write(tmp_path / "net.nir", graph)
+    nir.read(tmp_path / "net.nir")  # passes NIR's own type check
+    back = from_nir(tmp_path / "net.nir", dt=dt)
+    with torch.no_grad():
+        want = net(x)
+        hidden = net[1](net[0](x))
+    snn.reset_net(net)
+    got = back(x)
+    assert 0.02 < hidden.mean() < 0.9 and want.sum() > 0
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_exported_graph_equals_euler_at_the_threshold():
+    """An input that lands exactly on v_threshold fires in snnfunc (>=). The exported threshold
+    makes NIR's strict > fire there too; exact_threshold=False writes θ and misses it."""
+    net = torch.nn.Sequential(snn.IFNode(1.0, 0.0, step_mode="m"))
+    x = torch.full((6, 1, 3), 0.5)  # H = 0.5, 1.0 (= θ), 0.5, 1.0, ...
+    spikes = net(x)
+    assert spikes[:, 0, 0].tolist() == [0, 1, 0, 1, 0, 1]
+    exact = to_nir(net, x).nodes["0"]
+    assert exact.v_threshold.dtype == np.float32 and exact.v_threshold[0] < 1.0
+    np.testing.assert_array_equal(euler(exact, x.numpy(), 1.0), spikes.numpy())
+    np.testing.assert_array_equal(from_nir(to_nir(net, x))(x).numpy(), spikes.numpy())
+    nominal = to_nir(net, x, exact_threshold=False).nodes["0"]
+    assert nominal.v_threshold[0] == 1.0
+    assert euler(nominal, x.numpy(), 1.0)[:, 0, 0].tolist() == [0, 0, 1, 0, 0, 1]  # fires at 1.5
+
+
+def test_conv_network_round_trip_and_state_untouched():
+    torch.manual_seed(1)
+    plif = snn.PLIFNode(2.0, step_mode="m", param_shape=(4, 1, 1), parametrization="sigmoid")
+    TD = snn.TimeDistributed
+    net = torch.nn.Sequential(
+        TD(torch.nn.Conv2d(1, 4, 3, padding=1)), plif, TD(torch.nn.AvgPool2d(2), torch.nn.Flatten()),
+        torch.nn.Dropout(0.3), torch.nn.Linear(4 * 4 * 4, 10), snn.LIFNode(2.0, step_mode="m"))
+    drive(net)
+    with torch.no_grad():
+        plif.w.copy_(torch.tensor([-1.0, 0.0, 0.5, 2.0]).view(4, 1, 1))
+    net.eval()
+    x = torch.rand(8, 3, 1, 8, 8) * 3
+    with torch.no_grad():
+        want = net(x)
+    v_before = plif.v.clone()
+    graph = to_nir(net, x)
+    assert torch.equal(plif.v, v_before)  # export reads parameters only
+    assert [type(n).__name__ for n in graph.nodes.values()] == [
+        "Input", "Conv2d", "LIF", "AvgPool2d", "Flatten", "Affine", "LIF", "Output"]
+    assert graph.nodes["1"].tau.shape == (4, 8, 8)
+    snn.reset_net(net)
+    got = from_nir(graph)(x)
+    assert 0 < want.mean() < 1
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_imported_network_trains_and_restarts_each_call():
+    net = torch.nn.Sequential(torch.nn.Linear(5, 6), snn.LIFNode(step_mode="m"))
+    x = torch.rand(10, 2, 5) * 3
+    back = from_nir(to_nir(net, x))
+    a, b = back(x), back(x)
+    assert torch.equal(a, b)
+    a.sum().backward()
+    weights = [p for p in back.parameters()]
+    assert len(weights) == 2 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+# ------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize("layer, match", [
+    (snn.LIFNode(2.0, 1.0, None, step_mode="m"), "soft reset"),
+    (snn.IFNode(1.0, None, step_mode="m"), "soft reset"),
+    (snn.RIFNode(0.1, step_mode="m"), "RIF's self-weight"),
+    (torch.nn.MaxPool1d(2), "max pooling"),
+    (torch.nn.BatchNorm1d(4), "fold it"),
+    (torch.nn.ReLU(), "not exportable"),
+    (torch.nn.Conv1d(4, 4, 3, padding=1, padding_mode="reflect"), "padding_mode"),
+    (torch.nn.Flatten(0), "batch dimension"),
+])
+def test_export_refuses_what_nir_cannot_express(layer, match):
+    net = torch.nn.Sequential(torch.nn.Identity(), layer)
+    x = torch.rand(3, 2, 4, 6)
+    with pytest.raises((ValueError, TypeError), match=match) as err:
+        to_nir(net, x)
+    assert "layer '1'" in str(err.value)
+
+
+def test_export_refuses_mixed_sign_rif_and_bad_arguments():
+    rif = snn.RIFNode(-0.1, step_mode="m")
+    net = torch.nn.Sequential(rif)
+    with torch.no_grad():
+        rif.w.fill_(0.0)
+    assert type(to_nir(net, torch.rand(2, 1, 3)).nodes["0"]).__name__ == "IF"
+    with pytest.raises(ValueError, match="dt must be a positive"):
+        to_nir(net, torch.rand(2, 1, 3), dt=0.0)
+    with pytest.raises(ValueError, match="sample_input must be"):
+        to_nir(net, torch.rand(3))
+    with pytest.raises(TypeError, match="module must be"):
+        to_nir("net", torch.rand(2, 1, 3))
+
+
+def test_import_refuses_cycles_unknown_nodes_and_bad_graphs():
+    shape = np.array([3])
+    lif = nir.LIF(tau=np.full(3, 2.0), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3),
+                  v_reset=np.zeros(3))
+    aff = nir.Affine(weight=np.eye(3), bias=np.zeros(3))
+    cyc = nir.NIRGraph(nodes={"input": nir.Input(shape), "lif": lif, "aff": aff, "output": nir.Output(shape)},
+                       edges=[("input", "lif"), ("lif", "aff"), ("aff", "lif"), ("lif", "output")],
+                       metadata={}, type_check=False)
+    with pytest.raises(ValueError, match="cycle"):
+        from_nir(cyc)
+    delay = single(nir.Delay(delay=np.ones(3)), (3,))
+    with pytest.raises(TypeError, match="Delay"):
+        from_nir(delay)
+    with pytest.raises(TypeError, match="nir.NIRGraph"):
+        from_nir(42)
+    with pytest.raises(ValueError, match="dt must be"):
+        from_nir(single(lif, (3,)), dt=-1)
+    assert math.isfinite(from_nir(single(lif, (3,)))(torch.rand(2, 1, 3)).sum().item())
