@@ -24,6 +24,24 @@ import snnfunc
 from snnfunc import surrogate
 
 
+def digits_split():
+    """scikit-learn's digits in [0, 1], a stratified 80/20 split with seed 0:
+    x_train [1437, 64], y_train, x_test [360, 64], y_test."""
+    digits = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        digits.data / 16.0, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
+    as_x = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return as_x(x_tr), torch.tensor(y_tr), as_x(x_te), torch.tensor(y_te)
+
+
+def accuracy(model, x, y, T, encoder="poisson"):
+    """Test accuracy of ``model`` (spike counts as logits) on images ``x``."""
+    with torch.no_grad():
+        correct = sum((model(encode(x[i], T, encoder)).argmax(-1) == y[i]).sum().item()
+                      for i in torch.arange(len(x)).split(256))
+    return correct / len(x)
+
+
 def encode(images: torch.Tensor, T: int, encoder: str) -> torch.Tensor:
     """[B, 64] intensities in [0, 1] -> [T, B, 64] input currents."""
     if encoder == "poisson":
@@ -73,11 +91,7 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    digits = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        digits.data / 16.0, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
-    x_tr, x_te = torch.tensor(x_tr, dtype=torch.float32), torch.tensor(x_te, dtype=torch.float32)
-    y_tr, y_te = torch.tensor(y_tr), torch.tensor(y_te)
+    x_tr, y_tr, x_te, y_te = digits_split()
 
     net = DigitsSNN(args.neuron)
     model = net if args.no_compile else torch.compile(net, dynamic=False)
@@ -99,11 +113,7 @@ def main(argv=None):
             opt.step()
         schedule.step()
         net.eval()
-        with torch.no_grad():
-            correct = sum(
-                (net(encode(x_te[i], args.T, args.encoder)).argmax(1) == y_te[i]).sum().item()
-                for i in torch.arange(len(x_te)).split(256))
-        acc = correct / len(x_te)
+        acc = accuracy(net, x_te, y_te, args.T, args.encoder)
         print(f"epoch {epoch:2d}  loss {loss.item():.3f}  test accuracy {acc:.2%}  "
               f"({time.perf_counter() - start:.0f} s)")
     print(f"final test accuracy {acc:.2%} in {time.perf_counter() - start:.0f} s")
