@@ -104,7 +104,9 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
         back), a per-channel tensor stays ``[C, 1, 1]``.
 
     Raises:
-      TypeError / ValueError naming the layer for anything NIR cannot represent exactly.
+      ValueError: a layer NIR cannot represent exactly (soft reset, RIF with w > 0, ...),
+        named in the message.
+      TypeError: a layer type that has no NIR node (max pooling, batch norm, ...).
     """
     nir = _nir()
     if not isinstance(module, nn.Module):

@@ -288,6 +288,10 @@ class PLIFNode(BaseNode):
         # the seed named the reciprocal parameter "tau"
         if self.parametrization == "reciprocal" and prefix + "tau" in state_dict:
             state_dict[prefix + "w"] = state_dict.pop(prefix + "tau")
+        # SpikingJelly's ParametricLIFNode stores one 0-d w (sigmoid form)
+        w = state_dict.get(prefix + "w")
+        if isinstance(w, torch.Tensor) and w.dim() == 0 and self.w.numel() == 1:
+            state_dict[prefix + "w"] = w.reshape(self.w.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -119,6 +119,24 @@ def test_fused_user_defined_surrogate(sg):
     _compare("rif", 8, (4, 6), torch.float64, OPTIONS[1], "neuron", True, sg)
 
 
+@pytest.mark.parametrize("sg", [Gaussian(), SharperSigmoid(3.0)], ids=str)
+def test_fused_user_defined_surrogate_under_grad_and_vmap_grad(sg):
+    """The torch-evaluated derivative of a user surrogate inside torch.func transforms."""
+    x = torch.rand(9, 5, 7, dtype=torch.float64) * 1.5
+    w = torch.full((7,), 0.4, dtype=torch.float64)
+    weight = torch.linspace(-1, 1, 63, dtype=torch.float64).view(9, 7)
+
+    def grads(impl):
+        f = lambda x, w: (snnfunc.plif(x, w=w, surrogate=sg, impl=impl).spikes * weight).sum()  # noqa: E731
+        per_sample = torch.func.vmap(torch.func.grad(f, argnums=(0, 1)), in_dims=(1, None))(x, w)
+        return torch.func.grad(lambda x, w: f(x, w), argnums=(0, 1))(x[:, 0], w), per_sample
+
+    (g, per_sample), (g_ref, per_sample_ref) = grads("fused"), grads("reference")
+    for a, b in zip((*g, *per_sample), (*g_ref, *per_sample_ref)):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_non_contiguous_and_large():
     base = torch.rand(5, 40, 30, dtype=torch.float32) * 1.5
     x = base.transpose(1, 2)[:, ::3]

@@ -318,6 +318,12 @@ def test_deepcopy_pickle_state_dict_and_dtype():
     seed = snn.PLIFNode(param_shape=(3,))
     seed.load_state_dict({"tau": torch.tensor([0.2, 0.3, 0.4])})
     assert torch.equal(seed.w.data, torch.tensor([0.2, 0.3, 0.4]))
+    # SpikingJelly's ParametricLIFNode keeps one 0-d w
+    sj = snn.PLIFNode(parametrization="sigmoid")
+    sj.load_state_dict({"w": torch.tensor(-0.5)})
+    assert sj.w.shape == (1,) and sj.w.item() == -0.5
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        snn.PLIFNode(param_shape=(3,)).load_state_dict({"w": torch.tensor(-0.5)})
     d = node.double()
     assert d.w.dtype == D and d.v.dtype == D
     h = snn.LIFNode().to(torch.float16)

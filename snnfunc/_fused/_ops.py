@@ -222,8 +222,8 @@ class FusedNeuron(torch.autograd.Function):
         sg_id = surrogate_id(cfg.surrogate)
         sg = None
         if sg_id < 0:  # a user-defined surrogate: its derivative is evaluated in torch
-            h = _ops_for(x.device)[0](x, v0, p, th, scalars, cfg.kind, cfg.decay_input,
-                                      cfg.hard, True)[2]
+            # through the Function (not the bare op), so torch.func transforms can trace it
+            h = FusedNeuron.apply(x, v0, p, th, scalars, dataclasses.replace(cfg, want_h=True))[2]
             sg = cfg.surrogate.derivative(h - th)
         need_p = p is not None and ctx.needs_input_grad[2]
         need_th = ctx.needs_input_grad[3]
