@@ -27,3 +27,20 @@ def test_code_block_runs(page, i, code):
         if re.search(rf"^\s*(import|from) {peer}\b", code, re.M) and importlib.util.find_spec(peer) is None:
             pytest.skip(f"the block imports {peer}, which is not installed (extra 'peers'/'nir')")
     exec(compile(code, f"{page.name}[{i}]", "exec"), {"__name__": "__docs__"})
+
+
+def test_surrogate_plot_covers_every_builtin(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import plot_surrogates
+    finally:
+        sys.path.pop(0)
+    from snnfunc import surrogate as S
+
+    names = plot_surrogates.main(str(tmp_path / "s.png"))
+    classes = {getattr(S, n) for n in S.__all__ if isinstance(getattr(S, n), type)} - {S.Surrogate}
+    assert set(names) == {c.__name__ for c in classes} and len(names) == 13
+    assert (tmp_path / "s.png").stat().st_size > 20_000
+    assert (ROOT / "docs" / "img" / "surrogates.png").exists()  # the committed figure
