@@ -195,9 +195,10 @@ def drive(net):
     """Larger weights and a positive bias, so every spiking layer fires."""
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
                 m.weight.mul_(3)
-                m.bias.add_(0.5)
+                if m.bias is not None:
+                    m.bias.add_(0.5)
     return net
 
 
@@ -349,3 +350,21 @@ def test_import_refuses_cycles_unknown_nodes_and_bad_graphs():
     with pytest.raises(ValueError, match="dt must be"):
         from_nir(single(lif, (3,)), dt=-1)
     assert math.isfinite(from_nir(single(lif, (3,)))(torch.rand(2, 1, 3)).sum().item())
+
+
+def test_conv1d_and_bias_free_linear_round_trip(tmp_path):
+    """Conv1d -> NIR Conv1d, Linear without bias -> NIR Linear, and back."""
+    torch.manual_seed(3)
+    TD = snn.TimeDistributed
+    net = drive(torch.nn.Sequential(
+        TD(torch.nn.Conv1d(2, 3, 3, stride=2, padding=1)), snn.IFNode(1.0, 0.0, step_mode="m"),
+        TD(torch.nn.Flatten()), torch.nn.Linear(3 * 5, 4, bias=False), snn.LIFNode(2.0, step_mode="m")))
+    x = torch.rand(12, 2, 2, 10) * 2
+    graph = to_nir(net, x)
+    assert [type(n).__name__ for n in graph.nodes.values()] == [
+        "Input", "Conv1d", "IF", "Flatten", "Linear", "LIF", "Output"]
+    nir.write(tmp_path / "c1.nir", graph)
+    with torch.no_grad():
+        want = net(x)
+    assert want.sum() > 0
+    torch.testing.assert_close(from_nir(tmp_path / "c1.nir")(x), want, rtol=0, atol=0)
