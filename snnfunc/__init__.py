@@ -1,6 +1,6 @@
 """snnfunc: spiking neurons as pure, time-unrolled functions for PyTorch."""
 
-from snnfunc import functional, surrogate
+from snnfunc import _fused, functional, surrogate  # _fused registers torch.ops.snnfunc.*
 from snnfunc.functional import *  # noqa: F401,F403
 from snnfunc.functional import __all__ as _functional_all
 

@@ -1,16 +1,18 @@
-"""Stateful adapters with the seed's class interface: ``IFNode``, ``LIFNode``, ``PLIFNode``,
-``RIFNode``, ``reset_net``.
+"""Stateful adapters with SpikingFlow's class interface (its `softbp` neurons): `IFNode`,
+`LIFNode`, `PLIFNode`, `RIFNode`, `reset_net`.
 
 An adapter holds the membrane state between calls and nothing else: every computation is one
-call into :mod:`snnfunc.functional` (the equations are documented there).
+call into `snnfunc.functional` (the equations are documented there).
 
-- ``step_mode="s"`` (default, the seed's): ``forward(dv)`` is one time step.
-- ``step_mode="m"``: ``forward(x_seq)`` runs a whole ``[T, ...]`` sequence in one call.
+- `step_mode="s"` (default, SpikingFlow's): `forward(dv)` is one time step.
+- `step_mode="m"`: `forward(x_seq)` runs a whole `[T, ...]` sequence in one call.
 
-State carries over between calls until :meth:`BaseNode.reset`. It is written back (and the
-monitor records) only in a plain call: under ``torch.func.functional_call`` or a ``torch.func``
-transform (``grad``, ``vmap``, ``jvp``, ...) the adapter starts from the state it holds and
-leaves it unchanged, so such a call is a pure function of its parameters and input.
+State carries over between calls until `reset()`. It is written back (and the monitor
+records) only in a plain call: under `torch.func.functional_call` or a `torch.func` transform
+(`grad`, `vmap`, `jvp`, ...) the adapter starts from the state it holds and leaves it
+unchanged, so such a call is a pure function of its parameters and input.
+
+The surrogate gradient is `surrogate=` (SpikingFlow's name `pulse_soft=` works too).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from snnfunc import functional as F
-from snnfunc.functional._checks import _is_number
+from snnfunc.functional._checks import _is_number, check_surrogate
 from snnfunc.surrogate import Sigmoid, Surrogate
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "PLIFNode", "RIFNode", "TimeDistributed", "reset_net"]
@@ -55,28 +57,33 @@ def _numpy_copy(t: torch.Tensor):
 
 
 class BaseNode(nn.Module):
-    """The shared adapter: state, ``reset()``, the monitor and the two step modes.
+    """The shared adapter: state, `reset()`, the monitor and the two step modes.
 
     Args:
-      v_threshold: :math:`V_{th}`.
-      v_reset: :math:`V_{reset}` (hard reset), or ``None`` for the soft reset.
-      pulse_soft: the surrogate spike function (the seed's name for it).
-      monitor_state: record H (voltage before reset) and spikes per step in ``self.monitor``.
+      v_threshold: $V_{th}$.
+      v_reset: $V_{reset}$ (hard reset), or `None` for the soft reset.
+      pulse_soft: the surrogate spike function (SpikingFlow's name for `surrogate`).
+      monitor_state: record H (voltage before reset) and spikes per step in `self.monitor`.
       detach_reset: detach the spike in the reset from the graph.
-      step_mode: ``"s"``: ``forward`` takes one step; ``"m"``: ``forward`` takes ``[T, ...]``.
+      step_mode: `"s"`: `forward` takes one step; `"m"`: `forward` takes `[T, ...]`.
+      surrogate: the surrogate spike function, a `snnfunc.surrogate.Surrogate` such as
+        `ATan()`; the same as `pulse_soft` (give one of them).
     """
 
     def __init__(self, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(), monitor_state=False,
-                 *, detach_reset=False, step_mode="s"):
+                 *, detach_reset=False, step_mode="s", surrogate=None):
         super().__init__()
         if not _is_number(v_threshold):
             raise TypeError(f"v_threshold must be a number, got {type(v_threshold).__name__}")
         if v_reset is not None and not _is_number(v_reset):
             raise TypeError(f"v_reset must be a number or None, got {type(v_reset).__name__}")
-        if not isinstance(pulse_soft, Surrogate):
-            raise TypeError(
-                f"pulse_soft must be a snnfunc.surrogate.Surrogate (e.g. Sigmoid()), "
-                f"got {type(pulse_soft).__name__}")
+        check_surrogate("pulse_soft", pulse_soft)
+        if surrogate is not None:
+            check_surrogate("surrogate", surrogate)
+            if pulse_soft != Sigmoid() and pulse_soft != surrogate:
+                raise TypeError("give the surrogate once: surrogate= or pulse_soft= (its "
+                                "SpikingFlow name), not both")
+            pulse_soft = surrogate
         for name, flag in (("monitor_state", monitor_state), ("detach_reset", detach_reset)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -92,7 +99,7 @@ class BaseNode(nn.Module):
 
     @property
     def v_rest(self) -> float:
-        """The resting value V starts from: ``v_reset``, or 0 with soft reset."""
+        """The resting value V starts from: `v_reset`, or 0 with soft reset."""
         return 0.0 if self.v_reset is None else self.v_reset
 
     @property
@@ -109,20 +116,49 @@ class BaseNode(nn.Module):
         raise TypeError(f"{type(self).__name__} must define _functions()")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step ``dv`` (``step_mode="s"``) or a sequence ``[T, ...]`` (``"m"``); returns spikes."""
+        """One step `dv` (`step_mode="s"`) or a sequence `[T, ...]` (`"m"`); returns spikes."""
         multi, single = self._functions()
         record = self.monitor is not False
+        v = self._state_for(x)
         if self.step_mode == "s":
-            out = single(x, self.v, return_h=record, **self._options())
+            out = single(x, v, return_h=record, **self._options())
             spikes = out.spike
         else:
-            out = multi(x, self.v, return_h=record, **self._options())
+            out = multi(x, v, return_h=record, **self._options())
             spikes = out.spikes
         if self._writes_state(out.v):
             self.v = out.v
             if record:
                 self._record(out.h, spikes)
         return spikes
+
+    def _state_for(self, x):
+        """The held state as the functions take it, checked against this input first."""
+        v = self.v
+        if not isinstance(v, torch.Tensor):
+            return None if v == self.v_rest else x.new_full((), float(v))
+        if not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
+            return v  # the functions say what is wrong with x
+        step = x.shape[1:] if self.step_mode == "m" else x.shape
+        name = type(self).__name__
+        try:
+            fits = torch.broadcast_shapes(v.shape, step) == step
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"{name} holds a state v of shape {tuple(v.shape)} from an earlier input, which "
+                f"does not fit this input's step shape {tuple(step)} (a new batch size?): call "
+                f"reset() on it, or snnfunc.nn.reset_net(net), between batches")
+        saved = getattr(v.grad_fn, "saved_tensors", None) if v.requires_grad else None
+        try:
+            saved = v.grad_fn.saved_tensors if saved is not None else None
+        except RuntimeError:
+            raise RuntimeError(
+                f"{name} holds a state v whose graph a backward pass has already freed: call "
+                f"reset() (or snnfunc.nn.reset_net(net)) between batches, or detach the state "
+                f"(node.v = node.v.detach()) to continue the sequence (truncated BPTT)") from None
+        return v
 
     @staticmethod
     def _writes_state(v: torch.Tensor) -> bool:
@@ -150,7 +186,7 @@ class BaseNode(nn.Module):
             self.monitor = {"v": [], "s": []}
 
     def set_monitor(self, monitor_state: bool = True) -> None:
-        """Switch recording on (an empty monitor) or off (``self.monitor = False``)."""
+        """Switch recording on (an empty monitor) or off (`self.monitor = False`)."""
         if not isinstance(monitor_state, bool):
             raise TypeError(f"monitor_state must be True or False, got {monitor_state!r}")
         if not monitor_state:
@@ -180,24 +216,37 @@ class BaseNode(nn.Module):
 
 
 class IFNode(BaseNode):
-    """Integrate-and-fire neuron, :math:`H_t = V_{t-1} + X_t`; see :func:`snnfunc.if_`."""
+    """Integrate-and-fire neuron, $H_t = V_{t-1} + X_t$; see `snnfunc.if_`.
+
+    Args: as `BaseNode`: `v_threshold`, `v_reset`, `pulse_soft`, `monitor_state`, and
+    keyword-only `detach_reset`, `step_mode`, `surrogate`.
+    """
 
     def _functions(self):
         return F.if_, F.if_step
 
 
 class LIFNode(BaseNode):
-    """Leaky integrate-and-fire neuron with a fixed ``tau``; see :func:`snnfunc.lif`.
+    """Leaky integrate-and-fire neuron with a fixed `tau`; see `snnfunc.lif`.
 
     Args:
-      tau: membrane time constant (> 0). The seed's default is 100.
-      decay_input: whether the input is divided by ``tau`` too (keyword only).
+      tau: membrane time constant (> 0). The default, 100, is SpikingFlow's (`snnfunc.lif`
+        defaults to 2.0, the usual value for networks trained over a few time steps).
+      v_threshold: $V_{th}$.
+      v_reset: $V_{reset}$ (hard reset), or `None` for the soft reset.
+      pulse_soft: the surrogate spike function (SpikingFlow's name for `surrogate`).
+      monitor_state: record H and spikes per step in `self.monitor`.
+      decay_input: whether the input is divided by `tau` too (keyword only).
+      detach_reset: detach the spike in the reset from the graph.
+      step_mode: `"s"` (one step per call) or `"m"` (`[T, ...]` per call).
+      surrogate: the surrogate spike function; the same as `pulse_soft`.
     """
 
     def __init__(self, tau=100.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
-                 monitor_state=False, *, decay_input=True, detach_reset=False, step_mode="s"):
+                 monitor_state=False, *, decay_input=True, detach_reset=False, step_mode="s",
+                 surrogate=None):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
-                         detach_reset=detach_reset, step_mode=step_mode)
+                         detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate)
         if not _is_number(tau):
             raise TypeError(f"tau must be a number, got {type(tau).__name__}")
         if not tau > 0:
@@ -230,26 +279,33 @@ def _param_shape(param_shape):
 
 
 class PLIFNode(BaseNode):
-    """Parametric LIF neuron with a learnable time constant; see :func:`snnfunc.plif`.
+    """Parametric LIF neuron with a learnable time constant; see `snnfunc.plif`.
 
-    The learnable parameter is ``self.w``: with ``parametrization="reciprocal"`` (the seed's)
-    it holds :math:`k = 1/\\tau`, initialised to ``1/init_tau``; with ``"sigmoid"`` (Fang et
-    al. 2021) :math:`k = \\mathrm{sigmoid}(w)`, initialised to ``-log(init_tau - 1)``.
-    ``self.tau`` gives the time constant :math:`1/k` it amounts to.
+    The learnable parameter is `self.w`: with `parametrization="reciprocal"` (SpikingFlow's)
+    it holds $k = 1/\\tau$, initialised to `1/init_tau`; with `"sigmoid"` (Fang et al. 2021)
+    $k = \\mathrm{sigmoid}(w)$, initialised to `-log(init_tau - 1)`. `self.tau` gives the
+    time constant $1/k$ it amounts to.
 
     Args:
-      init_tau: the initial time constant (> 0; > 1 for ``"sigmoid"``).
-      parametrization: ``"reciprocal"`` or ``"sigmoid"`` (keyword only).
-      param_shape: shape of ``w``: ``(1,)`` shares one value per layer (the seed's), ``(C,)``
+      init_tau: the initial time constant (> 0; > 1 for `"sigmoid"`).
+      v_threshold: $V_{th}$.
+      v_reset: $V_{reset}$ (hard reset), or `None` for the soft reset.
+      pulse_soft: the surrogate spike function (SpikingFlow's name for `surrogate`).
+      monitor_state: record H and spikes per step in `self.monitor`.
+      parametrization: `"reciprocal"` or `"sigmoid"` (keyword only).
+      param_shape: shape of `w`: `(1,)` shares one value per layer (SpikingFlow's), `(C,)`
         or the full step shape gives one per channel or neuron (keyword only).
-      decay_input: whether the input is scaled by :math:`k` too (keyword only).
+      decay_input: whether the input is scaled by $k$ too (keyword only).
+      detach_reset: detach the spike in the reset from the graph.
+      step_mode: `"s"` (one step per call) or `"m"` (`[T, ...]` per call).
+      surrogate: the surrogate spike function; the same as `pulse_soft`.
     """
 
     def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
                  monitor_state=False, *, parametrization="reciprocal", param_shape=(1,),
-                 decay_input=True, detach_reset=False, step_mode="s"):
+                 decay_input=True, detach_reset=False, step_mode="s", surrogate=None):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
-                         detach_reset=detach_reset, step_mode=step_mode)
+                         detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate)
         if parametrization not in ("reciprocal", "sigmoid"):
             raise ValueError(
                 f"parametrization must be 'reciprocal' or 'sigmoid', got {parametrization!r}")
@@ -269,7 +325,7 @@ class PLIFNode(BaseNode):
 
     @property
     def tau(self) -> torch.Tensor:
-        """The time constant :math:`1/k` the parameter amounts to (same shape as ``w``)."""
+        """The time constant $1/k$ the parameter amounts to (same shape as `w`)."""
         k = self.w if self.parametrization == "reciprocal" else torch.sigmoid(self.w)
         return 1.0 / k
 
@@ -285,7 +341,7 @@ class PLIFNode(BaseNode):
                     decay_input=self.decay_input, **super()._settings())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the seed named the reciprocal parameter "tau"
+        # SpikingFlow named the reciprocal parameter "tau"
         if self.parametrization == "reciprocal" and prefix + "tau" in state_dict:
             state_dict[prefix + "w"] = state_dict.pop(prefix + "tau")
         # SpikingJelly's ParametricLIFNode stores one 0-d w (sigmoid form)
@@ -296,17 +352,25 @@ class PLIFNode(BaseNode):
 
 
 class RIFNode(BaseNode):
-    """Recurrent IF neuron with a learnable self-weight ``w``; see :func:`snnfunc.rif`.
+    """Recurrent IF neuron with a learnable self-weight `w`; see `snnfunc.rif`.
 
     Args:
-      init_w: the initial self-connection weight (the seed's default -1e-3: a slow leak).
-      param_shape: shape of ``w`` (keyword only), as for :class:`PLIFNode`.
+      init_w: the initial self-connection weight (SpikingFlow's default -1e-3: a slow leak).
+      v_threshold: $V_{th}$.
+      v_reset: $V_{reset}$ (hard reset), or `None` for the soft reset.
+      pulse_soft: the surrogate spike function (SpikingFlow's name for `surrogate`).
+      monitor_state: record H and spikes per step in `self.monitor`.
+      param_shape: shape of `w` (keyword only), as for `PLIFNode`.
+      detach_reset: detach the spike in the reset from the graph.
+      step_mode: `"s"` (one step per call) or `"m"` (`[T, ...]` per call).
+      surrogate: the surrogate spike function; the same as `pulse_soft`.
     """
 
     def __init__(self, init_w=-1e-3, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
-                 monitor_state=False, *, param_shape=(1,), detach_reset=False, step_mode="s"):
+                 monitor_state=False, *, param_shape=(1,), detach_reset=False, step_mode="s",
+                 surrogate=None):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
-                         detach_reset=detach_reset, step_mode=step_mode)
+                         detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate)
         if not _is_number(init_w):
             raise TypeError(f"init_w must be a number, got {type(init_w).__name__}")
         self.w = nn.Parameter(torch.full(_param_shape(param_shape), float(init_w)))
@@ -322,7 +386,7 @@ class RIFNode(BaseNode):
 
 
 def reset_net(net: nn.Module) -> None:
-    """Call ``reset()`` on every module inside ``net`` that has one (the seed's ``reset_net``)."""
+    """Call `reset()` on every module inside `net` that has one (SpikingFlow's `reset_net`)."""
     for module in net.modules():
         reset = getattr(module, "reset", None)
         if callable(reset):
@@ -330,11 +394,11 @@ def reset_net(net: nn.Module) -> None:
 
 
 class TimeDistributed(nn.Module):
-    """Runs per-sample layers (``Conv2d``, ``BatchNorm2d``, ``MaxPool2d``, ...) on every step of
-    a ``[T, batch, ...]`` sequence at once, by folding time into the batch.
+    """Runs per-sample layers (`Conv2d`, `BatchNorm2d`, `MaxPool2d`, ...) on every step of
+    a `[T, batch, ...]` sequence at once, by folding time into the batch.
 
-    ``TimeDistributed(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8))`` maps ``[T, B, 1, H, W]`` to
-    ``[T, B, 8, H-2, W-2]``. Layers that already accept extra leading dimensions (``Linear``)
+    `TimeDistributed(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8))` maps `[T, B, 1, H, W]` to
+    `[T, B, 8, H-2, W-2]`. Layers that already accept extra leading dimensions (`Linear`)
     need no wrapper. Batch norm statistics are then taken over time and batch together.
     """
 

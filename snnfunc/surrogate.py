@@ -5,13 +5,13 @@ A spike function computes the Heaviside step in the forward pass,
 .. math::
     \Theta(x) = \begin{cases} 1, & x \ge 0 \\ 0, & x < 0 \end{cases}
 
-returned in the input's floating dtype, and uses the derivative :math:`g'(x)` of a smooth
-primitive :math:`g` in place of :math:`\Theta'(x)` when differentiating. Every surrogate is a
-small frozen dataclass: equal and hashable when its parameters are equal, so ``torch.compile``
+returned in the input's floating dtype, and uses the derivative $g'(x)$ of a smooth
+primitive $g$ in place of $\Theta'(x)$ when differentiating. Every surrogate is a
+small frozen dataclass: equal and hashable when its parameters are equal, so `torch.compile`
 guards on it cheaply. All of them share one spike function, so each works under
-``loss.backward()``, ``torch.func.grad``/``vjp``/``jacrev``, forward mode
-(``torch.func.jvp``/``jacfwd``), ``torch.func.vmap`` (including ``vmap(grad(f))``) and
-``torch.compile(fullgraph=True)``.
+`loss.backward()`, `torch.func.grad`/`vjp`/`jacrev`, forward mode
+(`torch.func.jvp`/`jacfwd`), `torch.func.vmap` (including `vmap(grad(f))`) and
+`torch.compile(fullgraph=True)`.
 
 A new surrogate needs only its derivative::
 
@@ -51,7 +51,7 @@ __all__ = [
 
 
 class _Spike(torch.autograd.Function):
-    """Θ(x) forward, ``grad * surrogate.derivative(x)`` backward (used under torch.compile)."""
+    """Θ(x) forward, `grad * surrogate.derivative(x)` backward (used under torch.compile)."""
 
     generate_vmap_rule = True
 
@@ -68,14 +68,14 @@ class _Spike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
-        return grad_output * ctx.surrogate.derivative(x), None
+        return grad_output * derivative(ctx.surrogate, x), None
 
 
 class _SpikeForwardAD(_Spike):
     """The same spike function with a forward-mode rule (used in eager mode).
 
-    Dynamo refuses autograd.Functions that define ``jvp``, so ``spike`` picks this one only
-    outside ``torch.compile``.
+    Dynamo refuses autograd.Functions that define `jvp`, so `spike` picks this one only
+    outside `torch.compile`.
     """
 
     @staticmethod
@@ -88,32 +88,66 @@ class _SpikeForwardAD(_Spike):
     @staticmethod
     def jvp(ctx, x_tangent, _):
         (x,) = ctx.saved_tensors
-        return x_tangent * ctx.surrogate.derivative(x)
+        return x_tangent * derivative(ctx.surrogate, x)
+
+
+def derivative(surrogate: "Surrogate", x: torch.Tensor) -> torch.Tensor:
+    """`surrogate.derivative(x)` as a tensor of `x`'s shape and dtype.
+
+    A derivative may return a number, a 0-d tensor, a tensor that broadcasts to `x` (one
+    value per channel, say) or another floating dtype; every path uses it broadcast to `x`
+    and cast to `x.dtype`. Anything else is an error naming the surrogate.
+    """
+    d = surrogate.derivative(x)
+    name = type(surrogate).__name__
+    if isinstance(d, (int, float)) and not isinstance(d, bool):
+        return torch.full_like(x, d)
+    if not isinstance(d, torch.Tensor) or not (d.is_floating_point() or d.dtype == torch.bool):
+        got = d.dtype if isinstance(d, torch.Tensor) else type(d).__name__
+        raise TypeError(f"{name}.derivative(x) must return a floating tensor or a number, got {got}")
+    if d.shape != x.shape:
+        try:
+            d = d.expand(x.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{name}.derivative(x) returned shape {tuple(d.shape)}, which does not broadcast "
+                f"to x's shape {tuple(x.shape)}") from None
+    if d.device != x.device:
+        raise ValueError(f"{name}.derivative(x) returned a tensor on {d.device}, x is on {x.device}")
+    return d.to(x.dtype)
 
 
 def spike(x: torch.Tensor, surrogate: "Surrogate") -> torch.Tensor:
-    """Θ(x) in ``x.dtype``, differentiated as ``surrogate.derivative(x)``."""
+    """Θ(x) in `x.dtype`, differentiated as `surrogate.derivative(x)`."""
     if torch.compiler.is_compiling():
         return _Spike.apply(x, surrogate)
     return _SpikeForwardAD.apply(x, surrogate)
 
 
-def _positive(obj, *names):
+def _real(obj, *names):
     for name in names:
         value = getattr(obj, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(
                 f"{type(obj).__name__}: {name} must be a real number, got {type(value).__name__}"
             )
+        if not math.isfinite(value):
+            raise ValueError(f"{type(obj).__name__}: {name} must be finite, got {value!r}")
+
+
+def _positive(obj, *names):
+    _real(obj, *names)
+    for name in names:
+        value = getattr(obj, name)
         if not value > 0:
             raise ValueError(f"{type(obj).__name__}: {name} must be > 0, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Surrogate:
-    """Base class: subclass it as a frozen dataclass and define :meth:`derivative`.
+    """Base class: subclass it as a frozen dataclass and define `derivative`.
 
-    Calling a surrogate on a tensor returns the spike :math:`\\Theta(x)`.
+    Calling a surrogate on a tensor returns the spike $\\Theta(x)$.
     """
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,8 +162,8 @@ class Surrogate:
 
 @dataclasses.dataclass(frozen=True)
 class Sigmoid(Surrogate):
-    r""":math:`g'(x) = \alpha\,\mathrm{sg}(\alpha x)\,(1 - \mathrm{sg}(\alpha x))`, sg the logistic
-    sigmoid. Peak :math:`\alpha/4` at 0 (the seed used ``alpha=1``)."""
+    r"""$g'(x) = \alpha\,\mathrm{sg}(\alpha x)\,(1 - \mathrm{sg}(\alpha x))$, sg the logistic
+    sigmoid. Peak $\alpha/4$ at 0 (the seed used `alpha=1`)."""
 
     alpha: float = 4.0
 
@@ -143,13 +177,14 @@ class Sigmoid(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class BilinearLeakyReLU(Surrogate):
-    r""":math:`g'(x) = a` if :math:`-c \le x \le c`, else :math:`b`."""
+    r"""$g'(x) = a$ if $-c \le x \le c$, else $b$."""
 
     a: float = 1.0
     b: float = 0.01
     c: float = 0.5
 
     def __post_init__(self):
+        _real(self, "a", "b")
         _positive(self, "c")
 
     def derivative(self, x):
@@ -159,7 +194,7 @@ class BilinearLeakyReLU(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class SignSwish(Surrogate):
-    r""":math:`g'(x) = \beta\,(2 - \beta x \tanh(\beta x / 2)) / (1 + \cosh(\beta x))`."""
+    r"""$g'(x) = \beta\,(2 - \beta x \tanh(\beta x / 2)) / (1 + \cosh(\beta x))$."""
 
     beta: float = 5.0
 
@@ -173,7 +208,7 @@ class SignSwish(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class ATan(Surrogate):
-    r""":math:`g'(x) = (\alpha/2) / (1 + (\pi \alpha x / 2)^2)`."""
+    r"""$g'(x) = (\alpha/2) / (1 + (\pi \alpha x / 2)^2)$."""
 
     alpha: float = 2.0
 
@@ -186,7 +221,7 @@ class ATan(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class PiecewiseQuadratic(Surrogate):
-    r""":math:`g'(x) = \alpha - \alpha^2 |x|` if :math:`|x| \le 1/\alpha`, else 0."""
+    r"""$g'(x) = \alpha - \alpha^2 |x|$ if $|x| \le 1/\alpha$, else 0."""
 
     alpha: float = 1.0
 
@@ -200,7 +235,7 @@ class PiecewiseQuadratic(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class PiecewiseExp(Surrogate):
-    r""":math:`g'(x) = (\alpha/2)\exp(-\alpha |x|)`."""
+    r"""$g'(x) = (\alpha/2)\exp(-\alpha |x|)$."""
 
     alpha: float = 1.0
 
@@ -213,7 +248,7 @@ class PiecewiseExp(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class SoftSign(Surrogate):
-    r""":math:`g'(x) = 1 / (2\alpha (1/\alpha + |x|)^2)`."""
+    r"""$g'(x) = 1 / (2\alpha (1/\alpha + |x|)^2)$."""
 
     alpha: float = 2.0
 
@@ -226,7 +261,7 @@ class SoftSign(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class Erf(Surrogate):
-    r""":math:`g'(x) = (\alpha/\sqrt{\pi}) \exp(-(\alpha x)^2)`."""
+    r"""$g'(x) = (\alpha/\sqrt{\pi}) \exp(-(\alpha x)^2)$."""
 
     alpha: float = 2.0
 
@@ -239,10 +274,10 @@ class Erf(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class SuperSpike(Surrogate):
-    r""":math:`g'(x) = 1 / (\alpha |x| + 1)^2` (Zenke & Ganguli 2018), peak 1.
+    r"""$g'(x) = 1 / (\alpha |x| + 1)^2$ (Zenke & Ganguli 2018), peak 1.
 
-    Equals snnTorch's ``fast_sigmoid(slope=alpha)`` and Norse's ``superspike`` with the same
-    ``alpha``.
+    Equals snnTorch's `fast_sigmoid(slope=alpha)` and Norse's `superspike` with the same
+    `alpha`.
     """
 
     alpha: float = 10.0
@@ -259,12 +294,13 @@ FastSigmoid = SuperSpike
 
 @dataclasses.dataclass(frozen=True)
 class PiecewiseLeakyReLU(Surrogate):
-    r""":math:`g'(x) = 1/(2w)` if :math:`|x| < w`, else :math:`c`."""
+    r"""$g'(x) = 1/(2w)$ if $|x| < w$, else $c$."""
 
     w: float = 1.0
     c: float = 0.01
 
     def __post_init__(self):
+        _real(self, "c")
         _positive(self, "w")
 
     def derivative(self, x):
@@ -273,7 +309,7 @@ class PiecewiseLeakyReLU(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class Rect(Surrogate):
-    r"""Rectangular window: :math:`g'(x) = 1/\alpha` if :math:`|x| < \alpha/2`, else 0 (Wu et al. 2018)."""
+    r"""Rectangular window: $g'(x) = 1/\alpha$ if $|x| < \alpha/2$, else 0 (Wu et al. 2018)."""
 
     alpha: float = 1.0
 
@@ -286,8 +322,8 @@ class Rect(Surrogate):
 
 @dataclasses.dataclass(frozen=True)
 class Triangle(Surrogate):
-    r""":math:`g'(x) = \max(0, 1 - |x|/\alpha)/\alpha`, a triangle of unit area and half-width
-    :math:`\alpha`."""
+    r"""$g'(x) = \max(0, 1 - |x|/\alpha)/\alpha$, a triangle of unit area and half-width
+    $\alpha$."""
 
     alpha: float = 1.0
 
@@ -295,12 +331,13 @@ class Triangle(Surrogate):
         _positive(self, "alpha")
 
     def derivative(self, x):
-        return torch.clamp(1 - x.abs() / self.alpha, min=0) / self.alpha
+        r = 1 - x.abs() / self.alpha
+        return torch.where(r < 0, 0.0, r) / self.alpha  # NaN stays NaN
 
 
 @dataclasses.dataclass(frozen=True)
 class StraightThrough(Surrogate):
-    r""":math:`g'(x) = 1`: the gradient passes through the step unchanged."""
+    r"""$g'(x) = 1$: the gradient passes through the step unchanged."""
 
     def derivative(self, x):
         return torch.ones_like(x)

@@ -43,7 +43,8 @@ def _backward(dtype, kind, decay, hard, sg, detach=False, has_gh=False, has_sg=F
                gv_ptr=ptr, gh_ptr=ptr, sg_ptr=ptr, hbuf_ptr=ptr, gx_ptr=ptr, gv0_ptr=ptr,
                gp_ptr=ptr, gth_ptr=ptr, T="i32", N="i32")
     const = dict(V0_SHARED=True, P_SHARED=False, TH_SHARED=False, KIND=kind, DECAY=decay,
-                 HARD=hard, DETACH=detach, SG=sg, HAS_GH=has_gh, HAS_SG=has_sg,
+                 HARD=hard, DETACH=detach, SG=sg, HAS_GS=True, HAS_GV=not has_gh,
+                 HAS_GH=has_gh, HAS_SG=has_sg,
                  NEED_P=need_p, NEED_TH=need_th, BLOCK=256)
     return _compile(tr._backward_kernel, sig, const)
 

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import torch
 
-from snnfunc._fused import _cpu
+from snnfunc._fused import _cpu, _ops  # registers the CPU ops (the C library builds lazily)
+
+try:  # registers the CUDA ops wherever Triton is installed, so saved graphs load anywhere
+    from snnfunc._fused import _triton
+except ImportError as exc:
+    _triton = None
+    _TRITON_MISSING = f"the CUDA kernels need Triton ({exc})"
 
 __all__ = ["available", "run", "why_not"]
 
@@ -30,11 +36,9 @@ def _cpu_error():
 
 @torch.compiler.assume_constant_result
 def _cuda_error():
-    """Imports the Triton kernels on first use; a constant to torch.compile."""
-    try:
-        from snnfunc._fused import _triton
-    except ImportError as exc:
-        return f"the CUDA kernels need Triton ({exc})"
+    """Why the CUDA kernels cannot run here, or None; a constant to torch.compile."""
+    if _triton is None:
+        return _TRITON_MISSING
     return _triton.error()
 
 
@@ -80,7 +84,6 @@ def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, dec
         if force:
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
         return None
-    from snnfunc._fused import _ops
     from snnfunc.functional.neurons import NeuronOutput, NeuronOutputWithH
 
     shape = x_seq.shape[1:]

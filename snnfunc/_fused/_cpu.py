@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import torch
 _HERE = Path(__file__).resolve().parent
 _SOURCES = ("neuron.c", "neuron_impl.h")
 _FLAGS = ["-O3", "--param=vect-epilogues-nomask=0", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
+_log = logging.getLogger("snnfunc")
 _lock = threading.Lock()
 _lib = None
 _error: str | None = None
@@ -52,6 +54,8 @@ def _build(cc: str) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    _log.warning("snnfunc: building the fused CPU kernel with %s (once per machine and version, "
+                 "about half a minute) into %s", cc, out.parent)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     cmd = [cc, *_FLAGS, "-march=native", "-o", tmp, str(_HERE / "neuron.c"), "-lmvec", "-lm"]
@@ -99,12 +103,28 @@ def error() -> str | None:
     return _error
 
 
+def path() -> str | None:
+    """Where the loaded kernel library lives, or None."""
+    return None if _lib is None else _lib._name
+
+
+_ERRORS = {1: "the fused neuron kernel could not allocate its buffer",
+           2: "the fused CPU kernel has no variant for this neuron kind and options",
+           4: "the fused CPU kernel does not know this surrogate id"}
+
+
+def _check(rc: int) -> None:
+    if rc:
+        msgs = [m for bit, m in _ERRORS.items() if rc & bit]
+        raise (MemoryError if rc == 1 else RuntimeError)("; ".join(msgs) or f"error {rc}")
+
+
 def _ptr(t):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
 def _dtype_code(t):
-    return 0 if t.dtype == torch.float32 else 1
+    return {torch.float32: 0, torch.float64: 1}[t.dtype]
 
 
 def _strides(v0, p, th):
@@ -116,8 +136,7 @@ def forward(x, v0, p, th, kind, decay, hard, vr, s, h, vout):
     rc = library().snn_forward(_dtype_code(x), T, N, kind, int(decay), int(hard), vr, _ptr(x),
                                _ptr(v0), _ptr(p), _ptr(th), _ptr(s), _ptr(h), _ptr(vout),
                                *_strides(v0, p, th), torch.get_num_threads())
-    if rc:
-        raise MemoryError("the fused neuron kernel could not allocate its buffer")
+    _check(rc)
 
 
 def backward(x, v0, p, th, gs, gv, gh, sg, kind, decay, hard, detach, vr, sg_id, sa, sb, sc,
@@ -127,5 +146,4 @@ def backward(x, v0, p, th, gs, gv, gh, sg, kind, decay, hard, detach, vr, sg_id,
                                 sg_id, sa, sb, sc, _ptr(x), _ptr(v0), _ptr(p), _ptr(th), _ptr(gs),
                                 _ptr(gv), _ptr(gh), _ptr(sg), _ptr(gx), _ptr(gv0), _ptr(gp),
                                 _ptr(gth), *_strides(v0, p, th), torch.get_num_threads())
-    if rc:
-        raise MemoryError("the fused neuron kernel could not allocate its buffer")
+    _check(rc)

@@ -9,6 +9,7 @@ or hold a single value shared by every neuron (then nothing per neuron is materi
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Optional
 
 import torch
@@ -37,6 +38,99 @@ _SURROGATE_IDS = {
 }
 
 
+_DECAY_OPTIONAL = (KINDS["lif"], KINDS["plif"])  # the kinds with a decay_input option
+
+
+# --------------------------------------------------------------------------- argument checks
+# The ops are public (torch.ops.snnfunc.*): they check every argument before a kernel reads
+# a byte, so no call can read out of bounds or reinterpret memory.
+
+
+def _device_ok(t: Tensor, device_type: str) -> bool:
+    if device_type == "cuda":  # Triton's interpreter runs the CUDA kernels on CPU tensors
+        return t.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return t.device.type == device_type
+
+
+def _check_seq(name, t, x):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if t.dtype != x.dtype or t.device != x.device or t.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense {x.dtype} tensor on {x.device} like x, got "
+                         f"{t.dtype} on {t.device} ({t.layout})")
+    if t.shape != x.shape:
+        raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(t.shape)}")
+
+
+def _check_step(name, t, x, *, shared_ok=True):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if t.dtype != x.dtype or t.device != x.device or t.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense {x.dtype} tensor on {x.device} like x, got "
+                         f"{t.dtype} on {t.device} ({t.layout})")
+    step = x.shape[1:]
+    if t.shape != step and not (shared_ok and t.numel() == 1):
+        raise ValueError(f"{name} must have shape {tuple(step)} (one step of x)"
+                         f"{' or hold one value' if shared_ok else ''}, got {tuple(t.shape)}")
+
+
+def check_forward(x, v0, p, th, scalars, kind, decay_input, hard, want_h, device_type):
+    """Raises a clear error for any argument the forward kernels cannot take."""
+    if not isinstance(x, Tensor) or x.dtype not in (torch.float32, torch.float64):
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be a float32 or float64 tensor, got {got}")
+    if x.dim() < 1 or x.layout != torch.strided:
+        raise ValueError(f"x must be a dense tensor [T, ...], got {x.dim()}-d ({x.layout})")
+    if not _device_ok(x, device_type):
+        raise ValueError(f"this op runs on {device_type} tensors, x is on {x.device}")
+    if kind not in KINDS.values():
+        raise ValueError(f"kind must be one of {sorted(KINDS.values())} {tuple(KINDS)}, got {kind}")
+    for name, flag in (("decay_input", decay_input), ("hard", hard), ("want_h", want_h)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    if not decay_input and kind not in _DECAY_OPTIONAL:
+        raise ValueError(f"decay_input=False applies to lif and plif only, not kind {kind}")
+    _check_step("v0", v0, x)
+    _check_step("th", th, x)
+    if p is None:
+        if kind != KINDS["if"]:
+            raise ValueError(f"kind {kind} needs its parameter p (tau, k or w), got None")
+    else:
+        _check_step("p", p, x)
+    if (not isinstance(scalars, Tensor) or scalars.dtype != torch.float64
+            or scalars.shape != (4,) or not (scalars.device == x.device or device_type == "cpu"
+                                             and scalars.device.type == "cpu")):
+        raise ValueError(f"scalars must be a float64 tensor of 4 values (v_rest and the "
+                         f"surrogate's a, b, c) on {x.device}")
+
+
+def check_backward(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard,
+                   detach_reset, sg_id, need_p, need_th, device_type):
+    """Raises a clear error for any argument the backward kernels cannot take."""
+    check_forward(x, v0, p, th, scalars, kind, decay_input, hard, False, device_type)
+    for name, t in (("gs", gs), ("gh", gh)):  # None: that output is unused
+        if t is not None:
+            _check_seq(name, t, x)
+    if gv is not None:
+        _check_step("gv", gv, x, shared_ok=False)
+    if gs is None and gv is None and gh is None:
+        raise ValueError("the backward op needs at least one of gs, gv and gh")
+    for name, flag in (("detach_reset", detach_reset), ("need_p", need_p), ("need_th", need_th)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    ids = sorted(i for i, _ in _SURROGATE_IDS.values())
+    if sg is None:
+        if sg_id not in ids:
+            raise ValueError(f"sg_id must be a built-in surrogate's id {ids[0]}..{ids[-1]}, or "
+                             f"-1 with sg, the surrogate derivative per step; got {sg_id}")
+    else:
+        if sg_id != -1:
+            raise ValueError(f"sg_id must be -1 when sg is given, got {sg_id}")
+        _check_seq("sg", sg, x)
+    if need_p and p is None:
+        raise ValueError("need_p=True needs p")
+
+
 def surrogate_id(surrogate) -> int:
     """The kernels' number for a built-in surrogate; -1 for any other (computed in torch)."""
     entry = _SURROGATE_IDS.get(type(surrogate))
@@ -50,7 +144,7 @@ def scalars(v_rest, surrogate, device) -> Tensor:
     to specialise (and recompile) on them."""
     entry = _SURROGATE_IDS.get(type(surrogate))
     params = (0.0, 0.0, 0.0) if entry is None else entry[1](surrogate)
-    zero = torch.zeros((), dtype=torch.float64, device=device)
+    zero = torch.full((), -0.0, dtype=torch.float64, device=device)  # -0.0 + v is v, even -0.0
     return torch.stack([zero + v for v in (v_rest, *params)])
 
 
@@ -61,6 +155,7 @@ def scalars(v_rest, surrogate, device) -> Tensor:
 def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, scalars: Tensor,
                    kind: int, decay_input: bool, hard: bool,
                    want_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    check_forward(x, v0, p, th, scalars, kind, decay_input, hard, want_h, "cpu")
     x, v0, th = x.contiguous(), v0.contiguous(), th.contiguous()
     p = None if p is None else p.contiguous()
     s = x.new_empty(x.shape)
@@ -73,6 +168,7 @@ def neuron_forward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, scala
 
 @neuron_forward.register_fake
 def _(x, v0, p, th, scalars, kind, decay_input, hard, want_h):
+    check_forward(x, v0, p, th, scalars, kind, decay_input, hard, want_h, "cpu")
     return x.new_empty(x.shape), x.new_empty(x.shape[1:]), x.new_empty(x.shape if want_h else (0,))
 
 
@@ -80,12 +176,14 @@ def _(x, v0, p, th, scalars, kind, decay_input, hard, want_h):
 
 
 @torch.library.custom_op("snnfunc::neuron_backward", mutates_args=())
-def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: Tensor,
-                    gv: Tensor, gh: Optional[Tensor], sg: Optional[Tensor], scalars: Tensor,
+def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: Optional[Tensor],
+                    gv: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor], scalars: Tensor,
                     kind: int, decay_input: bool, hard: bool, detach_reset: bool, sg_id: int,
                     need_p: bool, need_th: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    x, v0, th, gs, gv = (t.contiguous() for t in (x, v0, th, gs, gv))
-    p, gh, sg = (None if t is None else t.contiguous() for t in (p, gh, sg))
+    check_backward(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard, detach_reset,
+                   sg_id, need_p, need_th, "cpu")
+    x, v0, th = (t.contiguous() for t in (x, v0, th))
+    p, gs, gv, gh, sg = (None if t is None else t.contiguous() for t in (p, gs, gv, gh, sg))
     gx = x.new_empty(x.shape)
     step = x.shape[1:]
     gv0 = x.new_empty(step)
@@ -100,6 +198,8 @@ def neuron_backward(x: Tensor, v0: Tensor, p: Optional[Tensor], th: Tensor, gs: 
 @neuron_backward.register_fake
 def _(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard, detach_reset, sg_id,
       need_p, need_th):
+    check_backward(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard, detach_reset,
+                   sg_id, need_p, need_th, "cpu")
     step = lambda need: x.new_empty(x.shape[1:] if need else (0,))  # noqa: E731
     return x.new_empty(x.shape), step(True), step(need_p), step(need_th)
 
@@ -216,15 +316,13 @@ class FusedNeuron(torch.autograd.Function):
     def backward(ctx, gs, gv, gh):
         x, v0, p, th, scalars = ctx.saved_tensors
         cfg = ctx.cfg
-        gs = torch.zeros_like(x) if gs is None else gs
-        gv = x.new_zeros(x.shape[1:]) if gv is None else gv
-        gh = gh if cfg.want_h else None
+        gh = gh if cfg.want_h else None  # None: that output was unused
         sg_id = surrogate_id(cfg.surrogate)
         sg = None
         if sg_id < 0:  # a user-defined surrogate: its derivative is evaluated in torch
             # through the Function (not the bare op), so torch.func transforms can trace it
             h = FusedNeuron.apply(x, v0, p, th, scalars, dataclasses.replace(cfg, want_h=True))[2]
-            sg = cfg.surrogate.derivative(h - th)
+            sg = _sg.derivative(cfg.surrogate, h - th).contiguous()
         need_p = p is not None and ctx.needs_input_grad[2]
         need_th = ctx.needs_input_grad[3]
         gx, gv0, gp, gth = FusedNeuronBackward.apply(

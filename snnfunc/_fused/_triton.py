@@ -15,6 +15,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from snnfunc._fused import _ops
+
 _BLOCK = 256
 _OPTIONS = dict(enable_fp_fusion=False)  # no FMA contraction: the reference rounds each op
 
@@ -47,6 +49,7 @@ def _charge(x, v, p, vr, KIND: tl.constexpr, DECAY: tl.constexpr):
         else:
             h = v - (v - vr) * p + x
     else:
+        tl.static_assert(KIND == 3, "unknown neuron kind")
         h = v + p * (v - vr) + x
     return h
 
@@ -93,8 +96,10 @@ def _surrogate(u, a, b, c, SG: tl.constexpr):
     elif SG == 10:  # Rect
         g = tl.where(tl.abs(u) < a / 2.0, one / a + 0 * u, 0 * u)
     elif SG == 11:  # Triangle
-        g = tl.maximum(one - tl.abs(u) / a, 0 * u) / a
-    else:  # StraightThrough
+        r = one - tl.abs(u) / a
+        g = tl.where(r < 0, 0 * u, r) / a  # NaN stays NaN, as torch.where
+    else:
+        tl.static_assert(SG == 12, "unknown surrogate id")  # StraightThrough
         g = one + 0 * u
     return g
 
@@ -123,7 +128,7 @@ def _forward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, s_ptr, h_ptr, v_ptr, T
     v, p, th = _load_steps(v0_ptr, p_ptr, th_ptr, offs, mask, V0_SHARED, P_SHARED, TH_SHARED)
     vr = tl.load(sc_ptr).to(v.dtype)
     for t in range(T):
-        at = t.to(tl.int64) * N + offs
+        at = tl.cast(t, tl.int64) * N + offs
         x = tl.load(x_ptr + at, mask=mask)
         h = _charge(x, v, p, vr, KIND, DECAY)  # charge
         fire = (h - th) >= 0  # fire
@@ -140,8 +145,9 @@ def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_pt
                      V0_SHARED: tl.constexpr, P_SHARED: tl.constexpr,
                      TH_SHARED: tl.constexpr, KIND: tl.constexpr, DECAY: tl.constexpr,
                      HARD: tl.constexpr, DETACH: tl.constexpr, SG: tl.constexpr,
-                     HAS_GH: tl.constexpr, HAS_SG: tl.constexpr, NEED_P: tl.constexpr,
-                     NEED_TH: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_GS: tl.constexpr, HAS_GV: tl.constexpr, HAS_GH: tl.constexpr,
+                     HAS_SG: tl.constexpr, NEED_P: tl.constexpr, NEED_TH: tl.constexpr,
+                     BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     v0, p, th = _load_steps(v0_ptr, p_ptr, th_ptr, offs, mask, V0_SHARED, P_SHARED, TH_SHARED)
@@ -151,16 +157,23 @@ def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_pt
     c = tl.load(sc_ptr + 3).to(v0.dtype)
     v = v0
     for t in range(T):  # recompute H
-        at = t.to(tl.int64) * N + offs
+        at = tl.cast(t, tl.int64) * N + offs
         h = _charge(tl.load(x_ptr + at, mask=mask), v, p, vr, KIND, DECAY)
         tl.store(hbuf_ptr + at, h, mask=mask)
         v = _reset(h, th, vr, HARD)
-    g = tl.load(gv_ptr + offs, mask=mask)
+    # an absent gradient (HAS_GS/HAS_GV false: that output is unused) leaves its terms out,
+    # as autograd does in the reference (0 * inf would be NaN where the reference has a number)
+    if HAS_GV:
+        g = tl.load(gv_ptr + offs, mask=mask)
+        last = T  # dL/dV_t reaches step t < last
+    else:
+        g = 0 * v0
+        last = T - 1
     gp = 0 * v0
     gth = 0 * v0
     for r in range(T):
         t = T - 1 - r
-        at = t.to(tl.int64) * N + offs
+        at = tl.cast(t, tl.int64) * N + offs
         h = tl.load(hbuf_ptr + at, mask=mask)
         if t > 0:
             vp = _reset(tl.load(hbuf_ptr + at - N, mask=mask), th, vr, HARD)
@@ -172,22 +185,30 @@ def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_pt
             sg = tl.load(sg_ptr + at, mask=mask)
         else:
             sg = _surrogate(u, a, b, c, SG)
-        gsum = tl.load(gs_ptr + at, mask=mask)
-        if not DETACH:
-            if HARD:
-                gsum += g * (vr - h)
-            else:
-                gsum += g * (-th)
-        if HARD:
-            gh = gsum * sg + tl.where(fire, 0 * g, g)
+        live = t < last
+        zero = 0 * g
+        if DETACH:
+            through_reset = zero
+        elif HARD:
+            through_reset = tl.where(live, g * (vr - h), zero)
         else:
-            gh = gsum * sg + g
+            through_reset = tl.where(live, g * (-th), zero)
+        if HAS_GS:
+            gsg = (tl.load(gs_ptr + at, mask=mask) + through_reset) * sg
+        elif DETACH:
+            gsg = zero
+        else:
+            gsg = tl.where(live, through_reset * sg, zero)
+        if HARD:
+            gh = gsg + tl.where(live, tl.where(fire, zero, g), zero)
+        else:
+            gh = gsg + tl.where(live, g, zero)
         if HAS_GH:
             gh += tl.load(gh_ptr + at, mask=mask)
         if HARD:
-            gth += -gsum * sg
+            gth += -gsg
         else:
-            gth += -gsum * sg - tl.where(fire, g, 0 * g)
+            gth += -gsg - tl.where(live & fire, g, zero)
         if KIND == 0:
             gx = gh
             g = gh
@@ -230,6 +251,7 @@ def _grid(N):
 def neuron_forward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, scalars: Tensor,
                         kind: int, decay_input: bool, hard: bool,
                         want_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    _ops.check_forward(x, v0, p, th, scalars, kind, decay_input, hard, want_h, "cuda")
     x, v0, th = x.contiguous(), v0.contiguous(), th.contiguous()
     p = th if p is None else p.contiguous()
     T, N = x.shape[0], x[0].numel()
@@ -244,12 +266,14 @@ def neuron_forward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, sca
 
 
 @triton_op("snnfunc::neuron_backward_cuda", mutates_args=())
-def neuron_backward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, gs: Tensor,
-                         gv: Tensor, gh: Tensor | None, sg: Tensor | None, scalars: Tensor,
+def neuron_backward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, gs: Tensor | None,
+                         gv: Tensor | None, gh: Tensor | None, sg: Tensor | None, scalars: Tensor,
                          kind: int, decay_input: bool, hard: bool, detach_reset: bool,
                          sg_id: int, need_p: bool,
                          need_th: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    x, v0, th, gs, gv = (t.contiguous() for t in (x, v0, th, gs, gv))
+    _ops.check_backward(x, v0, p, th, gs, gv, gh, sg, scalars, kind, decay_input, hard,
+                        detach_reset, sg_id, need_p, need_th, "cuda")
+    x, v0, th = (t.contiguous() for t in (x, v0, th))
     p = th if p is None else p.contiguous()
     T, N = x.shape[0], x[0].numel()
     step = x.shape[1:]
@@ -259,19 +283,15 @@ def neuron_backward_cuda(x: Tensor, v0: Tensor, p: Tensor | None, th: Tensor, gs
     gp = x.new_empty(step if need_p else (0,))
     gth = x.new_empty(step if need_th else (0,))
     wrap_triton(_backward_kernel)[_grid(N)](
-        x, v0, p, th, scalars, gs, gv, gs if gh is None else gh.contiguous(),
-        gs if sg is None else sg.contiguous(), hbuf, gx, gv0, gv0 if gp.numel() == 0 else gp,
+        x, v0, p, th, scalars, x if gs is None else gs.contiguous(),
+        v0 if gv is None else gv.contiguous(), x if gh is None else gh.contiguous(),
+        x if sg is None else sg.contiguous(), hbuf, gx, gv0, gv0 if gp.numel() == 0 else gp,
         gv0 if gth.numel() == 0 else gth, T, N, V0_SHARED=v0.numel() == 1,
         P_SHARED=p.numel() == 1, TH_SHARED=th.numel() == 1, KIND=kind, DECAY=decay_input,
-        HARD=hard, DETACH=detach_reset, SG=max(sg_id, 0), HAS_GH=gh is not None,
+        HARD=hard, DETACH=detach_reset, SG=max(sg_id, 0), HAS_GS=gs is not None,
+        HAS_GV=gv is not None, HAS_GH=gh is not None,
         HAS_SG=sg is not None, NEED_P=need_p, NEED_TH=need_th, BLOCK=_BLOCK, **_OPTIONS)
     return gx, gv0, gp, gth
 
 
-def _register():
-    from snnfunc._fused import _ops
-
-    _ops.register_vmap_rules(neuron_forward_cuda, neuron_backward_cuda)
-
-
-_register()
+_ops.register_vmap_rules(neuron_forward_cuda, neuron_backward_cuda)

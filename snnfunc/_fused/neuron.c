@@ -24,6 +24,7 @@ enum { K_IF = 0, K_LIF = 1, K_PLIF = 2, K_RIF = 3 };
   X(K_LIF, 1, 1) X(K_LIF, 1, 0) X(K_LIF, 0, 1) X(K_LIF, 0, 0) \
   X(K_PLIF, 1, 1) X(K_PLIF, 1, 0) X(K_PLIF, 0, 1) X(K_PLIF, 0, 0) \
   X(K_RIF, 1, 1) X(K_RIF, 1, 0)
+enum { E_ALLOC = 1, E_KIND = 2, E_SURROGATE = 4 }; /* error bits returned to Python */
 #define BLK 512           /* neurons per block at most */
 #define BUF_BYTES 524288  /* budget for the recomputed H of one block (in L2) */
 
@@ -61,6 +62,7 @@ typedef struct {
  * runtime torch itself has loaded, so the kernel shares torch's thread pool instead of
  * competing with it. */
 static int run(job_t *j, int dtype, int backward, int nthreads) {
+  if (dtype != 0 && dtype != 1) return E_KIND;
   int64_t size = dtype ? 8 : 4;
   int64_t block = BUF_BYTES / (size * (j->T > 0 ? j->T : 1));
   block = block < 16 ? 16 : (block > BLK ? BLK : (block / 16) * 16);
@@ -75,22 +77,22 @@ static int run(job_t *j, int dtype, int backward, int nthreads) {
     void *buf = NULL;
     if (backward) {
       buf = malloc((size_t)j->T * (size_t)block * (size_t)size + 64);
-      if (!buf) failed = 1;
+      if (!buf) failed |= E_ALLOC;
     }
     /* every thread enters the loop (a worksharing loop must be met by all of them) */
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < nblocks; b++) {
       int64_t i0 = b * block, n = j->N - i0 < block ? j->N - i0 : block;
       if (backward && !buf) {
-        failed = 1;
+        failed |= E_ALLOC;
         continue;
       }
       if (dtype == 0) {
-        if (backward) backward_block_f32(j, i0, n, (float *)buf);
-        else forward_block_f32(j, i0, n);
+        if (backward) failed |= backward_block_f32(j, i0, n, (float *)buf);
+        else failed |= forward_block_f32(j, i0, n);
       } else {
-        if (backward) backward_block_f64(j, i0, n, (double *)buf);
-        else forward_block_f64(j, i0, n);
+        if (backward) failed |= backward_block_f64(j, i0, n, (double *)buf);
+        else failed |= forward_block_f64(j, i0, n);
       }
     }
     free(buf);

@@ -47,19 +47,22 @@ INL void SFX(forward_spec)(const job_t *j, int64_t i0, int64_t n, const int kind
   for (int64_t i = 0; i < n; i++) vout[i] = v[i];
 }
 
-static void SFX(forward_block)(const job_t *j, int64_t i0, int64_t n) {
+/* 0, or E_KIND for a (kind, decay_input, hard) that no kernel is specialised for */
+static int SFX(forward_block)(const job_t *j, int64_t i0, int64_t n) {
   const int want_h = j->h != NULL;
 #define FWD(K, D, H) \
   if (j->kind == K && j->decay == D && j->hard == H) { \
     if (want_h) SFX(forward_spec)(j, i0, n, K, D, H, 1); \
     else SFX(forward_spec)(j, i0, n, K, D, H, 0); \
-    return; }
+    return 0; }
   NEURON_VARIANTS(FWD)
 #undef FWD
+  return E_KIND;
 }
 
-/* g'(u) for a row of n values: the built-in surrogates of snnfunc.surrogate */
-static void SFX(surrogate_row)(int id, REAL a, REAL b, REAL c, const REAL *restrict u,
+/* g'(u) for a row of n values: the built-in surrogates of snnfunc.surrogate; 0, or
+ * E_SURROGATE for an id this kernel does not know */
+static int SFX(surrogate_row)(int id, REAL a, REAL b, REAL c, const REAL *restrict u,
                                REAL *restrict g, int64_t n) {
   const REAL pi = (REAL)3.14159265358979323846;
   switch (id) {
@@ -123,15 +126,19 @@ static void SFX(surrogate_row)(int id, REAL a, REAL b, REAL c, const REAL *restr
   case 11: /* Triangle(alpha) */
     for (int64_t i = 0; i < n; i++) {
       REAL r = (REAL)1 - ABS(u[i]) / a;
-      g[i] = (r > 0 ? r : (REAL)0) / a;
+      g[i] = (r < 0 ? (REAL)0 : r) / a; /* NaN stays NaN, as torch.where */
     }
     break;
-  default: /* StraightThrough */
+  case 12: /* StraightThrough */
     for (int64_t i = 0; i < n; i++) g[i] = (REAL)1;
+    break;
+  default:
+    return E_SURROGATE;
   }
+  return 0;
 }
 
-INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restrict hb,
+INL int SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restrict hb,
                             const int kind, const int decay, const int hard, const int want_gp) {
   REAL v[BLK], p[BLK], th[BLK], gv[BLK], gp[BLK], gth[BLK], u[BLK], sgr[BLK], vp[BLK], ex[BLK];
   SFX(load)(j, i0, n, v, p, th);
@@ -148,20 +155,27 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
       v[i] = SFX(reset)(hard, h, th[i], vr);
     }
   }
+  /* A gradient the caller did not give (gs, gvT or gh NULL: that output is unused) is absent,
+   * not zero: the terms it would enter are left out, as autograd leaves out the reference's
+   * nodes that no gradient reaches (0 * inf would be NaN where the reference has a number). */
   const REAL *gvT = (const REAL *)j->gvT, *v0 = (const REAL *)j->v0;
-  for (int64_t i = 0; i < n; i++) { gv[i] = gvT[i0 + i]; gp[i] = 0; gth[i] = 0; }
+  const int has_gs = j->gs != NULL, has_gv = gvT != NULL;
+  for (int64_t i = 0; i < n; i++) { gv[i] = has_gv ? gvT[i0 + i] : 0; gp[i] = 0; gth[i] = 0; }
   const REAL sa = (REAL)j->sa, sb = (REAL)j->sb, sc = (REAL)j->sc;
   for (int64_t t = T - 1; t >= 0; t--) {
     const REAL *restrict ht = hb + t * n;
     const REAL *restrict xt = (const REAL *)j->x + t * N + i0;
-    const REAL *restrict gst = (const REAL *)j->gs + t * N + i0;
+    const REAL *restrict gst = has_gs ? (const REAL *)j->gs + t * N + i0 : ex;
+    const int live = t < T - 1 || has_gv;          /* dL/dV_t reaches this step */
+    const int through = live && !detach;           /* ... and the spike, through the reset */
+    const int spiked = has_gs || through;          /* dL/dS_t reaches this step */
     REAL *restrict gxt = (REAL *)j->gx + t * N + i0;
     for (int64_t i = 0; i < n; i++) u[i] = ht[i] - th[i];
     if (j->sg) {
       const REAL *restrict sgt = (const REAL *)j->sg + t * N + i0;
       for (int64_t i = 0; i < n; i++) sgr[i] = sgt[i];
-    } else {
-      SFX(surrogate_row)(j->sg_id, sa, sb, sc, u, sgr, n);
+    } else if (SFX(surrogate_row)(j->sg_id, sa, sb, sc, u, sgr, n)) {
+      return E_SURROGATE;
     }
     if (t > 0) {  /* V_{t-1}, again from H_{t-1} */
       const REAL *restrict hp = hb + (t - 1) * n;
@@ -178,10 +192,11 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
     for (int64_t i = 0; i < n; i++) {
       REAL h = ht[i], g = gv[i], sgi = sgr[i];
       int fire = u[i] >= 0;
-      REAL through_reset = g * (hard ? vr - h : -th[i]);
-      REAL gsum = gst[i] + (detach ? (REAL)0 : through_reset);  /* dL/dS_t */
-      REAL gh = gsum * sgi + (hard ? (fire ? (REAL)0 : g) : g) + ex[i];
-      gth[i] += -gsum * sgi - (hard ? (REAL)0 : (fire ? g : (REAL)0));
+      REAL through_reset = through ? g * (hard ? vr - h : -th[i]) : (REAL)0;
+      REAL gsum = has_gs ? gst[i] + through_reset : through_reset;  /* dL/dS_t */
+      REAL gsg = spiked ? gsum * sgi : (REAL)0;
+      REAL gh = gsg + (live ? (hard ? (fire ? (REAL)0 : g) : g) : (REAL)0) + ex[i];
+      gth[i] += -gsg - (!hard && live && fire ? g : (REAL)0);
       REAL gx, gvn, gpi;
       if (kind == K_IF) {
         gx = gh; gvn = gh; gpi = 0;
@@ -209,16 +224,17 @@ INL void SFX(backward_spec)(const job_t *j, int64_t i0, int64_t n, REAL *restric
   for (int64_t i = 0; i < n; i++) gv0[i] = gv[i];
   if (j->gp) { REAL *o = (REAL *)j->gp + i0; for (int64_t i = 0; i < n; i++) o[i] = gp[i]; }
   if (j->gth) { REAL *o = (REAL *)j->gth + i0; for (int64_t i = 0; i < n; i++) o[i] = gth[i]; }
+  return 0;
 }
 
-static void SFX(backward_block)(const job_t *j, int64_t i0, int64_t n, REAL *hb) {
+static int SFX(backward_block)(const job_t *j, int64_t i0, int64_t n, REAL *hb) {
 #define BWD(K, D, H) \
   if (j->kind == K && j->decay == D && j->hard == H) { \
-    if (K != K_IF && j->gp != NULL) SFX(backward_spec)(j, i0, n, hb, K, D, H, 1); \
-    else SFX(backward_spec)(j, i0, n, hb, K, D, H, 0); \
-    return; }
+    if (K != K_IF && j->gp != NULL) return SFX(backward_spec)(j, i0, n, hb, K, D, H, 1); \
+    return SFX(backward_spec)(j, i0, n, hb, K, D, H, 0); }
   NEURON_VARIANTS(BWD)
 #undef BWD
+  return E_KIND;
 }
 
 #undef INL

@@ -17,6 +17,9 @@ def check_input(name: str, x, *, sequence: bool) -> torch.Size:
     """Checks ``x`` and returns the shape of one time step."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}; "
+                        f"convert it with {name}.to_dense()")
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
@@ -45,6 +48,8 @@ def _check_broadcast(name: str, shape: torch.Size, step_shape: torch.Size, what:
 
 
 def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shape, what):
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
     if not value.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
     if value.device != x.device:
@@ -53,27 +58,46 @@ def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shap
     return value.to(x.dtype)
 
 
-def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str):
-    """V_0 as a tensor in ``x``'s dtype; a number (or None: ``rest``) becomes a 0-d tensor,
-    shared by every neuron."""
+def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str,
+                parameter: str | None = None):
+    """V_0 as a tensor in ``x``'s dtype; None (rest) becomes a 0-d tensor shared by every
+    neuron. A number is refused: ``lif(x, 2.0)`` is the natural slip for ``tau=2.0``."""
     if v is None:
         return x.new_full((), rest)
     if _is_number(v):
-        return x.new_full((), float(v))
+        hint = (f"did you mean {parameter}={v!r}? The neuron's parameters are keyword-only. "
+                if parameter else "")
+        raise TypeError(
+            f"v (the initial state, second positional argument) must be a tensor or None, got "
+            f"the number {v!r}: {hint}For one initial value shared by every neuron pass "
+            f"torch.tensor({v!r})")
     if not isinstance(v, torch.Tensor):
-        raise TypeError(f"v must be a torch.Tensor, a number or None, got {type(v).__name__}")
+        raise TypeError(f"v must be a torch.Tensor or None, got {type(v).__name__}")
     return check_tensor_like("v", v, x, step_shape, what)
 
 
+def _can_inspect(value: torch.Tensor) -> bool:
+    """Whether reading ``value``'s contents is free: a CPU tensor, outside torch.compile and
+    torch.func transforms (elsewhere the check would sync the device or break the graph)."""
+    return (value.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(value))
+
+
 def check_param(name: str, value, x: torch.Tensor, step_shape, what, *, positive=False):
-    """A neuron parameter: a Python number, or a tensor that broadcasts to one step."""
+    """A neuron parameter: a Python number, or a tensor that broadcasts to one step.
+
+    A number becomes a 0-d tensor of ``x``'s dtype on ``x``'s device, so that every path (the
+    loop, the fused kernels, CPU and CUDA) rounds it once and divides by it the same way."""
     if _is_number(value):
         value = float(value)
         if positive and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")
-        return value
+        return x.new_full((), value)
     if isinstance(value, torch.Tensor):
-        return check_tensor_like(name, value, x, step_shape, what)
+        value = check_tensor_like(name, value, x, step_shape, what)
+        if positive and _can_inspect(value) and not bool((value.detach() > 0).all()):
+            raise ValueError(f"{name} must be > 0 everywhere; it holds 0, a negative value or NaN")
+        return value
     raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(value).__name__}")
 
 
@@ -83,11 +107,18 @@ def check_options(v_reset, surrogate, detach_reset, **flags):
             f"v_reset must be a number (hard reset) or None (soft reset), "
             f"got {type(v_reset).__name__}"
         )
-    if not isinstance(surrogate, Surrogate):
-        raise TypeError(
-            f"surrogate must be a snnfunc.surrogate.Surrogate (e.g. Sigmoid()), "
-            f"got {type(surrogate).__name__}"
-        )
+    check_surrogate("surrogate", surrogate)
     for name, flag in dict(detach_reset=detach_reset, **flags).items():
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+
+
+def check_surrogate(name: str, surrogate) -> None:
+    if isinstance(surrogate, type) and issubclass(surrogate, Surrogate):
+        raise TypeError(f"{name} got the class {surrogate.__name__}; pass an instance, "
+                        f"{surrogate.__name__}()")
+    if not isinstance(surrogate, Surrogate):
+        raise TypeError(
+            f"{name} must be a snnfunc.surrogate.Surrogate (e.g. Sigmoid()), "
+            f"got {type(surrogate).__name__}"
+        )

@@ -1,14 +1,17 @@
 r"""The four neurons as pure functions of explicit state.
 
-Every neuron does, per time step, in this order (the spec: charge, fire, reset):
+Every neuron does, per time step, in this order (charge, fire, reset):
 
-.. math::
-    H_t = f(V_{t-1}, X_t), \qquad
-    S_t = \Theta(H_t - V_{th}), \qquad
-    V_t = \begin{cases} H_t (1 - S_t) + V_{reset} S_t & \text{hard reset (``v_reset`` a number)} \\
-                        H_t - V_{th} S_t & \text{soft reset (``v_reset=None``)} \end{cases}
+$$H_t = f(V_{t-1}, X_t), \qquad S_t = \Theta(H_t - V_{th}),$$
 
-The charge :math:`f` is the only thing that differs between neurons. With ``detach_reset=True``
+$$V_t = \begin{cases} V_{reset} & \text{if } S_t = 1 \text{ (hard reset, `v_reset` a number)} \\
+H_t - V_{th} & \text{if } S_t = 1 \text{ (soft reset, `v_reset=None`)} \\
+H_t & \text{if } S_t = 0 \end{cases}$$
+
+A neuron that does not fire keeps $H_t$ exactly (NaN, infinities and -0.0 included). The
+backward pass differentiates the blend $H_t(1 - S_t) + V_{reset} S_t$ (hard) or
+$H_t - V_{th} S_t$ (soft), with the surrogate's $g'(H_t - V_{th})$ in place of $\Theta'$.
+The charge $f$ is the only thing that differs between neurons. With `detach_reset=True`
 the spike in the reset is detached from the graph (the gradient still flows through the fire).
 """
 
@@ -89,15 +92,82 @@ def charge(kind: str, x, v, p, v_rest: float, decay_input: bool):
     return v + p * (v - v_rest) + x  # rif
 
 
+class _Reset(torch.autograd.Function):
+    """V_t from H_t and the spike S_t (the reset; used under torch.compile).
+
+    Forward, a select: where S = 1, ``v_reset`` (hard) or ``H - V_th`` (soft); where S = 0, H
+    itself, bit for bit (-0.0, inf and NaN included). Backward, the derivative of the blend
+    ``H (1 - S) + V_reset S`` (hard) or ``H - V_th S`` (soft): dV/dH = 1 - S or 1,
+    dV/dS = V_reset - H or -V_th, dV/dV_th = -S. The same expressions as the fused kernels.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(h, r, th, v_reset):
+        if v_reset is None:
+            return torch.where(r > 0, h - th, h)
+        return torch.where(r > 0, v_reset, h)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, r, th, v_reset = inputs
+        ctx.save_for_backward(h, r, th)
+        ctx.v_reset = v_reset
+
+    @staticmethod
+    def backward(ctx, g):
+        h, r, th = ctx.saved_tensors
+        need_h, need_r, need_th = ctx.needs_input_grad[:3]
+        fire = r > 0
+        if ctx.v_reset is None:
+            gh = g
+            gr = g * -th if need_r else None
+            gth = torch.where(fire, -g, 0.0).sum_to_size(th.shape) if need_th else None
+        else:
+            gh = torch.where(fire, 0.0, g) if need_h else None
+            gr = g * (ctx.v_reset - h) if need_r else None
+            gth = None
+        return gh, gr, gth, None
+
+
+class _ResetForwardAD(_Reset):
+    """The reset with a forward-mode rule (eager mode; Dynamo refuses a custom ``jvp``)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _Reset.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*inputs[:3])
+
+    @staticmethod
+    def jvp(ctx, th_, tr, tth, _):
+        h, r, th = ctx.saved_tensors
+        fire = r > 0
+        if ctx.v_reset is None:
+            out = torch.zeros_like(h) if th_ is None else th_
+            if tr is not None:
+                out = out + tr * -th
+            if tth is not None:
+                out = out - torch.where(fire, tth, 0.0)
+            return out
+        out = torch.zeros_like(h) if th_ is None else torch.where(fire, 0.0, th_)
+        if tr is not None:
+            out = out + tr * (ctx.v_reset - h)
+        return out
+
+
+def reset(h, s, v_threshold, v_reset, detach_reset: bool):
+    """V_t from H_t and S_t: hard (``v_reset`` a number) or soft (``None``) reset."""
+    r = s.detach() if detach_reset else s
+    if torch.compiler.is_compiling():
+        return _Reset.apply(h, r, v_threshold, v_reset)
+    return _ResetForwardAD.apply(h, r, v_threshold, v_reset)
+
+
 def fire_reset(h, v_threshold, v_reset, surrogate: Surrogate, detach_reset: bool):
     """(S_t, V_t) from H_t."""
     s = spike(h - v_threshold, surrogate)  # fire
-    r = s.detach() if detach_reset else s
-    if v_reset is None:
-        v = h - r * v_threshold  # soft reset
-    else:
-        v = h * (1 - r) + v_reset * r  # hard reset
-    return s, v
+    return s, reset(h, s, v_threshold, v_reset, detach_reset)
 
 
 def reference(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset,
@@ -132,9 +202,17 @@ def _prepare(kind, x, v, p, *, name, v_threshold, v_reset, surrogate, detach_res
         p = _checks.check_param(name, p, x, step_shape, what, positive=positive)
     v_threshold = _checks.check_param("v_threshold", v_threshold, x, step_shape, what)
     rest = 0.0 if v_reset is None else float(v_reset)
-    v = _checks.check_state(v, x, step_shape, rest, what)
+    v = _checks.check_state(v, x, step_shape, rest, what, parameter=name)
     v_reset = None if v_reset is None else float(v_reset)
     return v, p, v_threshold, v_reset
+
+
+def _sigmoid(w: float) -> float:
+    """The logistic sigmoid of a number, without overflow for any w."""
+    if w >= 0:
+        return 1.0 / (1.0 + math.exp(-w))
+    e = math.exp(w)
+    return e / (1.0 + e)
 
 
 def _plif_k(w, parametrization):
@@ -146,8 +224,8 @@ def _plif_k(w, parametrization):
         return w
     if isinstance(w, torch.Tensor):
         return torch.sigmoid(w)
-    if _checks._is_number(w):
-        return 1.0 / (1.0 + math.exp(-w))
+    if _checks._is_number(w) and not math.isnan(w):
+        return _sigmoid(float(w))
     return w  # rejected with a clear message by _prepare
 
 
@@ -184,193 +262,241 @@ def _single(kind, x, v, p, *, name, v_threshold, v_reset, surrogate, detach_rese
 
 # --------------------------------------------------------------------------- public API
 
-_COMMON_ARGS = r"""
-      v_threshold: :math:`V_{th}`; a number or a tensor broadcastable to one time step.
-      v_reset: :math:`V_{reset}` for a hard reset; ``None`` selects the soft reset
-        (subtract :math:`V_{th}`), and then :math:`V_r = 0` in the charge.
-      surrogate: the spike function's surrogate gradient, a :class:`snnfunc.surrogate.Surrogate`.
-      detach_reset: detach the spike in the reset from the graph.
-      return_h: also return ``h``, the voltage after charge and before reset at every step."""
 
-_MULTI_TAIL = r"""
-      impl: ``"auto"`` (default) runs the fused kernel where it applies and the unrolled loop
-        elsewhere (forward-mode AD, for example); ``"fused"`` and ``"reference"`` force one.
-
-    Returns:
-      ``NeuronOutput(spikes, v)``, or ``NeuronOutputWithH(spikes, v, h)`` with ``return_h``:
-      ``spikes`` (and ``h``) ``[T, *shape]`` in ``x_seq.dtype``, ``v`` of shape ``shape``, the
-      state to pass to the next call. For ``T = 0`` spikes are empty and ``v`` is V_0.
-    """
-
-_STEP_TAIL = r"""
-
-    Returns:
-      ``StepOutput(spike, v)``, or ``StepOutputWithH(spike, v, h)`` with ``return_h``.
-    """
-
-
-def _doc(text, tail):
-    def wrap(fn):
-        fn.__doc__ = text.replace("{COMMON}", _COMMON_ARGS) + tail
-        return fn
-
-    return wrap
-
-
-@_doc(r"""Integrate-and-fire neuron over a time-major sequence.
-
-    .. math::
-        H_t = V_{t-1} + X_t
-
-    then fire and reset as described in :mod:`snnfunc.functional`. Semantically::
-
-        for x in x_seq:
-            s, v = if_step(x, v, ...)
-
-    Args:
-      x_seq: input increments X, shape ``[T, *shape]``, floating dtype.
-      v: V_0, broadcastable to ``shape``; ``None`` means the resting value
-        (``v_reset``, or 0 with soft reset).{COMMON}""", _MULTI_TAIL)
 def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         detach_reset=False, return_h=False, impl="auto"):
+    r"""Integrate-and-fire neuron over a time-major sequence.
+
+    $$H_t = V_{t-1} + X_t$$
+
+    then fire and reset as described in `snnfunc.functional`. Semantically:
+    `for x in x_seq: s, v = if_step(x, v, ...)`.
+
+    Args:
+      x_seq: input increments $X$, shape `[T, *shape]`, floating dtype.
+      v: $V_0$, a tensor broadcastable to `shape`; `None` means the resting value
+        (`v_reset`, or 0 with soft reset).
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to one time step.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset (subtract
+        $V_{th}$).
+      surrogate: the spike function's surrogate gradient, a `snnfunc.surrogate.Surrogate`
+        instance such as `Sigmoid()`.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset at every step.
+      impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
+        elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
+        `"fused"` and `"reference"` force one.
+
+    Returns:
+      `NeuronOutput(spikes, v)`, or `NeuronOutputWithH(spikes, v, h)` with `return_h`:
+        `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
+        to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
+    """
     return _multi("if", x_seq, v, None, name=None, v_threshold=v_threshold, v_reset=v_reset,
                   surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
                   return_h=return_h, impl=impl)
 
 
-@_doc(r"""Leaky integrate-and-fire neuron over a time-major sequence.
-
-    With :math:`V_r` = ``v_reset`` (0 for soft reset):
-
-    .. math::
-        H_t = V_{t-1} + \tfrac{1}{\tau}\big(X_t - (V_{t-1} - V_r)\big)
-        \quad\text{or, with ``decay_input=False``,}\quad
-        H_t = V_{t-1} - \tfrac{1}{\tau}(V_{t-1} - V_r) + X_t
-
-    then fire and reset. Semantically::
-
-        for x in x_seq:
-            s, v = lif_step(x, v, tau=tau, ...)
-
-    Args:
-      x_seq: input increments X, shape ``[T, *shape]``, floating dtype.
-      v: V_0, broadcastable to ``shape``; ``None`` means the resting value.
-      tau: membrane time constant :math:`\tau`; a number > 0 or a tensor broadcastable to
-        ``shape`` (per layer, channel or neuron), differentiable.
-      decay_input: whether the input is divided by :math:`\tau` too.{COMMON}""", _MULTI_TAIL)
 def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
         surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+    r"""Leaky integrate-and-fire neuron over a time-major sequence.
+
+    With $V_r$ = `v_reset` (0 for the soft reset):
+
+    $$H_t = V_{t-1} + \tfrac{1}{\tau}\big(X_t - (V_{t-1} - V_r)\big)$$
+
+    or, with `decay_input=False`, $H_t = V_{t-1} - \tfrac{1}{\tau}(V_{t-1} - V_r) + X_t$;
+    then fire and reset. Semantically: `for x in x_seq: s, v = lif_step(x, v, tau=tau, ...)`.
+
+    Args:
+      x_seq: input increments $X$, shape `[T, *shape]`, floating dtype.
+      v: $V_0$, a tensor broadcastable to `shape`; `None` means the resting value.
+      tau: membrane time constant $\tau$; a number > 0 or a tensor broadcastable to `shape`
+        (per layer, channel or neuron), differentiable. Keyword only: `lif(x, 2.0)` is an
+        error, write `lif(x, tau=2.0)`.
+      decay_input: whether the input is divided by $\tau$ too.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to one time step.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset (subtract
+        $V_{th}$), and then $V_r = 0$ in the charge.
+      surrogate: the spike function's surrogate gradient, a `snnfunc.surrogate.Surrogate`
+        instance such as `Sigmoid()`.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset at every step.
+      impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
+        elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
+        `"fused"` and `"reference"` force one.
+
+    Returns:
+      `NeuronOutput(spikes, v)`, or `NeuronOutputWithH(spikes, v, h)` with `return_h`:
+        `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
+        to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
+    """
     return _multi("lif", x_seq, v, tau, name="tau", v_threshold=v_threshold, v_reset=v_reset,
                   surrogate=surrogate, detach_reset=detach_reset, decay_input=decay_input,
                   return_h=return_h, impl=impl, positive=True)
 
 
-@_doc(r"""Parametric LIF neuron (learnable time constant) over a time-major sequence.
-
-    With :math:`k = w` (``parametrization="reciprocal"``, the seed's: ``w`` holds
-    :math:`1/\tau`) or :math:`k = \mathrm{sigmoid}(w)` (``"sigmoid"``, Fang et al. 2021, which
-    keeps :math:`\tau = 1/k > 1`):
-
-    .. math::
-        H_t = V_{t-1} + k\big(X_t - (V_{t-1} - V_r)\big)
-        \quad\text{or, with ``decay_input=False``,}\quad
-        H_t = V_{t-1} - k(V_{t-1} - V_r) + X_t
-
-    then fire and reset. Semantically::
-
-        for x in x_seq:
-            s, v = plif_step(x, v, w=w, ...)
-
-    Args:
-      x_seq: input increments X, shape ``[T, *shape]``, floating dtype.
-      v: V_0, broadcastable to ``shape``; ``None`` means the resting value.
-      w: the parameter, usually an ``nn.Parameter``; a number or a tensor broadcastable to
-        ``shape``.
-      parametrization: ``"reciprocal"`` or ``"sigmoid"``, how ``w`` gives :math:`k = 1/\tau`.
-      decay_input: whether the input is scaled by :math:`k` too.{COMMON}""", _MULTI_TAIL)
 def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_threshold=1.0,
          v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+    r"""Parametric LIF neuron (learnable time constant) over a time-major sequence.
+
+    With $k = w$ (`parametrization="reciprocal"`, SpikingFlow's form: `w` holds $1/\tau$) or
+    $k = \mathrm{sigmoid}(w)$ (`"sigmoid"`, Fang et al. 2021, which keeps $\tau = 1/k > 1$):
+
+    $$H_t = V_{t-1} + k\big(X_t - (V_{t-1} - V_r)\big)$$
+
+    or, with `decay_input=False`, $H_t = V_{t-1} - k(V_{t-1} - V_r) + X_t$; then fire and
+    reset. Semantically: `for x in x_seq: s, v = plif_step(x, v, w=w, ...)`.
+
+    Args:
+      x_seq: input increments $X$, shape `[T, *shape]`, floating dtype.
+      v: $V_0$, a tensor broadcastable to `shape`; `None` means the resting value.
+      w: the parameter, usually an `nn.Parameter`; a number or a tensor broadcastable to
+        `shape`.
+      parametrization: `"reciprocal"` or `"sigmoid"`, how `w` gives $k = 1/\tau$.
+      decay_input: whether the input is scaled by $k$ too.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to one time step.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset (subtract
+        $V_{th}$), and then $V_r = 0$ in the charge.
+      surrogate: the spike function's surrogate gradient, a `snnfunc.surrogate.Surrogate`
+        instance such as `Sigmoid()`.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset at every step.
+      impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
+        elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
+        `"fused"` and `"reference"` force one.
+
+    Returns:
+      `NeuronOutput(spikes, v)`, or `NeuronOutputWithH(spikes, v, h)` with `return_h`:
+        `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
+        to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
+    """
     return _multi("plif", x_seq, v, _plif_k(w, parametrization), name="w",
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                   detach_reset=detach_reset, decay_input=decay_input, return_h=return_h,
                   impl=impl)
 
 
-@_doc(r"""Recurrent IF neuron (learnable self-weight) over a time-major sequence.
-
-    .. math::
-        H_t = V_{t-1} + w\,(V_{t-1} - V_r) + X_t
-
-    (forward Euler of :math:`\dot V = w(V - V_r) + RI`; ``w`` does not scale the input), then
-    fire and reset. Semantically::
-
-        for x in x_seq:
-            s, v = rif_step(x, v, w=w, ...)
-
-    Args:
-      x_seq: input increments X, shape ``[T, *shape]``, floating dtype.
-      v: V_0, broadcastable to ``shape``; ``None`` means the resting value.
-      w: the self-connection weight; a number or a tensor broadcastable to ``shape``.{COMMON}""",
-      _MULTI_TAIL)
 def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         detach_reset=False, return_h=False, impl="auto"):
+    r"""Recurrent IF neuron (learnable self-weight) over a time-major sequence.
+
+    $$H_t = V_{t-1} + w\,(V_{t-1} - V_r) + X_t$$
+
+    (forward Euler of $\dot V = w(V - V_r) + RI$; `w` does not scale the input), then fire
+    and reset. Semantically: `for x in x_seq: s, v = rif_step(x, v, w=w, ...)`.
+
+    Args:
+      x_seq: input increments $X$, shape `[T, *shape]`, floating dtype.
+      v: $V_0$, a tensor broadcastable to `shape`; `None` means the resting value.
+      w: the self-connection weight; a number or a tensor broadcastable to `shape`.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to one time step.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset (subtract
+        $V_{th}$), and then $V_r = 0$ in the charge.
+      surrogate: the spike function's surrogate gradient, a `snnfunc.surrogate.Surrogate`
+        instance such as `Sigmoid()`.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset at every step.
+      impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
+        elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
+        `"fused"` and `"reference"` force one.
+
+    Returns:
+      `NeuronOutput(spikes, v)`, or `NeuronOutputWithH(spikes, v, h)` with `return_h`:
+        `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
+        to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
+    """
     return _multi("rif", x_seq, v, w, name="w", v_threshold=v_threshold, v_reset=v_reset,
                   surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
                   return_h=return_h, impl=impl)
 
 
-@_doc(r"""One time step of :func:`if_`: :math:`H = V + X`, then fire and reset.
+def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
+            detach_reset=False, return_h=False):
+    r"""One time step of `if_`: $H = V + X$, then fire and reset.
 
     Args:
       x: the input increment of this step, any shape, floating dtype.
-      v: the state before this step, broadcastable to ``x``; ``None`` means rest.{COMMON}""",
-      _STEP_TAIL)
-def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-            detach_reset=False, return_h=False):
+      v: the state before this step, a tensor broadcastable to `x`; `None` means rest.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to `x`.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset.
+      surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset.
+
+    Returns:
+      `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
+    """
     return _single("if", x, v, None, name=None, v_threshold=v_threshold, v_reset=v_reset,
                    surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
                    return_h=return_h)
 
 
-@_doc(r"""One time step of :func:`lif`.
+def lif_step(x, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+             surrogate=Sigmoid(), detach_reset=False, return_h=False):
+    r"""One time step of `lif`.
 
     Args:
       x: the input increment of this step, any shape, floating dtype.
-      v: the state before this step, broadcastable to ``x``; ``None`` means rest.
-      tau: membrane time constant, a number > 0 or a tensor broadcastable to ``x``.
-      decay_input: whether the input is divided by :math:`\tau` too.{COMMON}""", _STEP_TAIL)
-def lif_step(x, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-             surrogate=Sigmoid(), detach_reset=False, return_h=False):
+      v: the state before this step, a tensor broadcastable to `x`; `None` means rest.
+      tau: membrane time constant, a number > 0 or a tensor broadcastable to `x`.
+      decay_input: whether the input is divided by $\tau$ too.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to `x`.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset.
+      surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset.
+
+    Returns:
+      `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
+    """
     return _single("lif", x, v, tau, name="tau", v_threshold=v_threshold, v_reset=v_reset,
                    surrogate=surrogate, detach_reset=detach_reset, decay_input=decay_input,
                    return_h=return_h, positive=True)
 
 
-@_doc(r"""One time step of :func:`plif`.
-
-    Args:
-      x: the input increment of this step, any shape, floating dtype.
-      v: the state before this step, broadcastable to ``x``; ``None`` means rest.
-      w: the parameter giving :math:`k = 1/\tau` through ``parametrization``.
-      parametrization: ``"reciprocal"`` (k = w) or ``"sigmoid"`` (k = sigmoid(w)).
-      decay_input: whether the input is scaled by :math:`k` too.{COMMON}""", _STEP_TAIL)
 def plif_step(x, v=None, *, w, parametrization="reciprocal", decay_input=True,
               v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(), detach_reset=False,
               return_h=False):
+    r"""One time step of `plif`.
+
+    Args:
+      x: the input increment of this step, any shape, floating dtype.
+      v: the state before this step, a tensor broadcastable to `x`; `None` means rest.
+      w: the parameter giving $k = 1/\tau$ through `parametrization`.
+      parametrization: `"reciprocal"` ($k = w$) or `"sigmoid"` ($k = \mathrm{sigmoid}(w)$).
+      decay_input: whether the input is scaled by $k$ too.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to `x`.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset.
+      surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset.
+
+    Returns:
+      `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
+    """
     return _single("plif", x, v, _plif_k(w, parametrization), name="w",
                    v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                    detach_reset=detach_reset, decay_input=decay_input, return_h=return_h)
 
 
-@_doc(r"""One time step of :func:`rif`.
+def rif_step(x, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
+             detach_reset=False, return_h=False):
+    r"""One time step of `rif`.
 
     Args:
       x: the input increment of this step, any shape, floating dtype.
-      v: the state before this step, broadcastable to ``x``; ``None`` means rest.
-      w: the self-connection weight, a number or a tensor broadcastable to ``x``.{COMMON}""",
-      _STEP_TAIL)
-def rif_step(x, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-             detach_reset=False, return_h=False):
+      v: the state before this step, a tensor broadcastable to `x`; `None` means rest.
+      w: the self-connection weight, a number or a tensor broadcastable to `x`.
+      v_threshold: $V_{th}$; a number or a tensor broadcastable to `x`.
+      v_reset: $V_{reset}$ for a hard reset; `None` selects the soft reset.
+      surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
+      detach_reset: detach the spike in the reset from the graph.
+      return_h: also return `h`, the voltage after charge and before reset.
+
+    Returns:
+      `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
+    """
     return _single("rif", x, v, w, name="w", v_threshold=v_threshold, v_reset=v_reset,
                    surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
                    return_h=return_h)
