@@ -49,6 +49,25 @@ def _functional_call_code():
     return stateless._functional_call.__code__
 
 
+def _graph_was_freed(v: torch.Tensor, budget: int = 32) -> bool:
+    """Whether a backward pass already freed the graph behind ``v``: the nearest nodes of
+    snnfunc's own Functions (spike, reset, fused neuron) lost their saved tensors. Looks at a
+    few nodes only (the last steps of the call that made ``v``)."""
+    todo, seen = [v.grad_fn], set()
+    while todo and len(seen) < budget:
+        node = todo.pop(0)
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(type(node), "saved_tensors"):  # a torch.autograd.Function's node
+            try:
+                node.saved_tensors
+            except RuntimeError:
+                return True
+        todo.extend(fn for fn, _ in node.next_functions)
+    return False
+
+
 def _numpy_copy(t: torch.Tensor):
     t = t.detach()
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16
@@ -150,14 +169,11 @@ class BaseNode(nn.Module):
                 f"{name} holds a state v of shape {tuple(v.shape)} from an earlier input, which "
                 f"does not fit this input's step shape {tuple(step)} (a new batch size?): call "
                 f"reset() on it, or snnfunc.nn.reset_net(net), between batches")
-        saved = getattr(v.grad_fn, "saved_tensors", None) if v.requires_grad else None
-        try:
-            saved = v.grad_fn.saved_tensors if saved is not None else None
-        except RuntimeError:
+        if _graph_was_freed(v):
             raise RuntimeError(
                 f"{name} holds a state v whose graph a backward pass has already freed: call "
                 f"reset() (or snnfunc.nn.reset_net(net)) between batches, or detach the state "
-                f"(node.v = node.v.detach()) to continue the sequence (truncated BPTT)") from None
+                f"(node.v = node.v.detach()) to continue the sequence (truncated BPTT)")
         return v
 
     @staticmethod

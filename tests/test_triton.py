@@ -4,6 +4,10 @@ with IEEE division and no FMA contraction in the forward (the bit-exactness prom
 Running them against the reference needs a CUDA GPU: see test_cuda_equals_reference."""
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,31 +89,60 @@ def test_backward_kernel_compiles_every_neuron(kind, decay, hard):
     assert len(k.asm["cubin"]) > 0
 
 
+def test_unknown_ids_fail_when_the_kernel_is_built():
+    """An id the Triton kernels do not know is a compile-time error, never a fallthrough."""
+    def messages(exc):
+        while exc is not None:
+            yield str(exc)
+            exc = exc.__cause__ or exc.__context__
+
+    for build, text in [(lambda: _backward("f32", 2, True, True, 13), "unknown surrogate id"),
+                        (lambda: _forward("f32", 4, True, True), "unknown neuron kind")]:
+        with pytest.raises(Exception) as info:
+            build()
+        assert any(text in m for m in messages(info.value)), list(messages(info.value))
+
+
+def test_every_kernel_variant_under_the_interpreter():
+    """Every Triton kernel variant runs (TRITON_INTERPRET=1, on CPU tensors) through the
+    public functions and equals the reference: every neuron, option and surrogate, float32
+    and float64, T in {1, 7, 33}, N in {1, 5, 300}, edge values, unused outputs."""
+    script = Path(__file__).with_name("triton_interpreter_cases.py")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed, 0 failed" in proc.stdout
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kind", NEURONS)
-def test_cuda_equals_reference(kind):
+@pytest.mark.parametrize("number", [False, True], ids=["tensor-parameters", "number-parameters"])
+def test_cuda_equals_reference(kind, number):
     from test_fused import OPTIONS
 
     for opts, dtype in itertools.product(OPTIONS, (torch.float32, torch.float64)):
-        _compare_cuda(kind, opts, dtype)
+        _compare_cuda(kind, opts, dtype, number)
 
 
-def _compare_cuda(kind, opts, dtype):
+def _compare_cuda(kind, opts, dtype, number):
+    """Python-number parameters (tau=1.7) round and divide the same way on both paths."""
     import snnfunc
     from conftest import call
 
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(37, 3, 50, generator=g, dtype=torch.float64) * 1.4).to(dtype).cuda().requires_grad_(True)
-    p = {"if": None, "lif": torch.full((50,), 1.7), "plif": torch.full((50,), 0.55),
-         "rif": torch.full((50,), -0.15)}[kind]
-    p = None if p is None else p.to(dtype).cuda().requires_grad_(True)
+    base = {"if": None, "lif": 1.7, "plif": 0.55, "rif": -0.15}[kind]
+    p = None if base is None else base if number else torch.full((50,), base)
+    if isinstance(p, torch.Tensor):
+        p = p.to(dtype).cuda().requires_grad_(True)
     kw = dict(opts)
     if kind in ("if", "rif"):
         kw.pop("decay_input")
     fused = call(kind, x, None, p, impl="fused", return_h=True, **kw)
     ref = call(kind, x, None, p, impl="reference", return_h=True, **kw)
     assert torch.equal(fused.spikes, ref.spikes) and torch.equal(fused.h, ref.h)
-    inputs = [x] + ([p] if p is not None else [])
+    inputs = [x] + ([p] if isinstance(p, torch.Tensor) else [])
     a = torch.autograd.grad(fused.spikes.sum() + fused.v.sum(), inputs)
     b = torch.autograd.grad(ref.spikes.sum() + ref.v.sum(), inputs)
     for u, w in zip(a, b):

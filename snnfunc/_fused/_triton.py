@@ -69,7 +69,7 @@ def _surrogate(u, a, b, c, SG: tl.constexpr):
         s = one / (one + tl.exp(-a * u))
         g = a * s * (one - s)
     elif SG == 1:  # BilinearLeakyReLU
-        g = tl.where((u >= -c) & (u <= c), a + 0 * u, b + 0 * u)
+        g = tl.where((u >= -c) & (u <= c), tl.zeros_like(u) + a, tl.zeros_like(u) + b)
     elif SG == 2:  # SignSwish
         y = tl.abs(a * u)
         e = tl.exp(-y)
@@ -79,7 +79,7 @@ def _surrogate(u, a, b, c, SG: tl.constexpr):
         g = (a / 2.0) / (one + z * z)
     elif SG == 4:  # PiecewiseQuadratic
         m = tl.abs(u)
-        g = tl.where(m <= one / a, a - a * a * m, 0 * u)
+        g = tl.where(m <= one / a, a - a * a * m, tl.zeros_like(u))
     elif SG == 5:  # PiecewiseExp
         g = a / 2.0 * tl.exp(-a * tl.abs(u))
     elif SG == 6:  # SoftSign
@@ -92,15 +92,15 @@ def _surrogate(u, a, b, c, SG: tl.constexpr):
         d = a * tl.abs(u) + one
         g = one / (d * d)
     elif SG == 9:  # PiecewiseLeakyReLU
-        g = tl.where(tl.abs(u) < a, one / (2.0 * a) + 0 * u, b + 0 * u)
+        g = tl.where(tl.abs(u) < a, tl.zeros_like(u) + one / (2.0 * a), tl.zeros_like(u) + b)
     elif SG == 10:  # Rect
-        g = tl.where(tl.abs(u) < a / 2.0, one / a + 0 * u, 0 * u)
+        g = tl.where(tl.abs(u) < a / 2.0, tl.zeros_like(u) + one / a, tl.zeros_like(u))
     elif SG == 11:  # Triangle
         r = one - tl.abs(u) / a
-        g = tl.where(r < 0, 0 * u, r) / a  # NaN stays NaN, as torch.where
+        g = tl.where(r < 0, tl.zeros_like(u), r) / a  # NaN stays NaN, as torch.where
     else:
         tl.static_assert(SG == 12, "unknown surrogate id")  # StraightThrough
-        g = one + 0 * u
+        g = tl.zeros_like(u) + one
     return g
 
 
@@ -162,15 +162,16 @@ def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_pt
         tl.store(hbuf_ptr + at, h, mask=mask)
         v = _reset(h, th, vr, HARD)
     # an absent gradient (HAS_GS/HAS_GV false: that output is unused) leaves its terms out,
-    # as autograd does in the reference (0 * inf would be NaN where the reference has a number)
+    # as autograd does in the reference (0 * inf would be NaN where the reference has a number);
+    # zeros are tl.zeros_like, never 0 * x, which is NaN where x is inf or NaN
     if HAS_GV:
         g = tl.load(gv_ptr + offs, mask=mask)
         last = T  # dL/dV_t reaches step t < last
     else:
-        g = 0 * v0
+        g = tl.zeros_like(v0)
         last = T - 1
-    gp = 0 * v0
-    gth = 0 * v0
+    gp = tl.zeros_like(v0)
+    gth = tl.zeros_like(v0)
     for r in range(T):
         t = T - 1 - r
         at = tl.cast(t, tl.int64) * N + offs
@@ -186,7 +187,7 @@ def _backward_kernel(x_ptr, v0_ptr, p_ptr, th_ptr, sc_ptr, gs_ptr, gv_ptr, gh_pt
         else:
             sg = _surrogate(u, a, b, c, SG)
         live = t < last
-        zero = 0 * g
+        zero = tl.zeros_like(g)
         if DETACH:
             through_reset = zero
         elif HARD:

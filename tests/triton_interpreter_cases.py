@@ -1,0 +1,176 @@
+"""The CUDA (Triton) kernels run by Triton's interpreter on CPU tensors, through the public
+functions, against the reference loop. Run by test_triton.py in a subprocess, since
+TRITON_INTERPRET=1 must be set before Triton compiles anything:
+
+    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py [--quick]
+
+Every neuron, option (decay_input, hard/soft reset, detach_reset, return_h), dtype and
+surrogate (the built-ins and user-defined ones whose derivative is not a full tensor of x's
+dtype), with T in {1, 7, 33} and N in {1, 5, 300} (1 hits Triton's specialisation of
+arguments equal to 1), edge values (±0, ±inf, NaN) in some cases, and losses that leave
+outputs unused. Spikes, h and v compared by bit pattern, gradients to rounding.
+Exit status 1 and one line per failing case when anything differs.
+"""
+
+import dataclasses
+import itertools
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import snnfunc  # noqa: E402
+from snnfunc import surrogate as S  # noqa: E402
+from snnfunc._fused import _ops, _triton  # noqa: E402
+from conftest import call  # noqa: E402
+
+INF, NAN = math.inf, math.nan
+INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian(S.Surrogate):
+    sigma: float = 0.4
+
+    def derivative(self, x):
+        return torch.exp(-0.5 * (x / self.sigma) ** 2) / (self.sigma * math.sqrt(2 * math.pi))
+
+
+@dataclasses.dataclass(frozen=True)
+class Const(S.Surrogate):
+    """A 0-d derivative."""
+
+    def derivative(self, x):
+        return torch.ones((), dtype=x.dtype) * 0.7
+
+
+@dataclasses.dataclass(frozen=True)
+class PerChannel(S.Surrogate):
+    """A derivative of shape [C] (the last dimension), in float64 whatever x's dtype."""
+
+    def derivative(self, x):
+        return torch.linspace(0.2, 1.0, x.shape[-1], dtype=torch.float64)
+
+
+BUILTINS = [S.Sigmoid(1.5), S.BilinearLeakyReLU(2.0, 0.1, 0.3), S.SignSwish(), S.ATan(1.7),
+            S.PiecewiseQuadratic(1.7), S.PiecewiseExp(1.7), S.SoftSign(1.7), S.Erf(1.7),
+            S.SuperSpike(1.7), S.PiecewiseLeakyReLU(0.8, 0.05), S.Rect(1.7), S.Triangle(1.7),
+            S.StraightThrough()]
+USER = [Gaussian(), Const(), PerChannel()]
+
+
+def variants(kind):
+    decays = (True, False) if kind in ("lif", "plif") else (True,)
+    for decay, v_reset, detach in itertools.product(decays, (0.0, -0.2, None), (False, True)):
+        kw = dict(v_reset=v_reset, detach_reset=detach)
+        if kind in ("lif", "plif"):
+            kw["decay_input"] = decay
+        yield kw
+
+
+def bits(t):
+    t = torch.where(t.isnan(), torch.full_like(t, NAN), t)
+    return t.contiguous().view(INT[t.dtype])
+
+
+def one_case(kind, kw, dtype, T, N, sg, pshape, use, edge, seed):
+    g = torch.Generator().manual_seed(seed)
+    shape = (N,) if N < 3 else (3, N // 3)
+    x = (torch.rand((T, *shape), generator=g, dtype=torch.float64) * 1.4).to(dtype)
+    v0 = (torch.rand(shape, generator=g, dtype=torch.float64) * 0.5).to(dtype)
+    if edge:
+        pool = torch.tensor([0.0, -0.0, INF, -INF, NAN], dtype=dtype)
+        pick = torch.rand(x.shape, generator=g) < 0.2
+        x = torch.where(pick, pool[torch.randint(5, x.shape, generator=g)], x)
+        v0 = torch.where(torch.rand(shape, generator=g) < 0.2, pool[torch.randint(5, shape, generator=g)], v0)
+    base = {"if": None, "lif": 1.7, "plif": 0.55, "rif": -0.15}[kind]
+    if base is None or pshape == "float":
+        p = base
+    else:
+        size = () if pshape == "scalar" else shape
+        p = (base + 0.2 * torch.rand(size, generator=g, dtype=torch.float64)).to(dtype).requires_grad_(True)
+    th = (0.8 + 0.4 * torch.rand(shape[-1:], generator=g, dtype=torch.float64)).to(dtype).requires_grad_(True)
+    x.requires_grad_(True)
+    v0.requires_grad_(True)
+    opts = dict(kw, v_threshold=th, surrogate=sg, return_h=True)
+    fused = call(kind, x, v0, p, impl="fused", **opts)
+    ref = call(kind, x, v0, p, impl="reference", **opts)
+    if "Fused" not in type(fused.spikes.grad_fn).__name__:
+        return "the fused path did not run"
+    for f in ("spikes", "h", "v"):
+        if not torch.equal(bits(getattr(fused, f)), bits(getattr(ref, f))):
+            return f"{f} differs"
+    named = [(n, t) for n, t in zip(("x", "v0", "p", "th"), (x, v0, p, th)) if isinstance(t, torch.Tensor)]
+    inputs = [t for _, t in named]
+    w = {f: torch.randn(getattr(ref, f).shape, generator=g, dtype=torch.float64).to(dtype) for f in use}
+
+    def loss(o):
+        return sum((getattr(o, f) * w[f]).sum() for f in use)
+
+    got = torch.autograd.grad(loss(fused), inputs, allow_unused=True)
+    want = torch.autograd.grad(loss(ref), inputs, allow_unused=True)
+    tol = dict(rtol=1e-7, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    for (name, t), a, b in zip(named, got, want):
+        a = torch.zeros_like(t) if a is None else a  # unused on one path: a zero gradient
+        b = torch.zeros_like(t) if b is None else b
+        if True:
+            try:
+                torch.testing.assert_close(a, b, equal_nan=True, **tol)
+            except AssertionError as exc:
+                return f"grad {name}: {str(exc).splitlines()[2:4]}"
+    return None
+
+
+def cases(quick):
+    Ts, Ns = (1, 7, 33), (1, 5, 300)
+    uses = (("spikes", "h", "v"), ("spikes",), ("v",), ("h",), ("spikes", "v"))
+    i = 0
+    for kind in ("if", "lif", "plif", "rif"):
+        for kw, dtype in itertools.product(list(variants(kind)), (torch.float32, torch.float64)):
+            i += 1
+            yield (kind, kw, dtype, Ts[i % 3], Ns[(i // 3) % 3], BUILTINS[i % len(BUILTINS)],
+                   ("float", "scalar", "neuron")[i % 3], uses[i % len(uses)], i % 4 == 0, i)
+    for j, sg in enumerate(BUILTINS + USER):  # every surrogate on every neuron, both dtypes
+        for kind, dtype in itertools.product(("if", "lif", "plif", "rif"), (torch.float32, torch.float64)):
+            i += 1
+            if quick and i % 4:
+                continue
+            kw = dict(v_reset=(0.0, None)[i % 2], detach_reset=False)
+            yield (kind, kw, dtype, Ts[i % 3], Ns[(j + i) % 3], sg, "neuron",
+                   uses[(i // 2) % len(uses)], j % 3 == 0, i)
+
+
+def main():
+    quick = "--quick" in sys.argv
+    if "--cpu" in sys.argv:  # the same cases against the C kernel
+        _ops._ops_for = lambda device: (_ops.neuron_forward, _ops.neuron_backward)
+    elif os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("set TRITON_INTERPRET=1: the kernels must be built for Triton's interpreter")
+    warnings.simplefilter("ignore")  # numpy warns about the masked lanes' 0/0
+    np.seterr(all="ignore")
+    if "--cpu" not in sys.argv:  # route the public functions' CPU tensors to the Triton ops
+        _ops._ops_for = lambda device: (_triton.neuron_forward_cuda, _triton.neuron_backward_cuda)
+    start, failures, n = time.time(), [], 0
+    for case in cases(quick):
+        n += 1
+        try:
+            err = one_case(*case)
+        except Exception as exc:  # noqa: BLE001  (report every case, then fail)
+            err = f"{type(exc).__name__}: {exc}"
+        if err:
+            kind, kw, dtype, T, N, sg = case[:6]
+            failures.append(f"{kind} {kw} {dtype} T={T} N={N} {sg} {case[6:9]}: {err}")
+    for line in failures:
+        print("FAIL", line)
+    print(f"{n - len(failures)} passed, {len(failures)} failed in {time.time() - start:.1f} s")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
