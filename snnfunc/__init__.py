@@ -4,6 +4,8 @@ from snnfunc import _fused, functional, surrogate  # _fused registers torch.ops.
 from snnfunc.functional import *  # noqa: F401,F403
 from snnfunc.functional import __all__ as _functional_all
 
+from snnfunc._info import info
+
 __version__ = "0.1.0"
 
-__all__ = ["functional", "surrogate", *_functional_all]
+__all__ = ["functional", "surrogate", "info", *_functional_all]

@@ -15,6 +15,9 @@ caller runs the reference loop):
 
 from __future__ import annotations
 
+import collections
+import logging
+
 import torch
 
 from snnfunc._fused import _cpu, _ops  # registers the CPU ops (the C library builds lazily)
@@ -25,7 +28,8 @@ except ImportError as exc:
     _triton = None
     _TRITON_MISSING = f"the CUDA kernels need Triton ({exc})"
 
-__all__ = ["available", "run", "why_not"]
+__all__ = ["available", "fallbacks", "run", "why_not"]
+_log = logging.getLogger("snnfunc")
 
 
 @torch.compiler.assume_constant_result
@@ -76,6 +80,19 @@ def why_not(x_seq) -> str | None:
     return None
 
 
+fallbacks: collections.Counter = collections.Counter()
+"""Why ``impl="auto"`` calls ran the reference loop in this process (eager calls only);
+``snnfunc.info()`` shows it."""
+
+
+def _fell_back(reason: str) -> None:
+    if torch.compiler.is_compiling():
+        return
+    if reason not in fallbacks:
+        _log.debug("snnfunc: impl='auto' runs the reference loop: %s", reason)
+    fallbacks[reason] += 1
+
+
 def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, decay_input,
         return_h, force):
     """The fused multi-step neuron, or None where it does not apply (see the module doc)."""
@@ -83,6 +100,7 @@ def run(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset, dec
     if reason is not None:
         if force:
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
+        _fell_back(reason)
         return None
     from snnfunc.functional.neurons import NeuronOutput, NeuronOutputWithH
 

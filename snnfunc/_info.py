@@ -1,0 +1,58 @@
+"""`snnfunc.info()` and `python -m snnfunc`: what this installation can do, and why not."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+
+import torch
+
+from snnfunc import _fused
+from snnfunc._fused import _cpu
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def info(file=None) -> str:
+    """Prints (to `file`, default standard output) and returns a report of this installation.
+
+    It gives the versions of Python, torch, Triton and snnfunc; which fused kernels are
+    available here and, where one is not, why (no C compiler, no Triton, no GPU); and how often
+    calls with `impl="auto"` ran the reference loop instead in this process, with the reason.
+    The first call may build the C kernel (about half a minute, once per machine).
+
+    Args:
+      file: a text stream to print to; `None` prints to `sys.stdout`.
+
+    Returns:
+      The report, as printed.
+    """
+    import snnfunc
+
+    cpu, cuda = _fused._cpu_error(), _fused._cuda_error()
+    lines = [
+        f"snnfunc {snnfunc.__version__}",
+        f"python  {platform.python_version()} ({sys.platform}, {platform.machine()})",
+        f"torch   {torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})",
+        f"triton  {_version('triton')}",
+        f"C compiler: {_cpu._compiler() or 'none found'}",
+        "fused kernels (impl='auto' uses them where they apply):",
+        f"  cpu:  {'available' if cpu is None else 'not available: ' + cpu}"
+        + (f" ({_cpu.path()})" if cpu is None else ""),
+        f"  cuda: {'available' if cuda is None else 'not available: ' + cuda}",
+        "  dtypes: float32, float64 (other dtypes run the reference loop)",
+    ]
+    if _fused.fallbacks:
+        lines.append("calls that ran the reference loop in this process (impl='auto'):")
+        lines += [f"  {n:>6} x {reason}" for reason, n in _fused.fallbacks.most_common()]
+    else:
+        lines.append("calls that ran the reference loop in this process: none")
+    text = "\n".join(lines)
+    print(text, file=file if file is not None else sys.stdout)
+    return text

@@ -1,0 +1,39 @@
+"""`snnfunc.info()` and `python -m snnfunc` say what runs here, and why not."""
+
+import io
+import os
+import subprocess
+import sys
+
+import torch
+
+import snnfunc
+from snnfunc import _fused
+
+
+def test_info_reports_versions_paths_and_fallbacks():
+    before = _fused.fallbacks.copy()
+    snnfunc.lif(torch.rand(3, 4).half())  # no float16 kernel: impl="auto" runs the loop
+    buf = io.StringIO()
+    text = snnfunc.info(file=buf)
+    assert buf.getvalue().rstrip("\n") == text
+    assert f"torch   {torch.__version__}" in text and "snnfunc 0.1.0" in text
+    cpu = _fused._cpu_error()
+    assert ("cpu:  available" in text) == (cpu is None)
+    reason = "the fused kernels take float32 and float64, not torch.float16"
+    assert _fused.fallbacks[reason] == before[reason] + 1
+    assert f"x {reason}" in text
+    if not torch.cuda.is_available():
+        assert "cuda: not available:" in text
+
+
+def test_python_m_snnfunc_without_a_compiler_says_why(tmp_path):
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), SNNFUNC_CACHE=str(tmp_path))
+    code = ("import runpy, torch, snnfunc; x = torch.rand(3, 4, requires_grad=True); "
+            "assert 'Stack' in type(snnfunc.lif(x).spikes.grad_fn).__name__; "  # the loop ran
+            "runpy.run_module('snnfunc', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cpu:  not available: building the fused CPU kernel failed" in proc.stdout
+    assert "1 x building the fused CPU kernel failed" in proc.stdout
