@@ -2,8 +2,7 @@ r"""Surrogate spike functions.
 
 A spike function computes the Heaviside step in the forward pass,
 
-.. math::
-    \Theta(x) = \begin{cases} 1, & x \ge 0 \\ 0, & x < 0 \end{cases}
+$$\Theta(x) = \begin{cases} 1, & x \ge 0 \\ 0, & x < 0 \end{cases}$$
 
 returned in the input's floating dtype, and uses the derivative $g'(x)$ of a smooth
 primitive $g$ in place of $\Theta'(x)$ when differentiating. Every surrogate is a
@@ -13,7 +12,7 @@ guards on it cheaply. All of them share one spike function, so each works under
 (`torch.func.jvp`/`jacfwd`), `torch.func.vmap` (including `vmap(grad(f))`) and
 `torch.compile(fullgraph=True)`.
 
-A new surrogate needs only its derivative::
+A new surrogate needs only its derivative:
 
     @dataclasses.dataclass(frozen=True)
     class Gaussian(snnfunc.surrogate.Surrogate):
@@ -290,6 +289,7 @@ class SuperSpike(Surrogate):
 
 
 FastSigmoid = SuperSpike
+"""snnTorch's name (`fast_sigmoid`) for `SuperSpike`: the same class."""
 
 
 @dataclasses.dataclass(frozen=True)

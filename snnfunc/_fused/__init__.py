@@ -1,16 +1,16 @@
 """Fused multi-step kernels behind :mod:`snnfunc.functional` (an implementation detail).
 
-``run`` returns the fused result, or ``None`` where the fused path does not apply (then the
+`run` returns the fused result, or `None` where the fused path does not apply (then the
 caller runs the reference loop):
 
-- the kernels take float32 or float64, on the CPU (the C kernel in ``neuron.c``, built with
-  the system C compiler on first use) or on CUDA (the Triton kernels in ``_triton.py``,
+- the kernels take float32 or float64, on the CPU (the C kernel in `neuron.c`, built with
+  the system C compiler on first use) or on CUDA (the Triton kernels in `_triton.py`,
   where Triton is installed);
-- forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) has no rule
+- forward-mode AD (`torch.func.jvp`, `jacfwd`, `torch.autograd.forward_ad`) has no rule
   through the fused op;
-- ``T = 0`` needs no kernel.
+- `T = 0` needs no kernel.
 
-``impl="fused"`` raises a ``ValueError`` saying which of these fails instead of falling back.
+`impl="fused"` raises a `ValueError` saying which of these fails instead of falling back.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _cuda_error():
 
 
 def available(device="cpu") -> bool:
-    """Whether a fused kernel can run on ``device`` here."""
+    """Whether a fused kernel can run on `device` here."""
     device = torch.device(device)
     if device.type == "cuda":
         return _cuda_error() is None
@@ -63,7 +63,7 @@ def _forward_ad_active() -> bool:
 
 
 def why_not(x_seq) -> str | None:
-    """Why the fused path cannot take ``x_seq`` here, or None when it can."""
+    """Why the fused path cannot take `x_seq` here, or None when it can."""
     if x_seq.dtype not in (torch.float32, torch.float64):
         return f"the fused kernels take float32 and float64, not {x_seq.dtype}"
     if x_seq.device.type == "cuda":
@@ -81,8 +81,8 @@ def why_not(x_seq) -> str | None:
 
 
 fallbacks: collections.Counter = collections.Counter()
-"""Why ``impl="auto"`` calls ran the reference loop in this process (eager calls only);
-``snnfunc.info()`` shows it."""
+"""Why `impl="auto"` calls ran the reference loop in this process (eager calls only);
+`snnfunc.info()` shows it."""
 
 
 def _fell_back(reason: str) -> None:

@@ -1,4 +1,4 @@
-"""The CPU kernel: ``neuron.c`` compiled once per machine with the system C compiler and
+"""The CPU kernel: `neuron.c` compiled once per machine with the system C compiler and
 loaded with ctypes. Where no compiler is found the library reports why and the neuron
 functions keep to the reference loop."""
 

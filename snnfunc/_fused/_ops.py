@@ -1,8 +1,8 @@
-"""The fused multi-step neuron as two ``torch.library`` custom ops (forward, backward), each
-with a fake kernel (``torch.compile`` sees one node whose cost does not grow with T) and a
-``vmap`` rule, tied together by one autograd.Function that works under ``torch.func``.
+"""The fused multi-step neuron as two `torch.library` custom ops (forward, backward), each
+with a fake kernel (`torch.compile` sees one node whose cost does not grow with T) and a
+`vmap` rule, tied together by one autograd.Function that works under `torch.func`.
 
-Shapes: sequence tensors are ``[T, *S]``; step tensors (``v0``, ``p``, ``th``) are ``[*S]``
+Shapes: sequence tensors are `[T, *S]`; step tensors (`v0`, `p`, `th`) are `[*S]`
 or hold a single value shared by every neuron (then nothing per neuron is materialised).
 """
 
@@ -219,7 +219,7 @@ def _batched_seq(t, bdim, size):
 
 
 def _batched_step(t, bdim, shape):
-    """``shape`` is [B, *S], the batched step shape."""
+    """`shape` is [B, *S], the batched step shape."""
     if t is None:
         return None
     if bdim is None:

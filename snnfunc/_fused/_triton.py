@@ -1,6 +1,6 @@
 """The CUDA kernels: Triton programs that loop over T inside the kernel (one launch forward,
-one backward), registered with ``torch.library.triton_op`` so that ``torch.compile`` sees the
-kernels themselves. Same contract as the CPU kernel in ``neuron.c``: the forward uses the
+one backward), registered with `torch.library.triton_op` so that `torch.compile` sees the
+kernels themselves. Same contract as the CPU kernel in `neuron.c`: the forward uses the
 reference's operations in its order (IEEE division, no FMA contraction), so spikes and
 voltages equal the unrolled loop bit for bit; the backward recomputes H from the input.
 

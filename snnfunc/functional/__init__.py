@@ -1,4 +1,4 @@
-"""Pure neuron functions over explicit state; see :mod:`snnfunc.functional.neurons`."""
+"""Pure neuron functions over explicit state; see `snnfunc.functional.neurons`."""
 
 from snnfunc.functional.neurons import (
     NeuronOutput,

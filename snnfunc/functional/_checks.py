@@ -14,7 +14,7 @@ def _is_number(value) -> bool:
 
 
 def check_input(name: str, x, *, sequence: bool) -> torch.Size:
-    """Checks ``x`` and returns the shape of one time step."""
+    """Checks `x` and returns the shape of one time step."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided:
@@ -60,8 +60,8 @@ def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shap
 
 def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str,
                 parameter: str | None = None):
-    """V_0 as a tensor in ``x``'s dtype; None (rest) becomes a 0-d tensor shared by every
-    neuron. A number is refused: ``lif(x, 2.0)`` is the natural slip for ``tau=2.0``."""
+    """V_0 as a tensor in `x`'s dtype; None (rest) becomes a 0-d tensor shared by every
+    neuron. A number is refused: `lif(x, 2.0)` is the natural slip for `tau=2.0`."""
     if v is None:
         return x.new_full((), rest)
     if _is_number(v):
@@ -77,7 +77,7 @@ def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: s
 
 
 def _can_inspect(value: torch.Tensor) -> bool:
-    """Whether reading ``value``'s contents is free: a CPU tensor, outside torch.compile and
+    """Whether reading `value`'s contents is free: a CPU tensor, outside torch.compile and
     torch.func transforms (elsewhere the check would sync the device or break the graph)."""
     return (value.device.type == "cpu" and not torch.compiler.is_compiling()
             and not torch._C._functorch.is_functorch_wrapped_tensor(value))
@@ -86,7 +86,7 @@ def _can_inspect(value: torch.Tensor) -> bool:
 def check_param(name: str, value, x: torch.Tensor, step_shape, what, *, positive=False):
     """A neuron parameter: a Python number, or a tensor that broadcasts to one step.
 
-    A number becomes a 0-d tensor of ``x``'s dtype on ``x``'s device, so that every path (the
+    A number becomes a 0-d tensor of `x`'s dtype on `x`'s device, so that every path (the
     loop, the fused kernels, CPU and CUDA) rounds it once and divides by it the same way."""
     if _is_number(value):
         value = float(value)

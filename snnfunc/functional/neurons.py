@@ -45,14 +45,14 @@ _IMPLS = ("auto", "fused", "reference")
 
 
 class NeuronOutput(NamedTuple):
-    """Result of a multi-step neuron: ``spikes`` ``[T, *shape]`` and the final state ``v``."""
+    """Result of a multi-step neuron: `spikes` `[T, *shape]` and the final state `v`."""
 
     spikes: torch.Tensor
     v: torch.Tensor
 
 
 class NeuronOutputWithH(NamedTuple):
-    """``NeuronOutput`` plus ``h`` ``[T, *shape]``, the voltage after charge and before reset."""
+    """`NeuronOutput` plus `h` `[T, *shape]`, the voltage after charge and before reset."""
 
     spikes: torch.Tensor
     v: torch.Tensor
@@ -60,14 +60,14 @@ class NeuronOutputWithH(NamedTuple):
 
 
 class StepOutput(NamedTuple):
-    """Result of one time step: ``spike`` and the next state ``v``."""
+    """Result of one time step: `spike` and the next state `v`."""
 
     spike: torch.Tensor
     v: torch.Tensor
 
 
 class StepOutputWithH(NamedTuple):
-    """``StepOutput`` plus ``h``, the voltage after charge and before reset."""
+    """`StepOutput` plus `h`, the voltage after charge and before reset."""
 
     spike: torch.Tensor
     v: torch.Tensor
@@ -78,7 +78,7 @@ class StepOutputWithH(NamedTuple):
 
 
 def charge(kind: str, x, v, p, v_rest: float, decay_input: bool):
-    """H_t from V_{t-1} and X_t. ``p`` is tau (lif), k (plif), w (rif) or unused (if)."""
+    """H_t from V_{t-1} and X_t. `p` is tau (lif), k (plif), w (rif) or unused (if)."""
     if kind == "if":
         return v + x
     if kind == "lif":
@@ -95,9 +95,9 @@ def charge(kind: str, x, v, p, v_rest: float, decay_input: bool):
 class _Reset(torch.autograd.Function):
     """V_t from H_t and the spike S_t (the reset; used under torch.compile).
 
-    Forward, a select: where S = 1, ``v_reset`` (hard) or ``H - V_th`` (soft); where S = 0, H
+    Forward, a select: where S = 1, `v_reset` (hard) or `H - V_th` (soft); where S = 0, H
     itself, bit for bit (-0.0, inf and NaN included). Backward, the derivative of the blend
-    ``H (1 - S) + V_reset S`` (hard) or ``H - V_th S`` (soft): dV/dH = 1 - S or 1,
+    `H (1 - S) + V_reset S` (hard) or `H - V_th S` (soft): dV/dH = 1 - S or 1,
     dV/dS = V_reset - H or -V_th, dV/dV_th = -S. The same expressions as the fused kernels.
     """
 
@@ -132,7 +132,7 @@ class _Reset(torch.autograd.Function):
 
 
 class _ResetForwardAD(_Reset):
-    """The reset with a forward-mode rule (eager mode; Dynamo refuses a custom ``jvp``)."""
+    """The reset with a forward-mode rule (eager mode; Dynamo refuses a custom `jvp`)."""
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -157,7 +157,7 @@ class _ResetForwardAD(_Reset):
 
 
 def reset(h, s, v_threshold, v_reset, detach_reset: bool):
-    """V_t from H_t and S_t: hard (``v_reset`` a number) or soft (``None``) reset."""
+    """V_t from H_t and S_t: hard (`v_reset` a number) or soft (`None`) reset."""
     r = s.detach() if detach_reset else s
     if torch.compiler.is_compiling():
         return _Reset.apply(h, r, v_threshold, v_reset)
