@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from snnfunc import memory
 from snnfunc.functional import _checks
 from snnfunc.surrogate import Sigmoid, Surrogate, spike
 
@@ -166,7 +167,7 @@ def reset(h, s, v_threshold, v_reset, detach_reset: bool):
 
 def fire_reset(h, v_threshold, v_reset, surrogate: Surrogate, detach_reset: bool):
     """(S_t, V_t) from H_t."""
-    s = spike(h - v_threshold, surrogate)  # fire
+    s = memory.register_spikes(spike(h - v_threshold, surrogate))  # fire
     return s, reset(h, s, v_threshold, v_reset, detach_reset)
 
 
@@ -244,8 +245,11 @@ def _multi(kind, x_seq, v, p, *, name, v_threshold, v_reset, surrogate, detach_r
 
         out = _fused.run(kind, x_seq, v, p, force=impl == "fused", **options)
         if out is not None:
+            memory.register_spikes(out.spikes)
             return out
-    return reference(kind, x_seq, v, p, **options)
+    out = reference(kind, x_seq, v, p, **options)
+    memory.register_spikes(out.spikes)
+    return out
 
 
 def _single(kind, x, v, p, *, name, v_threshold, v_reset, surrogate, detach_reset,

@@ -1,0 +1,151 @@
+"""snnfunc.memory: packed spikes (1 bit per saved spike, gradients bit for bit unchanged),
+checkpointed chunks (exact BPTT) and truncated BPTT."""
+
+import contextlib
+
+import pytest
+import torch
+
+import snnfunc
+from snnfunc import memory
+from snnfunc import nn as snn
+
+
+def _stack(N=32):
+    torch.manual_seed(0)
+    return torch.nn.Linear(N, N), torch.nn.Linear(N, N)
+
+
+def _net(fc1, fc2, impl):
+    def net(x):
+        s1 = snnfunc.lif(fc1(x), tau=2.0, v_threshold=0.5, impl=impl).spikes
+        return snnfunc.plif(fc2(s1), w=0.5, v_threshold=0.3, impl=impl).spikes
+    return net
+
+
+def _grads(fn, params, ctx):
+    with ctx as stats:
+        loss = fn()
+    return torch.autograd.grad(loss, params), stats
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+def test_packed_spikes_gradients_are_bit_for_bit_and_spikes_take_one_bit(impl, dtype):
+    T, B, N = 12, 4, 32
+    fc1, fc2 = (m.to(dtype) for m in _stack(N))
+    params = [*fc1.parameters(), *fc2.parameters()]
+    x = torch.rand(T, B, N, dtype=dtype)
+    weight = torch.randn(T, B, N, dtype=dtype)
+    net = _net(fc1, fc2, impl)
+    fn = lambda: (net(x) * weight).sum()  # noqa: E731
+    plain, _ = _grads(fn, params, contextlib.nullcontext())
+    packed, stats = _grads(fn, params, memory.packed_spikes())
+    assert all(torch.equal(a, b) for a, b in zip(plain, packed))
+    assert stats.spike_bytes > 0
+    assert stats.spike_bytes * 8 * torch.finfo(dtype).bits // 8 <= stats.spike_bytes_unpacked + 64
+    if impl == "auto" and dtype != torch.float16:
+        # the stack saves each neuron's float input and the packed spikes, nothing else per step
+        steps = 2 * T * B * N
+        size = torch.finfo(dtype).bits // 8
+        per_step = (stats.saved_bytes - x.numel() * size - fc2.weight.numel() * size
+                    - weight.numel() * size) / steps
+        assert per_step <= size + 0.25, per_step
+
+
+def test_packed_spikes_covers_conv_pooling_matmul_and_adapters():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    lin = torch.nn.Linear(4 * 4 * 4, 5)
+    node1 = snn.PLIFNode(step_mode="m", v_threshold=0.4)
+    node2 = snn.LIFNode(2.0, step_mode="s", v_threshold=0.2)
+    x = torch.rand(6, 3, 2, 8, 8)
+    params = [*conv.parameters(), *lin.parameters(), node1.w]
+
+    def fn():
+        snn.reset_net(node1), snn.reset_net(node2)
+        s = node1(snn.TimeDistributed(conv)(x))
+        s = snn.TimeDistributed(torch.nn.AvgPool2d(2))(s)
+        s = lin(s.flatten(2))
+        out = torch.stack([node2(st) for st in s])
+        return (out @ torch.randn(5, 3, generator=torch.Generator().manual_seed(1))).sum()
+
+    plain, _ = _grads(fn, params, contextlib.nullcontext())
+    packed, stats = _grads(fn, params, memory.packed_spikes())
+    assert all(torch.equal(a, b) for a, b in zip(plain, packed))
+    assert stats.spike_bytes * 32 <= stats.spike_bytes_unpacked + 32 * 64
+
+
+def test_packed_spikes_as_a_decorator_and_under_transforms_and_compile():
+    fc1, fc2 = _stack(8)
+    x = torch.rand(5, 3, 8)
+    net = _net(fc1, fc2, "auto")
+
+    @memory.packed_spikes()
+    def loss(x):
+        return net(x).sum() + snnfunc.lif(x).spikes.sum()
+
+    g_plain = torch.autograd.grad(net(x).sum() + snnfunc.lif(x).spikes.sum(), fc1.weight)
+    assert torch.equal(torch.autograd.grad(loss(x), fc1.weight)[0], g_plain[0])
+    # vmap runs under it (packing nothing of its own); torch.func.grad refuses any saved-tensor
+    # hooks (torch's limitation, documented)
+    f = lambda x: snnfunc.lif(x, tau=2.0).spikes  # noqa: E731
+    with memory.packed_spikes():
+        batched = torch.func.vmap(f, in_dims=1, out_dims=1)(x)
+        with pytest.raises(RuntimeError, match="saved tensor hooks"):
+            torch.func.grad(lambda x: f(x).sum())(x)
+    assert torch.equal(batched, f(x))
+
+
+@pytest.mark.compile
+def test_packed_spikes_around_a_compiled_network():
+    fc1, fc2 = _stack(8)
+    x = torch.rand(5, 3, 8)
+    compiled = torch.compile(_net(fc1, fc2, "auto"), fullgraph=True)
+    plain = torch.autograd.grad(compiled(x).sum(), fc1.weight)[0]
+    with memory.packed_spikes():
+        loss = compiled(x).sum()
+    assert torch.equal(torch.autograd.grad(loss, fc1.weight)[0], plain)
+
+
+def _fn(w):
+    def fn(x, v):
+        out = snnfunc.plif(x * 2.0, v, w=w)
+        return out.spikes, out.v
+    return fn
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 20])
+def test_checkpointed_chunks_are_exact_bptt(chunk):
+    x = torch.rand(8, 4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.full((6,), 0.4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, 4, 6, dtype=torch.float64)
+    whole, v = _fn(w)(x, None)
+    want = torch.autograd.grad((whole * weight).sum() + v.sum(), (x, w))
+    y, v2 = memory.checkpointed(_fn(w), x, None, chunk=chunk)
+    assert torch.equal(y, whole) and torch.equal(v2, v)
+    got = torch.autograd.grad((y * weight).sum() + v2.sum(), (x, w))
+    for a, b in zip(got, want):  # equal up to the order of the sum over chunks
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+
+
+def test_truncated_bptt_detaches_between_chunks():
+    x = torch.rand(9, 2, 5, dtype=torch.float64)
+    w = torch.full((5,), 0.4, dtype=torch.float64, requires_grad=True)
+    got = []
+    for y in memory.truncated_bptt(_fn(w), x, None, chunk=4):
+        got.append(torch.autograd.grad(y.sum(), w)[0])
+    want, v = [], None
+    for xc in x.split(4):
+        y, v = _fn(w)(xc, v)
+        want.append(torch.autograd.grad(y.sum(), w)[0])
+        v = v.detach()
+    assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, True])
+def test_chunk_must_be_a_positive_int(chunk):
+    with pytest.raises(ValueError, match="chunk"):
+        memory.checkpointed(_fn(0.5), torch.rand(4, 3), chunk=chunk)
+    with pytest.raises(ValueError, match="chunk"):
+        next(memory.truncated_bptt(_fn(0.5), torch.rand(4, 3), chunk=chunk))
