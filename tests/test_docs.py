@@ -1,7 +1,16 @@
 """Every Python code block in the README and docs/ runs."""
 
+import contextlib
+import functools
+import http.server
 import importlib.util
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,3 +53,98 @@ def test_surrogate_plot_covers_every_builtin(tmp_path):
     assert set(names) == {c.__name__ for c in classes} and len(names) == 13
     assert (tmp_path / "s.png").stat().st_size > 20_000
     assert (ROOT / "docs" / "img" / "surrogates.png").exists()  # the committed figure
+
+
+# --- the built site -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The docs site, built as CI builds it (strict), into a temporary folder."""
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out
+
+
+def test_api_page_has_no_rest_markup(site):
+    # the docstrings are Markdown (mkdocstrings, Google style) with math as $...$ and $$...$$
+    html = (site / "api" / "index.html").read_text()
+    found = {m: html.count(m) for m in (":math:", ".. math::", ":func:", ":class:", ":mod:", ":meth:", "``")
+             if m in html}
+    assert not found, f"raw reST in the built API page (count per markup): {found}"
+
+
+def _public_objects():
+    """Every public name of the package, loaded statically by griffe (as mkdocstrings does)."""
+    import griffe
+
+    pkg = griffe.load("snnfunc", search_paths=[str(ROOT)], resolve_aliases=True)
+    for module in ("", "nn", "surrogate", "nir"):
+        mod = pkg[module] if module else pkg
+        for name in mod.exports:
+            yield f"{mod.path}.{name}", mod[str(name)]
+
+
+def test_public_names_have_docstrings():
+    pytest.importorskip("griffe", reason="griffe comes with the docs extra (mkdocstrings[python])")
+    missing = [path for path, obj in _public_objects() if not (obj.docstring and obj.docstring.value.strip())]
+    assert not missing, f"public names without a docstring: {missing}"
+
+
+def test_docstrings_use_markdown_literals():
+    # Markdown renders ``x`` like `x`, so a reST literal does not show in the HTML: look at the source
+    pytest.importorskip("griffe", reason="griffe comes with the docs extra (mkdocstrings[python])")
+    rest = [path for path, obj in _public_objects() if obj.docstring and "``" in obj.docstring.value]
+    assert not rest, f"docstrings with reST double-backtick literals: {rest}"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def chromium(url, *args, timeout=120):
+    """Headless Chromium with the network unusable: names resolve to nothing and every request
+    but to 127.0.0.1 goes to a closed port."""
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+               "--proxy-server=http://127.0.0.1:9", "--virtual-time-budget=15000", *args, url]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def serve(folder):
+    """The site over HTTP on 127.0.0.1 (fonts loaded from file:// URLs are blocked by Chromium)."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        finally:
+            httpd.shutdown()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+@pytest.mark.parametrize("page", ["neurons", "api"])
+def test_equations_render_offline_in_chromium(site, page):
+    raw = (site / page / "index.html").read_text()
+    n_math = len(re.findall(r'class="arithmatex"', raw))
+    assert n_math > 0
+    # MathJax, fonts and styles come with the site
+    assert not re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?:[^"]*)"', raw)
+    with serve(site) as base:
+        run = chromium(f"{base}/{page}/", "--dump-dom")
+    dom = run.stdout
+    assert run.returncode == 0 and "</html>" in dom, run.stderr[-2000:]
+    blocks = re.findall(r'<(span|div) class="arithmatex">(.*?)</\1>', dom, re.S)
+    assert len(blocks) == n_math
+    raw_tex = [body[:80] for _, body in blocks if "<mjx-container" not in body or re.search(r"\\\(|\\\[|\$\$", body)]
+    assert not raw_tex, f"{len(raw_tex)} of {n_math} equations not typeset, e.g. {raw_tex[:3]}"
