@@ -148,3 +148,14 @@ def test_equations_render_offline_in_chromium(site, page):
     assert len(blocks) == n_math
     raw_tex = [body[:80] for _, body in blocks if "<mjx-container" not in body or re.search(r"\\\(|\\\[|\$\$", body)]
     assert not raw_tex, f"{len(raw_tex)} of {n_math} equations not typeset, e.g. {raw_tex[:3]}"
+
+
+def test_readme_quick_start_prints_what_it_says(capsys):
+    readme = (ROOT / "README.md").read_text()
+    code, printed = re.search(r"## Quick start\n\n```python\n(.*?)```\n\nIt prints\n\n```text\n(.*?)```",
+                              readme, re.S).groups()
+    exec(compile(code, "README.md[quick start]", "exec"), {"__name__": "__docs__"})
+    out = capsys.readouterr().out
+    assert out == printed
+    fired = int(re.search(r"^(\d+) spikes in", out, re.M).group(1))
+    assert fired > 0  # the adapter network fires on the given input
