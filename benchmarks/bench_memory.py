@@ -134,23 +134,25 @@ def run_one(config, T, batch, channels, fc, chunk, repeats):
         fn = snnfunc_chunk(net)
 
         def step():
-            x = net.encoder(images)
-            x_seq = x.unsqueeze(0).expand(T, *x.shape)
+            x = net.encoder(images)  # static: once per image, the same input at every step
+
+            def over_time(steps, state):  # steps: a [t] slice of the time axis
+                return fn(x.unsqueeze(0).expand(steps.shape[0], *x.shape), state)
+
+            steps = torch.arange(T)
             if config == "snnfunc plain":
-                rate_loss(fn(x_seq, None)[0], T).backward()
+                rate_loss(over_time(steps, None)[0], T).backward()
             elif config == "snnfunc packed":
                 with memory.packed_spikes():
-                    loss = rate_loss(fn(x_seq, None)[0], T)
+                    loss = rate_loss(over_time(steps, None)[0], T)
                 loss.backward()
             elif config == "snnfunc packed + checkpointed":
                 with memory.packed_spikes():
-                    loss = rate_loss(memory.checkpointed(fn, x_seq, None, chunk=chunk)[0], T)
+                    loss = rate_loss(memory.checkpointed(over_time, steps, None, chunk=chunk)[0], T)
                 loss.backward()
-            else:  # truncated: a loss and a backward per chunk, the encoder recomputed per chunk
-                for i, spikes in enumerate(memory.truncated_bptt(
-                        lambda xc, s: fn(net.encoder(images).unsqueeze(0).expand(xc.shape[0], *x.shape), s),
-                        x_seq.detach(), None, chunk=chunk)):
-                    rate_loss(spikes, spikes.shape[0]).backward()
+            else:  # truncated: a loss and a backward per chunk (the encoder's graph kept)
+                for spikes in memory.truncated_bptt(over_time, steps, None, chunk=chunk):
+                    rate_loss(spikes, spikes.shape[0]).backward(retain_graph=True)
 
     step()  # warm-up (kernel loading, first-call allocations)
     net.zero_grad(set_to_none=True)
