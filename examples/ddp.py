@@ -14,8 +14,8 @@ reachable address for the rendezvous (the first node's, say):
 
 Every global batch is split evenly between the ranks; DDP averages the gradients, so every rank
 holds the same parameters after every step (checked at the end: the parameters are broadcast
-from rank 0 and compared). Spiking neurons need nothing special: ``snnfunc`` functions keep no
-state, and the model is an ordinary module. ``--out DIR`` writes each rank's losses and final
+from rank 0 and compared). Spiking neurons need nothing special: `snnfunc` functions keep no
+state, and the model is an ordinary module. `--out DIR` writes each rank's losses and final
 parameters (used by the test).
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,19 +32,23 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from train_digits import DigitsSNN, accuracy, digits_split, encode
+from train_digits import DigitsSNN, HelpFormatter, accuracy, digits_split, encode
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--T", type=int, default=10)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs")
+    ap.add_argument("--T", type=int, default=10, help="time steps per image")
     ap.add_argument("--batch-size", type=int, default=64, help="global batch, split between ranks")
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: no limit)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
+    ap.add_argument("--out", type=Path, default=None, help="folder for each rank's losses and parameters")
     args = ap.parse_args(argv)
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        sys.exit("examples/ddp.py runs as several processes started by torchrun, for example\n"
+                 "    torchrun --standalone --nproc_per_node=2 examples/ddp.py --epochs 10\n"
+                 "(see --help for several machines)")
 
     use_cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if use_cuda else "gloo")

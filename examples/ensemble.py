@@ -2,11 +2,11 @@
 
     python examples/ensemble.py --members 8
 
-The members are the seed-interface adapters (``snnfunc.nn.PLIFNode``, ``LIFNode``) in a
-``torch.nn.Sequential``, each with its own initialisation. ``torch.func.stack_module_state``
-stacks their parameters along a new first dimension and ``torch.func.vmap`` over
-``functional_call`` runs all members in one batched call: one forward, one backward, one Adam
-step for the whole ensemble. The adapters keep no state under ``functional_call``, so nothing
+The members are SpikingFlow-style adapters (`snnfunc.nn.PLIFNode`, `LIFNode`) in a
+`torch.nn.Sequential`, each with its own initialisation. `torch.func.stack_module_state`
+stacks their parameters along a new first dimension and `torch.func.vmap` over
+`functional_call` runs all members in one batched call: one forward, one backward, one Adam
+step for the whole ensemble. The adapters keep no state under `functional_call`, so nothing
 leaks between members or steps.
 
 It then trains the same members one by one (same initialisation, same batches, same Poisson
@@ -26,15 +26,15 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from snnfunc import nn as snn
 from snnfunc import surrogate
-from train_digits import digits_split, encode
+from train_digits import HelpFormatter, digits_split, encode
 
 
 def member(hidden=128):
     return nn.Sequential(
         nn.Linear(64, hidden),
-        snn.PLIFNode(2.0, pulse_soft=surrogate.ATan(), step_mode="m", param_shape=(hidden,)),
+        snn.PLIFNode(2.0, surrogate=surrogate.ATan(), step_mode="m", param_shape=(hidden,)),
         nn.Linear(hidden, 10),
-        snn.LIFNode(2.0, pulse_soft=surrogate.ATan(), step_mode="m"))
+        snn.LIFNode(2.0, surrogate=surrogate.ATan(), step_mode="m"))
 
 
 def batches(n_train, batch_size, epochs, T, x_tr, seed):
@@ -87,13 +87,13 @@ def train_one_by_one(models, data, y_tr, lr):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--members", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--T", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--members", type=int, default=8, help="networks in the ensemble")
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs")
+    ap.add_argument("--T", type=int, default=8, help="time steps per image")
+    ap.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)

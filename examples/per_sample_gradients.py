@@ -4,12 +4,12 @@
     python examples/per_sample_gradients.py --noise 0.5 --clip 1.0 --epochs 20
 
 Each step takes the gradient of every sample's loss separately, as
-``torch.func.vmap(torch.func.grad(loss_of_one_sample))`` over the batch of the functional network
-(``torch.func.functional_call`` on the digits model of ``train_digits.py``), clips each one to
-norm ``--clip``, sums them, adds Gaussian noise of standard deviation ``noise * clip`` and divides
+`torch.func.vmap(torch.func.grad(loss_of_one_sample))` over the batch of the functional network
+(`torch.func.functional_call` on the digits model of `train_digits.py`), clips each one to
+norm `--clip`, sums them, adds Gaussian noise of standard deviation `noise * clip` and divides
 by the batch size; SGD with momentum applies it (Adam would rescale the noise of every
 coordinate into a full step). The spiking neurons' surrogate gradients and fused kernels work under
-``vmap(grad)`` unchanged. It first checks that the vmapped per-sample gradients equal a Python
+`vmap(grad)` unchanged. It first checks that the vmapped per-sample gradients equal a Python
 loop over the samples, and prints how much faster vmap is.
 
 No privacy accounting is done here (the epsilon of a run needs an accountant, e.g. Opacus'
@@ -24,7 +24,7 @@ import time
 import torch
 from torch.func import functional_call, grad, vmap
 
-from train_digits import DigitsSNN, accuracy, digits_split, encode
+from train_digits import DigitsSNN, HelpFormatter, accuracy, digits_split, encode
 
 
 def make_loss(net):
@@ -67,14 +67,14 @@ def check_and_time(loss_one, params, x_seq, y, repeats=5):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--T", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1.0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--epochs", type=int, default=15, help="training epochs")
+    ap.add_argument("--T", type=int, default=10, help="time steps per image")
+    ap.add_argument("--batch-size", type=int, default=128, help="training batch size (and the timed batch)")
+    ap.add_argument("--lr", type=float, default=1.0, help="SGD's learning rate (momentum 0.9)")
     ap.add_argument("--clip", type=float, default=1.0, help="per-sample gradient norm bound C")
     ap.add_argument("--noise", type=float, default=1.0, help="noise multiplier: std = noise * C")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,32 @@ def test_train_digits_short_run_learns(tmp_path, neuron, capsys):
     acc = demo.main(["--epochs", "2", "--no-compile", "--neuron", neuron, "--out", str(tmp_path)])
     assert acc > 0.5  # chance is 0.1
     assert (tmp_path / "digits_spikes.png").stat().st_size > 10_000
-    assert "test accuracy" in capsys.readouterr().out
+    assert (tmp_path / "digits_training.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "test accuracy" in out
+    # the figure's traces show neurons that fire, but not at every step, and leak in between
+    traces = re.findall(r"neuron \d+ \((\d+) spikes?, (\d+) steps? leaking\)", out)
+    assert len(traces) == 2 and all(0 < int(n) < 10 and int(leak) > 0 for n, leak in traces), out[-500:]
+    assert re.search(r"digit \d predicted \d", out)
+
+
+def test_train_digits_checkpoint_resumes_exactly(tmp_path, capsys):
+    demo = _load("train_digits")
+    common = ["--no-compile", "--T", "4", "--out", str(tmp_path)]
+    demo.main(["--epochs", "2", *common])
+    straight = capsys.readouterr().out
+    ckpt = tmp_path / "digits.pt"
+    demo.main(["--epochs", "1", "--checkpoint", str(ckpt), *common])
+    demo.main(["--epochs", "2", "--checkpoint", str(ckpt), "--resume", *common])
+    resumed = capsys.readouterr().out
+    assert f"resumed from {ckpt} after epoch 1" in resumed
+    epochs = lambda out: re.findall(r"epoch +\d+ +loss \S+ +test accuracy \S+", out)  # noqa: E731
+    assert epochs(resumed) == epochs(straight) and len(epochs(straight)) == 2  # same losses and accuracies
+    assert len(torch.load(ckpt)["history"]["accuracy"]) == 2
+    with pytest.raises(SystemExit, match="saved with neuron='plif'"):
+        demo.main(["--epochs", "3", "--checkpoint", str(ckpt), "--resume", "--neuron", "rif", *common])
+    with pytest.raises(SystemExit, match="--resume needs --checkpoint"):
+        demo.main(["--resume", *common])
 
 
 def _write_idx(path, array):
@@ -52,7 +78,48 @@ def test_fashion_mnist_reads_idx_and_trains_one_tiny_batch(tmp_path, capsys):
     acc = ex.main(["--data", str(tmp_path), "--epochs", "1", "--batch-size", "16", "--channels", "4",
                    "--fc", "16", "--T", "2", "--no-compile"])
     assert 0.0 <= acc <= 1.0
-    assert "epoch 1: test accuracy" in capsys.readouterr().out
+    assert "epoch 1: loss" in capsys.readouterr().out
+
+
+def test_fashion_mnist_checkpoint_and_training_plot(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    for prefix, n in (("train", 16), ("t10k", 8)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    ex = _load("train_fashion_mnist")
+    tiny = ["--data", str(tmp_path), "--batch-size", "16", "--channels", "4", "--fc", "16", "--T", "2",
+            "--no-compile", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "f.pt")]
+    ex.main(["--epochs", "1", *tiny])
+    ex.main(["--epochs", "2", "--resume", *tiny])
+    assert "after epoch 1" in capsys.readouterr().out
+    assert len(torch.load(tmp_path / "f.pt")["history"]["loss"]) == 2
+    assert (tmp_path / "fashion-mnist_training.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="saved with channels=4"):
+        ex.main(["--epochs", "3", "--resume", *tiny, "--channels", "8"])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.py")))
+def test_every_example_help_shows_defaults(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _load(name).main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    options = re.findall(r"^  --\w", out, re.M)
+    assert options and len(re.findall(r"\(default:", out)) == len(options)
+
+
+def test_fashion_mnist_help_keeps_the_command_lines():
+    ex = _load("train_fashion_mnist")
+    assert "--dataset mnist \\\n          --data wheels/" in ex.__doc__
+
+
+def test_ddp_without_torchrun_says_how_to_launch():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    run = subprocess.run([sys.executable, str(EXAMPLES / "ddp.py")], capture_output=True, text=True,
+                         timeout=120, env=dict(env, PYTHONPATH=str(ROOT)))
+    assert run.returncode != 0
+    assert "torchrun --standalone --nproc_per_node=2 examples/ddp.py" in run.stderr
+    assert "RANK expected" not in run.stderr and "Traceback" not in run.stderr
 
 
 def test_fashion_mnist_missing_files_say_how_to_install(tmp_path):
