@@ -1,50 +1,48 @@
 r"""Exact export to and import from NIR, the Neuromorphic Intermediate Representation.
 
-``to_nir(module, sample_input, dt=1.0)`` writes a ``torch.nn.Sequential`` of ``torch.nn`` layers
-and snnfunc adapters as a ``nir.NIRGraph``; ``from_nir(graph_or_path, dt=1.0)`` builds a
-time-major module from one. Needs the ``nir`` package (``pip install "snnfunc[nir]"``).
+`to_nir(module, sample_input, dt=1.0)` writes a `torch.nn.Sequential` of `torch.nn` layers
+and snnfunc adapters as a `nir.NIRGraph`; `from_nir(graph_or_path, dt=1.0)` builds a
+time-major module from one. Needs the `nir` package (`pip install "snnfunc[nir]"`).
 
 NIR's neurons are continuous-time equations; a network runs them with forward Euler at a step
-``dt``, one input sample per step. With :math:`k = dt/\tau`, one step of NIR's LIF is
+`dt`, one input sample per step. With $k = dt/\tau$, one step of NIR's LIF is
 
-.. math::
-    H_t = V_{t-1} + k\,\big((v_{leak} - V_{t-1}) + r\,I_t\big),\quad
-    Z_t = [H_t > v_{threshold}],\quad
-    V_t = Z_t\,v_{reset} + (1 - Z_t)\,H_t
+$$H_t = V_{t-1} + k\,\big((v_{leak} - V_{t-1}) + r\,I_t\big),\quad
+Z_t = [H_t > v_{threshold}],\quad V_t = Z_t\,v_{reset} + (1 - Z_t)\,H_t$$
 
-which is snnfunc's charge, fire and reset with these parameters (``decay_input`` picks ``r``):
+which is snnfunc's charge, fire and reset with these parameters (`decay_input` picks `r`):
 
-=====================================  ==========================================================
-snnfunc                                NIR
-=====================================  ==========================================================
-``IFNode``                             ``IF(r=1/dt)``
-``LIFNode(tau)``, decay_input=True     ``LIF(tau=tau*dt, r=1, v_leak=v_reset)``
-``LIFNode(tau)``, decay_input=False    ``LIF(tau=tau*dt, r=tau, v_leak=v_reset)``
-``PLIFNode`` (k = w or sigmoid(w))     as LIF with ``tau = 1/k`` (the learned value, exported)
-``RIFNode(w)``, every w < 0            ``LIF(tau=-dt/w, r=-1/w, v_leak=v_reset)``; all w = 0: IF
-``v_threshold`` θ (fires at H ≥ θ)     ``v_threshold`` = the largest float below θ (fires at > θ)
-``v_reset`` (hard reset)               ``v_reset``
-=====================================  ==========================================================
+| snnfunc | NIR |
+|---|---|
+| `IFNode` | `IF(r=1/dt)` |
+| `LIFNode(tau)`, decay_input=True | `LIF(tau=tau*dt, r=1, v_leak=v_reset)` |
+| `LIFNode(tau)`, decay_input=False | `LIF(tau=tau*dt, r=tau, v_leak=v_reset)` |
+| `PLIFNode` (k = w or sigmoid(w)) | as LIF with `tau = 1/k` (the learned value, exported) |
+| `RIFNode(w)`, every w < 0 | `LIF(tau=-dt/w, r=-1/w, v_leak=v_reset)`; all w = 0: IF |
+| `v_threshold` θ (fires at H ≥ θ) | `v_threshold` = the largest float below θ (fires at > θ) |
+| `v_reset` (hard reset) | `v_reset` |
 
-NIR fires at :math:`H > v_{threshold}`, snnfunc at :math:`H \ge \theta`. In floating point
-:math:`H \ge \theta \iff H > \mathrm{nextafter}(\theta, -\infty)`, so the export writes that
-threshold (in the sample input's dtype) and the import fires at :math:`H \ge
-\mathrm{nextafter}(v_{threshold}, +\infty)` in the dtype it runs in: both directions are exact.
-``exact_threshold=False`` writes θ itself (spikes then differ where :math:`H = θ` exactly).
+NIR fires at $H > v_{threshold}$, snnfunc at $H \ge \theta$. In floating point
+$H \ge \theta \iff H > \mathrm{nextafter}(\theta, -\infty)$, so the export writes that
+threshold (in the sample input's dtype) and the import fires at
+$H \ge \mathrm{nextafter}(v_{threshold}, +\infty)$ in the dtype it runs in: both directions are
+exact. `exact_threshold=False` writes θ itself (spikes then differ where $H = θ$ exactly).
 
 Not representable, so refused with an error naming the layer: the soft reset
-(``v_reset=None``: NIR resets *to* ``v_reset``), a ``RIFNode`` with a positive or mixed-sign
+(`v_reset=None`: NIR resets *to* `v_reset`), a `RIFNode` with a positive or mixed-sign
 self-weight, max pooling, batch norm (fold it into the layer before it first), padding other
-than zeros. ``detach_reset`` and the surrogate only shape gradients and are not exported.
+than zeros. `detach_reset` and the surrogate only shape gradients and are not exported.
 
-The imported module takes ``[T, batch, ...]``, starts from rest at every call (``v = v_leak``
-for LIF, LI and CubaLIF, ``v = v_reset`` for IF, 0 for the integrator and synaptic currents)
-and returns the output node's ``[T, batch, ...]``. Neuron parameters of any shape that
-broadcasts to the neurons (0-d included) are accepted. When ``v_leak`` equals a single
-``v_reset``, the import evaluates exactly the Euler step above, in that order; otherwise it
-runs in the shifted variable :math:`U = V - v_{reset}`, equal up to rounding. CubaLIF updates
-its synaptic current first, :math:`I_t = I_{t-1} + (dt/\tau_{syn})((0 - I_{t-1}) + w_{in}
-S_t)`, and drives the membrane with :math:`I_t`.
+The imported module takes `[T, batch, ...]`, starts from rest at every call (`v = v_leak`
+for LIF, LI and CubaLIF, `v = v_reset` for IF, 0 for the integrator and synaptic currents)
+and returns the output node's `[T, batch, ...]`. Its weights are parameters of the `dtype`
+given to `from_nir` (float32 by default, whatever the file stores, integers included).
+Neuron parameters of any shape that broadcasts to the neurons (0-d included) are accepted.
+When `v_leak` equals a single `v_reset`, the import evaluates exactly the Euler step above,
+in that order; otherwise it runs in the shifted variable $U = V - v_{reset}$, equal up to
+rounding. CubaLIF updates its synaptic current first,
+$I_t = I_{t-1} + (dt/\tau_{syn})((0 - I_{t-1}) + w_{in} S_t)$, and drives the membrane with
+$I_t$.
 """
 
 from __future__ import annotations
@@ -84,24 +82,31 @@ def _check_dt(dt) -> float:
 
 
 def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
-           exact_threshold: bool = True, per_neuron: bool = True):
-    """Export ``module`` to a ``nir.NIRGraph``.
+           exact_threshold: bool = True, per_neuron: bool = True, time_major: bool | None = None):
+    """Export `module` to a `nir.NIRGraph`.
 
     Args:
-      module: a ``torch.nn.Sequential`` (nested ones and ``snnfunc.nn.TimeDistributed`` too) of
-        ``Linear``, ``Conv1d``, ``Conv2d``, ``Flatten``, ``AvgPool2d``, ``Identity``,
-        ``Dropout`` and the adapters ``IFNode``, ``LIFNode``, ``PLIFNode``, ``RIFNode``; or one
-        such layer.
-      sample_input: a time-major ``[T, batch, ...]`` input; its step shape and dtype fix the
-        graph's shapes and the dtype of the written parameters. Nothing is run on the neurons
-        and no adapter state changes.
+      module: a `torch.nn.Sequential` (nested ones and `snnfunc.nn.TimeDistributed` too) of
+        `Linear`, `Conv1d`, `Conv2d`, `Flatten`, `AvgPool2d`, `Identity`, `Dropout` and the
+        adapters `IFNode`, `LIFNode`, `PLIFNode`, `RIFNode`; or one such layer.
+      sample_input: a time-major `[T, batch, ...]` input, or one step of it, `[batch, ...]`
+        (what snnTorch's and Norse's exporters take: `to_nir(net, x[0])`); its step shape and
+        dtype fix the graph's shapes and the dtype of the written parameters. Nothing is run on
+        the neurons and no adapter state changes.
       dt: the Euler step the graph's time constants are written for.
-      exact_threshold: write the threshold as the largest float below ``v_threshold``, so NIR's
-        strict ``>`` fires exactly where snnfunc's ``>=`` does (see the module docs).
+      exact_threshold: write the threshold as the largest float below `v_threshold`, so NIR's
+        strict `>` fires exactly where snnfunc's `>=` does (see the module docs).
       per_neuron: write every neuron parameter with one value per neuron (what most NIR
-        consumers expect). ``False`` keeps each parameter's own shape: a number becomes a 0-d
-        value (stored as a NumPy scalar, which ``nir.write`` can write and ``nir.read`` reads
-        back), a per-channel tensor stays ``[C, 1, 1]``.
+        consumers expect). `False` keeps each parameter's own shape: a number becomes a 0-d
+        value (stored as a NumPy scalar, which `nir.write` can write and `nir.read` reads
+        back), a per-channel tensor stays `[C, 1, 1]`.
+
+      time_major: whether `sample_input` is `[T, batch, ...]` (True) or one step (False).
+        `None` infers it from the first layer: one step when a `Linear` (or a neuron) first
+        gets a 2-d `[batch, features]` sample, or a `Conv1d`/`Conv2d` first gets 3-d/4-d.
+
+    Returns:
+      The `nir.NIRGraph`, with one `Input` and one `Output` node.
 
     Raises:
       ValueError: a layer NIR cannot represent exactly (soft reset, RIF with w > 0, ...),
@@ -114,16 +119,21 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
     if not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2 \
             or not sample_input.is_floating_point() or sample_input.shape[0] < 1:
         raise ValueError(
-            "sample_input must be a floating time-major tensor [T, batch, ...] with T >= 1, got "
+            "sample_input must be a floating tensor, time-major [T, batch, ...] with T >= 1 or "
+            "one step [batch, ...], got "
             + (f"shape {tuple(sample_input.shape)}, dtype {sample_input.dtype}"
                if isinstance(sample_input, torch.Tensor) else type(sample_input).__name__))
     for flag, value in (("exact_threshold", exact_threshold), ("per_neuron", per_neuron)):
         if not isinstance(value, bool):
             raise TypeError(f"{flag} must be True or False, got {value!r}")
+    if time_major is not None and not isinstance(time_major, bool):
+        raise TypeError(f"time_major must be True, False or None, got {time_major!r}")
     dt = _check_dt(dt)
 
     layers = list(_leaves(module, ""))
-    x = sample_input[0]
+    if time_major is None:
+        time_major = not _is_one_step(layers, sample_input)
+    x = sample_input[0] if time_major else sample_input
     nodes = {"input": nir.Input(input_type=np.array(x.shape[1:]))}
     edges, prev = [], "input"
     with torch.no_grad():
@@ -137,6 +147,18 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
     nodes["output"] = nir.Output(output_type=np.array(x.shape[1:]))
     edges.append((prev, "output"))
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False)
+
+
+def _is_one_step(layers, sample):
+    """Whether `sample` is one step `[batch, ...]` for the first layer that fixes a rank."""
+    for _, layer in layers:
+        if isinstance(layer, nn.Conv1d):
+            return sample.dim() == 3
+        if isinstance(layer, nn.Conv2d):
+            return sample.dim() == 4
+        if isinstance(layer, (nn.Linear, snn.BaseNode, nn.Flatten)):
+            return sample.dim() == 2  # [T, batch] alone would have no features
+    return False
 
 
 def _leaves(module, prefix):
@@ -183,8 +205,9 @@ def _export_layer(nir, name, layer, x, dt, exact_threshold, per_neuron):
         if start == 0:
             raise ValueError(f"{where}: flattening the batch dimension is not a per-sample "
                              f"operation NIR can express; use start_dim >= 1")
+        # dims of one sample (no batch); end_dim negative, as snnTorch and Sinabs write it
         return nir.Flatten(input_type={"input": np.array(x.shape[1:])}, start_dim=start - 1,
-                           end_dim=end - 1), layer(x)
+                           end_dim=end - x.dim()), layer(x)
     if isinstance(layer, nn.AvgPool2d):
         if layer.ceil_mode or layer.divisor_override is not None or (
                 not layer.count_include_pad and _pair(layer.padding) != (0, 0)):
@@ -277,17 +300,21 @@ def _broadcast_param(where, name, value: torch.Tensor, shape):
 # ----------------------------------------------------------------------------------- import
 
 
-def from_nir(graph, *, dt: float = 1.0, surrogate: Surrogate = Sigmoid()) -> "NIRNetwork":
-    """Build a time-major module from a ``nir.NIRGraph`` or a path to a NIR file.
+def from_nir(graph, *, dt: float = 1.0, surrogate: Surrogate = Sigmoid(),
+             dtype: torch.dtype = torch.float32) -> "NIRNetwork":
+    """Build a time-major module from a `nir.NIRGraph` or a path to a NIR file.
 
     Args:
-      graph: a ``nir.NIRGraph``, or a path that ``nir.read`` reads.
+      graph: a `nir.NIRGraph`, or a path that `nir.read` reads.
       dt: the Euler step (see the module docs for the equations).
       surrogate: the spike function's surrogate for training the imported network.
+      dtype: the floating dtype of the imported weights and neuron constants, whatever the
+        file stores (float64, float16 or integers); the network then runs on input of that
+        dtype (`net.to(torch.float64)` changes it later, as for any module).
 
     Returns:
-      a :class:`NIRNetwork`: ``forward(x_seq)`` maps ``[T, batch, ...]`` to the output node's
-      ``[T, batch, ...]``. Weights are parameters; neuron constants are buffers.
+      A `NIRNetwork`: `forward(x_seq)` maps `[T, batch, ...]` to the output node's
+        `[T, batch, ...]`. Weights are parameters; neuron constants are buffers.
     """
     nir = _nir()
     if isinstance(graph, (str, Path)):
@@ -300,15 +327,19 @@ def from_nir(graph, *, dt: float = 1.0, surrogate: Surrogate = Sigmoid()) -> "NI
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a snnfunc.surrogate.Surrogate, got "
                         f"{type(surrogate).__name__}")
-    return NIRNetwork(graph, _check_dt(dt), surrogate)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    return NIRNetwork(graph, _check_dt(dt), surrogate).to(dtype)
 
 
 def _tensor(a) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, copy=True))
+    """A NIR array as a floating tensor (integer arrays become float64, cast later by dtype)."""
+    t = torch.from_numpy(np.array(a, copy=True))
+    return t if t.is_floating_point() else t.to(torch.float64)
 
 
 class NIRNetwork(nn.Module):
-    """A NIR graph as a module over ``[T, batch, ...]`` (built by :func:`from_nir`).
+    """A NIR graph as a module over `[T, batch, ...]` (built by `from_nir`).
 
     Nodes run in topological order, each over the whole sequence; a node with several incoming
     edges gets their sum. Graphs with cycles (recurrent edges) are refused.
@@ -456,7 +487,7 @@ class _Scale(nn.Module):
 
 
 def _above(threshold: torch.Tensor, dtype) -> torch.Tensor:
-    """The smallest value of ``dtype`` above ``threshold``: H >= it  <=>  H > threshold."""
+    """The smallest value of `dtype` above `threshold`: H >= it  <=>  H > threshold."""
     t = threshold.to(dtype)
     return torch.nextafter(t, t.new_full((), math.inf))
 

@@ -94,7 +94,7 @@ def test_import_equals_euler_bit_for_bit(kind, dtype):
     node = make_node(kind, shape, general=False, rng=rng, dtype=dtype)
     current = (rng.standard_normal((40, 3, *shape)) * 1.5 + 0.8).astype(dtype)
     want = euler(node, current, dt)
-    got = from_nir(single(node, shape), dt=dt)(torch.from_numpy(current)).detach().numpy()
+    got = from_nir(single(node, shape), dt=dt, dtype=torch.from_numpy(current).dtype)(torch.from_numpy(current)).detach().numpy()
     if kind in ("IF", "LIF", "CubaLIF"):
         assert 0.02 < want.mean() < 0.9  # the test exercises firing and resetting
     np.testing.assert_array_equal(got, want)
@@ -109,7 +109,7 @@ def test_import_general_parameters_equals_euler(kind):
     node = make_node(kind, shape, general=True, rng=rng, dtype=np.float64)
     current = rng.standard_normal((60, 4, *shape)) * 1.5 + 0.8
     want = euler(node, current, dt)
-    got = from_nir(single(node, shape), dt=dt)(torch.from_numpy(current)).detach().numpy()
+    got = from_nir(single(node, shape), dt=dt, dtype=torch.from_numpy(current).dtype)(torch.from_numpy(current)).detach().numpy()
     if kind == "LI":
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     else:
@@ -127,7 +127,7 @@ def test_scalar_parameters_write_read_import(tmp_path):
     read = nir.read(path, type_check=False)  # NIR's shape inference refuses 0-d parameters
     assert np.shape(read.nodes["n"].tau) == ()
     current = (np.random.default_rng(3).standard_normal((30, 2, 30)) + 0.8).astype(f)
-    got = from_nir(path)(torch.from_numpy(current)).numpy()
+    got = from_nir(path, dtype=torch.from_numpy(current).dtype)(torch.from_numpy(current)).numpy()
     np.testing.assert_array_equal(got, euler(node, current, 1.0))
     assert got.mean() > 0.02
 
@@ -149,7 +149,7 @@ def test_export_keeping_parameter_shapes_round_trips(tmp_path):
     with torch.no_grad():
         want = net(x)
     assert want.sum() > 0
-    torch.testing.assert_close(from_nir(tmp_path / "compact.nir")(x), want, rtol=0, atol=0)
+    torch.testing.assert_close(from_nir(tmp_path / "compact.nir", dtype=x.dtype)(x), want, rtol=0, atol=0)
 
 
 def test_graph_ops_pooling_scale_threshold_and_fan_in():
@@ -174,7 +174,8 @@ def test_graph_ops_pooling_scale_threshold_and_fan_in():
     }
     edges = [("input", "conv"), ("conv", "sum"), ("sum", "avg"), ("avg", "flat"), ("flat", "aff"),
              ("aff", "scale"), ("aff", "thr"), ("scale", "thr"), ("thr", "output")]
-    net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False))
+    net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False),
+                   dtype=torch.float64)
     x = torch.from_numpy(rng.standard_normal((4, 3, 2, 12, 12)).astype(f))
     F = torch.nn.functional
     y = F.conv2d(x.flatten(0, 1), torch.from_numpy(conv_w), torch.from_numpy(conv_b), padding=1)
@@ -234,7 +235,7 @@ def test_round_trip_through_a_file(name, dt, tmp_path):
     graph = to_nir(net, x, dt=dt)
     nir.write(tmp_path / "net.nir", graph)
     nir.read(tmp_path / "net.nir")  # passes NIR's own type check
-    back = from_nir(tmp_path / "net.nir", dt=dt)
+    back = from_nir(tmp_path / "net.nir", dt=dt, dtype=x.dtype)
     with torch.no_grad():
         want = net(x)
         hidden = net[1](net[0](x))
@@ -254,7 +255,7 @@ def test_exported_graph_equals_euler_at_the_threshold():
     exact = to_nir(net, x).nodes["0"]
     assert exact.v_threshold.dtype == np.float32 and exact.v_threshold[0] < 1.0
     np.testing.assert_array_equal(euler(exact, x.numpy(), 1.0), spikes.numpy())
-    np.testing.assert_array_equal(from_nir(to_nir(net, x))(x).numpy(), spikes.numpy())
+    np.testing.assert_array_equal(from_nir(to_nir(net, x), dtype=x.dtype)(x).numpy(), spikes.numpy())
     nominal = to_nir(net, x, exact_threshold=False).nodes["0"]
     assert nominal.v_threshold[0] == 1.0
     assert euler(nominal, x.numpy(), 1.0)[:, 0, 0].tolist() == [0, 0, 1, 0, 0, 1]  # fires at 1.5
@@ -281,7 +282,7 @@ def test_conv_network_round_trip_and_state_untouched():
         "Input", "Conv2d", "LIF", "AvgPool2d", "Flatten", "Affine", "LIF", "Output"]
     assert graph.nodes["1"].tau.shape == (4, 8, 8)
     snn.reset_net(net)
-    got = from_nir(graph)(x)
+    got = from_nir(graph, dtype=x.dtype)(x)
     assert 0 < want.mean() < 1
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
@@ -289,7 +290,7 @@ def test_conv_network_round_trip_and_state_untouched():
 def test_imported_network_trains_and_restarts_each_call():
     net = torch.nn.Sequential(torch.nn.Linear(5, 6), snn.LIFNode(step_mode="m"))
     x = torch.rand(10, 2, 5) * 3
-    back = from_nir(to_nir(net, x))
+    back = from_nir(to_nir(net, x), dtype=x.dtype)
     a, b = back(x), back(x)
     assert torch.equal(a, b)
     a.sum().backward()
@@ -367,4 +368,79 @@ def test_conv1d_and_bias_free_linear_round_trip(tmp_path):
     with torch.no_grad():
         want = net(x)
     assert want.sum() > 0
-    torch.testing.assert_close(from_nir(tmp_path / "c1.nir")(x), want, rtol=0, atol=0)
+    torch.testing.assert_close(from_nir(tmp_path / "c1.nir", dtype=x.dtype)(x), want, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- dtypes, Flatten, one-step samples
+
+from pathlib import Path  # noqa: E402
+
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "nir-external"
+
+
+@pytest.mark.skipif(not (EXTERNAL / "paper_two_lif_neurons.nir").exists(),
+                    reason=f"the NIR paper's graphs are not at {EXTERNAL}")
+def test_a_float64_graph_from_the_nir_paper_runs_on_float32_input():
+    graph = nir.read(EXTERNAL / "paper_two_lif_neurons.nir", type_check=False)
+    assert any(getattr(n, "weight", np.zeros(1, np.float32)).dtype == np.float64
+               for n in graph.nodes.values())
+    net = from_nir(graph)  # float32 by default, whatever the file stores
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    n_in = int(np.prod(graph.nodes["in"].input_type["input"]))
+    x = torch.rand(20, 2, n_in) * 3
+    out32 = net(x)
+    out64 = from_nir(graph, dtype=torch.float64)(x.double())
+    assert out32.dtype == torch.float32 and out64.dtype == torch.float64
+    assert out32.shape == out64.shape
+    with pytest.raises(TypeError, match="dtype must be a floating"):
+        from_nir(graph, dtype=torch.int32)
+
+
+def test_integer_weights_import_as_floating_parameters():
+    w = np.array([[1, -2, 0], [3, 1, 1]], dtype=np.int64)
+    lif = nir.LIF(tau=np.full(2, 2.0), r=np.ones(2, dtype=np.int64), v_leak=np.zeros(2),
+                  v_threshold=np.ones(2), v_reset=np.zeros(2))
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "w": nir.Linear(weight=w),
+                                "lif": lif, "output": nir.Output(np.array([2]))},
+                         edges=[("input", "w"), ("w", "lif"), ("lif", "output")], type_check=False)
+    net = from_nir(graph)
+    (weight,) = [p for p in net.parameters()]
+    assert weight.dtype == torch.float32 and weight.requires_grad
+    assert torch.equal(weight, torch.tensor(w, dtype=torch.float32))
+    x = torch.rand(6, 4, 3)
+    out = net(x)
+    out.sum().backward()
+    assert weight.grad is not None and out.dtype == torch.float32
+
+
+def test_flatten_is_written_with_a_negative_end_dim_and_both_forms_import():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(snn.TimeDistributed(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten()),
+                              torch.nn.Linear(2 * 4 * 4, 3), snn.LIFNode(2.0, step_mode="m"))
+    x = torch.rand(5, 2, 1, 6, 6) * 2
+    graph = to_nir(net, x)
+    flat = [n for n in graph.nodes.values() if isinstance(n, nir.Flatten)][0]
+    assert flat.start_dim == 0 and flat.end_dim == -1  # as snnTorch and Sinabs write it
+    want = from_nir(graph)(x)
+    flat.end_dim = 2  # the positive form of the same Flatten
+    torch.testing.assert_close(from_nir(graph)(x), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make,sample", [
+    (lambda: torch.nn.Sequential(torch.nn.Linear(4, 3), snn.LIFNode(2.0, step_mode="m")), (7, 2, 4)),
+    (lambda: torch.nn.Sequential(snn.TimeDistributed(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten()),
+                                 torch.nn.Linear(2 * 4 * 4, 3), snn.IFNode(step_mode="m")), (5, 2, 1, 6, 6)),
+], ids=["linear", "conv"])
+def test_one_step_sample_as_the_peers_take_it(make, sample):
+    """`to_nir(net, x[0])` (snnTorch's and Norse's convention) writes the same graph."""
+    net = make()
+    x = torch.rand(sample)
+    a, b = to_nir(net, x), to_nir(net, x[0])
+    assert list(a.nodes) == list(b.nodes) and a.edges == b.edges
+    for name in a.nodes:
+        assert type(a.nodes[name]) is type(b.nodes[name])
+    np.testing.assert_array_equal(a.nodes["input"].input_type["input"], b.nodes["input"].input_type["input"])
+    torch.testing.assert_close(from_nir(b)(x), from_nir(a)(x), rtol=0, atol=0)
+    assert to_nir(net, x[0], time_major=False).nodes.keys() == a.nodes.keys()
+    with pytest.raises(TypeError, match="time_major"):
+        to_nir(net, x, time_major="yes")
