@@ -444,3 +444,12 @@ def test_one_step_sample_as_the_peers_take_it(make, sample):
     assert to_nir(net, x[0], time_major=False).nodes.keys() == a.nodes.keys()
     with pytest.raises(TypeError, match="time_major"):
         to_nir(net, x, time_major="yes")
+
+
+@pytest.mark.filterwarnings("ignore:nirtorch.load is being deprecated:DeprecationWarning")
+def test_norse_imports_our_graph_with_a_flatten():
+    norse = pytest.importorskip("norse.torch", reason="needs the peer library norse (extra 'peers')")
+    net = torch.nn.Sequential(snn.TimeDistributed(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten()),
+                              torch.nn.Linear(32, 3), snn.LIFNode(2.0, step_mode="m"))
+    module = norse.from_nir(to_nir(net, torch.rand(5, 2, 1, 6, 6)))
+    assert isinstance(module, torch.nn.Module)
