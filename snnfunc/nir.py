@@ -1,8 +1,9 @@
 r"""Exact export to and import from NIR, the Neuromorphic Intermediate Representation.
 
 `to_nir(module, sample_input, dt=1.0)` writes a `torch.nn.Sequential` of `torch.nn` layers
-and snnfunc adapters as a `nir.NIRGraph`; `from_nir(graph_or_path, dt=1.0)` builds a
-time-major module from one. Needs the `nir` package (`pip install "snnfunc[nir]"`).
+and snnfunc adapters as a `nir.NIRGraph` (the sample time-major `[T, batch, ...]` or one step
+`[batch, ...]`); `from_nir(graph_or_path, dt=1.0, dtype=torch.float32)` builds a time-major
+module from one. Needs the `nir` package (`pip install "snnfunc[nir]"`).
 
 NIR's neurons are continuous-time equations; a network runs them with forward Euler at a step
 `dt`, one input sample per step. With $k = dt/\tau$, one step of NIR's LIF is
@@ -100,10 +101,11 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
         consumers expect). `False` keeps each parameter's own shape: a number becomes a 0-d
         value (stored as a NumPy scalar, which `nir.write` can write and `nir.read` reads
         back), a per-channel tensor stays `[C, 1, 1]`.
-
       time_major: whether `sample_input` is `[T, batch, ...]` (True) or one step (False).
-        `None` infers it from the first layer: one step when a `Linear` (or a neuron) first
-        gets a 2-d `[batch, features]` sample, or a `Conv1d`/`Conv2d` first gets 3-d/4-d.
+        `None` reads it from the rank the first `Linear`, `Conv1d`, `Conv2d` or `AvgPool2d`
+        needs (past neurons, `Identity` and `Dropout`): one step is 2-d `[batch, features]`,
+        3-d or 4-d `[batch, channels, ...]`. Where no such layer comes first (a `Flatten`,
+        only neurons), a 2-d sample is one step and any other time-major.
 
     Returns:
       The `nir.NIRGraph`, with one `Input` and one `Output` node.
@@ -150,15 +152,15 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
 
 
 def _is_one_step(layers, sample):
-    """Whether `sample` is one step `[batch, ...]` for the first layer that fixes a rank."""
+    """Whether `sample` is one step `[batch, ...]`, by the rank its first fixed layer needs."""
+    ranks = ((nn.Linear, 2), (nn.Conv1d, 3), (nn.Conv2d, 4), (nn.AvgPool2d, 4))
     for _, layer in layers:
-        if isinstance(layer, nn.Conv1d):
-            return sample.dim() == 3
-        if isinstance(layer, nn.Conv2d):
-            return sample.dim() == 4
-        if isinstance(layer, (nn.Linear, snn.BaseNode, nn.Flatten)):
-            return sample.dim() == 2  # [T, batch] alone would have no features
-    return False
+        for cls, rank in ranks:
+            if isinstance(layer, cls):
+                return sample.dim() == rank
+        if not isinstance(layer, (snn.BaseNode, nn.Identity, nn.Dropout)):
+            break
+    return sample.dim() == 2  # [T, batch] alone would have no features
 
 
 def _leaves(module, prefix):
@@ -308,9 +310,10 @@ def from_nir(graph, *, dt: float = 1.0, surrogate: Surrogate = Sigmoid(),
       graph: a `nir.NIRGraph`, or a path that `nir.read` reads.
       dt: the Euler step (see the module docs for the equations).
       surrogate: the spike function's surrogate for training the imported network.
-      dtype: the floating dtype of the imported weights and neuron constants, whatever the
-        file stores (float64, float16 or integers); the network then runs on input of that
-        dtype (`net.to(torch.float64)` changes it later, as for any module).
+      dtype: the floating dtype every imported weight and neuron constant is cast to,
+        whatever the file stores (float64, float16 or integers); the network then runs on
+        input of that dtype (`net.to(torch.float64)` changes it later, as for any module).
+        Import a float64 network with `dtype=torch.float64` to get its spikes exactly.
 
     Returns:
       A `NIRNetwork`: `forward(x_seq)` maps `[T, batch, ...]` to the output node's
@@ -328,7 +331,8 @@ def from_nir(graph, *, dt: float = 1.0, surrogate: Surrogate = Sigmoid(),
         raise TypeError(f"surrogate must be a snnfunc.surrogate.Surrogate, got "
                         f"{type(surrogate).__name__}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got "
+                        f"{dtype!r}")
     return NIRNetwork(graph, _check_dt(dt), surrogate).to(dtype)
 
 
@@ -373,6 +377,15 @@ class NIRNetwork(nn.Module):
             self.layers[key] = _import_node(nir, name, graph.nodes[name], dt, surrogate)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Run the graph over a sequence, from rest.
+
+        Args:
+          x_seq: the input node's values, time-major `[T, batch, ...]`, in the dtype the
+            network was imported with.
+
+        Returns:
+          The output node's values, `[T, batch, ...]`.
+        """
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
             raise ValueError("x_seq must be a time-major tensor [T, batch, ...]")
         values = {self.input_name: x_seq}
