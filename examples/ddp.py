@@ -108,6 +108,7 @@ def main(argv=None):
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.cpu() for k, v in net.state_dict().items()}, args.out / f"params_rank{rank}.pt")
         (args.out / f"losses_rank{rank}.json").write_text(json.dumps(losses))
+    del model, opt  # DDP's reducer goes before its process group (its destructor can hang after)
     dist.destroy_process_group()
     return flag.item() == 1
 
