@@ -1,6 +1,6 @@
 """snnfunc: spiking neurons as pure, time-unrolled functions for PyTorch."""
 
-from snnfunc import _fused, functional, surrogate  # _fused registers torch.ops.snnfunc.*
+from snnfunc import _fused, functional, memory, surrogate  # _fused registers torch.ops.snnfunc.*
 from snnfunc.functional import *  # noqa: F401,F403
 from snnfunc.functional import __all__ as _functional_all
 
@@ -8,4 +8,4 @@ from snnfunc._info import info
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "surrogate", "info", *_functional_all]
+__all__ = ["functional", "memory", "surrogate", "info", *_functional_all]
