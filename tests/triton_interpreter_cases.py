@@ -29,17 +29,10 @@ import snnfunc  # noqa: E402
 from snnfunc import surrogate as S  # noqa: E402
 from snnfunc._fused import _ops, _triton  # noqa: E402
 from conftest import call  # noqa: E402
+from test_fused import Gaussian  # noqa: E402
 
 INF, NAN = math.inf, math.nan
 INT = {torch.float32: torch.int32, torch.float64: torch.int64}
-
-
-@dataclasses.dataclass(frozen=True)
-class Gaussian(S.Surrogate):
-    sigma: float = 0.4
-
-    def derivative(self, x):
-        return torch.exp(-0.5 * (x / self.sigma) ** 2) / (self.sigma * math.sqrt(2 * math.pi))
 
 
 @dataclasses.dataclass(frozen=True)
