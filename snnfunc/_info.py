@@ -25,7 +25,7 @@ def info(file=None) -> str:
     It gives the versions of Python, torch, Triton and snnfunc; which fused kernels are
     available here and, where one is not, why (no C compiler, no Triton, no GPU); and how often
     calls with `impl="auto"` ran the reference loop instead in this process, with the reason.
-    The first call may build the C kernel (about half a minute, once per machine).
+    The first call may build the C kernel (up to a minute or two, once per machine).
 
     Args:
       file: a text stream to print to; `None` prints to `sys.stdout`.

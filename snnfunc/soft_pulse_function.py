@@ -1,4 +1,4 @@
-"""The seed's name for `snnfunc.surrogate` ("soft pulse functions"); the same module."""
+"""SpikingFlow's name for `snnfunc.surrogate` ("soft pulse functions"); the same module."""
 
 import sys
 

@@ -162,7 +162,7 @@ class Surrogate:
 @dataclasses.dataclass(frozen=True)
 class Sigmoid(Surrogate):
     r"""$g'(x) = \alpha\,\mathrm{sg}(\alpha x)\,(1 - \mathrm{sg}(\alpha x))$, sg the logistic
-    sigmoid. Peak $\alpha/4$ at 0 (the seed used `alpha=1`)."""
+    sigmoid. Peak $\alpha/4$ at 0 (SpikingFlow used `alpha=1`)."""
 
     alpha: float = 4.0
 

@@ -307,7 +307,7 @@ print("ok")
 
 
 def test_the_first_build_says_so(tmp_path, monkeypatch, caplog):
-    """Building the C kernel (about half a minute, once) is announced, not silent."""
+    """Building the C kernel (up to a minute or two, once) is announced, not silent."""
     monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path))
 
     def fake_run(cmd, **kw):

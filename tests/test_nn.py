@@ -1,4 +1,4 @@
-"""The stateful adapters: seed interface, equivalence with the pure functions, state, monitor,
+"""The stateful adapters: SpikingFlow's interface, equivalence with the pure functions, state, monitor,
 transforms, serialisation and bad input."""
 
 import copy
@@ -19,7 +19,7 @@ from snnfunc import surrogate as S
 D = torch.float64
 
 
-def test_seed_signatures():
+def test_spikingflow_signatures():
     common = ["v_threshold", "v_reset", "pulse_soft", "monitor_state"]
     for cls, first in [(snn.IFNode, []), (snn.LIFNode, ["tau"]), (snn.PLIFNode, ["init_tau"]),
                        (snn.RIFNode, ["init_w"])]:
@@ -34,7 +34,7 @@ def test_seed_signatures():
     assert inspect.signature(snn.RIFNode).parameters["init_w"].default == -1e-3
 
 
-def test_seed_parameters():
+def test_spikingflow_parameters():
     plif = snn.PLIFNode()
     assert plif.w.shape == (1,) and plif.w.item() == 0.5
     torch.testing.assert_close(plif.tau, torch.tensor([2.0]))
@@ -314,10 +314,10 @@ def test_deepcopy_pickle_state_dict_and_dtype():
     fresh_rif = snn.RIFNode(param_shape=(3,))
     fresh_rif.load_state_dict(rif.state_dict())
     assert torch.equal(fresh_rif.w, rif.w) and set(rif.state_dict()) == {"w"}
-    # the seed named PLIF's parameter "tau" (holding 1/tau)
-    seed = snn.PLIFNode(param_shape=(3,))
-    seed.load_state_dict({"tau": torch.tensor([0.2, 0.3, 0.4])})
-    assert torch.equal(seed.w.data, torch.tensor([0.2, 0.3, 0.4]))
+    # SpikingFlow named PLIF's parameter "tau" (holding 1/tau)
+    old = snn.PLIFNode(param_shape=(3,))
+    old.load_state_dict({"tau": torch.tensor([0.2, 0.3, 0.4])})
+    assert torch.equal(old.w.data, torch.tensor([0.2, 0.3, 0.4]))
     # SpikingJelly's ParametricLIFNode keeps one 0-d w
     sj = snn.PLIFNode(parametrization="sigmoid")
     sj.load_state_dict({"w": torch.tensor(-0.5)})

@@ -169,7 +169,7 @@ def test_surrogate_without_derivative_raises():
         Nothing()(x).sum().backward()
 
 
-def test_seed_alias_module():
+def test_spikingflow_alias_module():
     import snnfunc.soft_pulse_function as spf
 
     assert spf is S

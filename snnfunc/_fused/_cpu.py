@@ -55,7 +55,7 @@ def _build(cc: str) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     _log.warning("snnfunc: building the fused CPU kernel with %s (once per machine and version, "
-                 "about half a minute) into %s", cc, out.parent)
+                 "up to a minute or two) into %s", cc, out.parent)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     cmd = [cc, *_FLAGS, "-march=native", "-o", tmp, str(_HERE / "neuron.c"), "-lmvec", "-lm"]
