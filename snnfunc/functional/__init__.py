@@ -14,6 +14,18 @@ from snnfunc.functional.neurons import (
     rif,
     rif_step,
 )
+from snnfunc.functional.defined import (
+    ALIFState,
+    CubaLIFState,
+    alif,
+    alif_step,
+    cuba_lif,
+    cuba_lif_step,
+    eif,
+    eif_step,
+    qif,
+    qif_step,
+)
 
 __all__ = [
     "NeuronOutput",
@@ -28,4 +40,14 @@ __all__ = [
     "plif_step",
     "rif",
     "rif_step",
+    "CubaLIFState",
+    "ALIFState",
+    "cuba_lif",
+    "cuba_lif_step",
+    "alif",
+    "alif_step",
+    "qif",
+    "qif_step",
+    "eif",
+    "eif_step",
 ]

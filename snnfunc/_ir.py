@@ -1,0 +1,440 @@
+"""The elementwise IR a neuron definition is traced into, and its reverse-mode derivative.
+
+A definition is ordinary Python over torch elementwise operations. Called with `Sym` values
+instead of tensors, each operation appends one node to a `Graph` (one operation per node, in
+the definition's order), so the emitters (`snnfunc._fused._codegen`) can write it out as C or
+Triton statement by statement. `vjp` appends the nodes of the vector-Jacobian product; a
+cotangent that no gradient reaches is *absent* (None), not zero, and the terms it would enter
+are left out, as autograd leaves out the nodes no gradient reaches.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+# op -> (number of value arguments, result kind); "real" values are floating, "bool" masks
+UNARY = {"neg", "exp", "expm1", "log", "log1p", "sqrt", "rsqrt", "abs", "sigmoid", "tanh",
+         "cosh", "sinh", "reciprocal", "sin", "cos"}
+BINARY = {"add", "sub", "mul", "div", "minimum", "maximum"}
+COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
+LOGIC = {"and", "or"}
+SPECIAL = {"input", "const", "pow", "where", "not", "spike", "detach", "reset_hard",
+           "reset_soft", "cast"}
+
+
+class DefinitionError(TypeError):
+    """A definition uses something the kernel generator cannot emit."""
+
+
+class Graph:
+    """A straight-line program of elementwise nodes `(op, args)`; args are node ids, except
+    the value of a `const`, the name of an `input` and the exponent of a `pow`."""
+
+    def __init__(self, where: str = "the definition"):
+        self.nodes: list[tuple[str, tuple]] = []
+        self.kinds: list[str] = []
+        self.where = where
+        self._consts: dict = {}
+
+    def add(self, op, *args, kind="real") -> int:
+        self.nodes.append((op, args))
+        self.kinds.append(kind)
+        return len(self.nodes) - 1
+
+    def sym(self, op, *args, kind="real") -> "Sym":
+        return Sym(self, self.add(op, *args, kind=kind))
+
+    def const(self, value) -> int:
+        key = (float(value), math.copysign(1.0, float(value)))
+        if key not in self._consts or math.isnan(value):
+            self._consts[key] = self.add("const", float(value))
+        return self._consts[key]
+
+    def input(self, name: str) -> "Sym":
+        return self.sym("input", name)
+
+    def value(self, v, what: str) -> int:
+        """The node id of a traced value: a Sym of this graph or a Python number."""
+        if isinstance(v, Sym):
+            if v.graph is not self:
+                raise DefinitionError(f"{self.where}: a value from another trace was used")
+            return v.id
+        if isinstance(v, bool):
+            raise DefinitionError(f"{self.where}: {what} is the bool {v}; use a number")
+        if isinstance(v, numbers.Real):
+            return self.const(v)
+        if isinstance(v, torch.Tensor):
+            raise DefinitionError(
+                f"{self.where}: {what} is a torch.Tensor captured from outside the definition; "
+                f"pass it as a parameter of the neuron instead")
+        raise DefinitionError(f"{self.where}: {what} is a {type(v).__name__}, not a number "
+                              f"or a value of the definition")
+
+
+def _real(g: Graph, v, what) -> int:
+    i = g.value(v, what)
+    if g.kinds[i] != "real":
+        raise DefinitionError(f"{g.where}: {what} is a comparison (a mask); use torch.where to "
+                              f"turn a mask into numbers")
+    return i
+
+
+def _bool(g: Graph, v, what) -> int:
+    i = g.value(v, what)
+    if g.kinds[i] != "bool":
+        raise DefinitionError(f"{g.where}: {what} must be a comparison such as `v > 0`")
+    return i
+
+
+def _graph_of(*values) -> Graph:
+    for v in values:
+        if isinstance(v, Sym):
+            return v.graph
+    raise DefinitionError("no traced value among the arguments")
+
+
+def _binary(op, a, b):
+    g = _graph_of(a, b)
+    return g.sym(op, _real(g, a, f"the first operand of {op}"),
+                 _real(g, b, f"the second operand of {op}"))
+
+
+def _unary(op, a):
+    g = _graph_of(a)
+    return g.sym(op, _real(g, a, f"the operand of {op}"))
+
+
+def _compare(op, a, b):
+    g = _graph_of(a, b)
+    return g.sym(op, _real(g, a, f"the first operand of {op}"),
+                 _real(g, b, f"the second operand of {op}"), kind="bool")
+
+
+def _pow(a, b):
+    g = _graph_of(a, b)
+    if isinstance(b, Sym) or not isinstance(b, numbers.Real) or isinstance(b, bool):
+        raise DefinitionError(f"{g.where}: x ** y needs a number y (an exponent that is a "
+                              f"value of the definition cannot be emitted; write exp(y * log(x)))")
+    if isinstance(a, Sym):
+        return g.sym("pow", _real(g, a, "the base of **"), float(b))
+    raise DefinitionError(f"{g.where}: a number ** a value cannot be emitted; write exp(y * log(c))")
+
+
+def _where(c, a, b):
+    g = _graph_of(c, a, b)
+    return g.sym("where", _bool(g, c, "torch.where's condition"),
+                 _real(g, a, "torch.where's second argument"),
+                 _real(g, b, "torch.where's third argument"))
+
+
+def _clamp(a, min=None, max=None):
+    out = a
+    if min is not None:
+        out = _binary("maximum", out, min)
+    if max is not None:
+        out = _binary("minimum", out, max)
+    return out
+
+
+def _const_sym(a, value):
+    g = _graph_of(a)
+    return Sym(g, g.const(value))
+
+
+def _logic(op, a, b):
+    g = _graph_of(a, b)
+    return g.sym(op, _bool(g, a, f"an operand of {op}"), _bool(g, b, f"an operand of {op}"),
+                 kind="bool")
+
+
+def _div(a, b, rounding_mode=None):
+    if rounding_mode is not None:
+        raise DefinitionError(f"{_graph_of(a, b).where}: torch.div(rounding_mode=...) cannot be "
+                              f"emitted")
+    return _binary("div", a, b)
+
+
+def _add(a, b, alpha=1):
+    return _binary("add", a, b if alpha == 1 else b * alpha)
+
+
+def _sub(a, b, alpha=1):
+    return _binary("sub", a, b if alpha == 1 else b * alpha)
+
+
+_F = torch.nn.functional
+_TORCH = {
+    torch.add: _add, torch.Tensor.add: _add, torch.Tensor.__add__: _add,
+    torch.sub: _sub, torch.Tensor.sub: _sub, torch.Tensor.__sub__: _sub,
+    torch.mul: lambda a, b: _binary("mul", a, b), torch.Tensor.mul: lambda a, b: _binary("mul", a, b),
+    torch.div: _div, torch.true_divide: _div, torch.Tensor.div: _div,
+    torch.neg: lambda a: _unary("neg", a), torch.negative: lambda a: _unary("neg", a),
+    torch.square: lambda a: _pow(a, 2), torch.pow: _pow, torch.Tensor.pow: _pow,
+    torch.minimum: lambda a, b: _binary("minimum", a, b),
+    torch.maximum: lambda a, b: _binary("maximum", a, b),
+    torch.where: _where, torch.clamp: _clamp, torch.clip: _clamp, torch.Tensor.clamp: _clamp,
+    torch.relu: lambda a: _binary("maximum", a, 0.0), _F.relu: lambda a, inplace=False: _binary("maximum", a, 0.0),
+    torch.full_like: lambda a, value, **kw: _const_sym(a, value),
+    torch.zeros_like: lambda a, **kw: _const_sym(a, 0.0),
+    torch.ones_like: lambda a, **kw: _const_sym(a, 1.0),
+    torch.lt: lambda a, b: _compare("lt", a, b), torch.le: lambda a, b: _compare("le", a, b),
+    torch.gt: lambda a, b: _compare("gt", a, b), torch.ge: lambda a, b: _compare("ge", a, b),
+    torch.logical_and: lambda a, b: _logic("and", a, b),
+    torch.logical_or: lambda a, b: _logic("or", a, b),
+    torch.sigmoid: lambda a: _unary("sigmoid", a), _F.sigmoid: lambda a: _unary("sigmoid", a),
+    torch.tanh: lambda a: _unary("tanh", a), _F.tanh: lambda a: _unary("tanh", a),
+}
+for _name in UNARY - {"neg", "sigmoid", "tanh"}:
+    _TORCH[getattr(torch, _name)] = (lambda op: lambda a: _unary(op, a))(_name)
+
+
+class Sym:
+    """A value of a definition being traced; supports the elementwise operations the
+    generator can emit (arithmetic, comparisons, `torch.where`, `exp`, `sigmoid`, ...)."""
+
+    __slots__ = ("graph", "id")
+    __array_priority__ = 1000
+
+    def __init__(self, graph: Graph, id: int):
+        self.graph = graph
+        self.id = id
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        rule = _TORCH.get(func)
+        g = _graph_of(*args, *(kwargs or {}).values())
+        if rule is None:
+            name = getattr(func, "__name__", None) or repr(func)
+            raise DefinitionError(f"{g.where}: torch.{name} cannot be emitted into a kernel "
+                                  f"(supported: + - * / ** (number exponent), comparisons, &, |, "
+                                  f"torch.where, minimum, maximum, clamp, relu, abs, exp, expm1, "
+                                  f"log, log1p, sqrt, rsqrt, sigmoid, tanh, sinh, cosh, sin, cos, "
+                                  f"reciprocal, full_like, zeros_like, ones_like)")
+        try:
+            return rule(*args, **(kwargs or {}))
+        except TypeError as exc:
+            if isinstance(exc, DefinitionError):
+                raise
+            raise DefinitionError(f"{g.where}: {func.__name__}: {exc}") from None
+
+    # arithmetic
+    def __add__(self, o): return _binary("add", self, o)
+    def __radd__(self, o): return _binary("add", o, self)
+    def __sub__(self, o): return _binary("sub", self, o)
+    def __rsub__(self, o): return _binary("sub", o, self)
+    def __mul__(self, o): return _binary("mul", self, o)
+    def __rmul__(self, o): return _binary("mul", o, self)
+    def __truediv__(self, o): return _binary("div", self, o)
+    def __rtruediv__(self, o): return _binary("div", o, self)
+    def __pow__(self, o): return _pow(self, o)
+    def __rpow__(self, o): return _pow(o, self)
+    def __neg__(self): return _unary("neg", self)
+    def __pos__(self): return self
+    def __abs__(self): return _unary("abs", self)
+
+    # comparisons give masks
+    def __lt__(self, o): return _compare("lt", self, o)
+    def __le__(self, o): return _compare("le", self, o)
+    def __gt__(self, o): return _compare("gt", self, o)
+    def __ge__(self, o): return _compare("ge", self, o)
+    def __eq__(self, o): return _compare("eq", self, o)  # noqa: D105
+    def __ne__(self, o): return _compare("ne", self, o)
+    __hash__ = None
+
+    def __and__(self, o): return _logic("and", self, o)
+    def __rand__(self, o): return _logic("and", o, self)
+    def __or__(self, o): return _logic("or", self, o)
+    def __ror__(self, o): return _logic("or", o, self)
+
+    def __invert__(self):
+        return self.graph.sym("not", _bool(self.graph, self, "the operand of ~"), kind="bool")
+
+    def __bool__(self):
+        raise DefinitionError(
+            f"{self.graph.where}: a definition cannot branch on a value (an `if`, `and`, `or`, "
+            f"`min` or `max` of a tensor); use torch.where, torch.minimum or torch.maximum")
+
+    def __float__(self):
+        raise DefinitionError(f"{self.graph.where}: a value of the definition cannot become a "
+                              f"Python number (math.* functions); use the torch functions")
+
+    # the tensor methods definitions use
+    def exp(self): return _unary("exp", self)
+    def expm1(self): return _unary("expm1", self)
+    def log(self): return _unary("log", self)
+    def log1p(self): return _unary("log1p", self)
+    def sqrt(self): return _unary("sqrt", self)
+    def rsqrt(self): return _unary("rsqrt", self)
+    def abs(self): return _unary("abs", self)
+    def sigmoid(self): return _unary("sigmoid", self)
+    def tanh(self): return _unary("tanh", self)
+    def cosh(self): return _unary("cosh", self)
+    def sinh(self): return _unary("sinh", self)
+    def sin(self): return _unary("sin", self)
+    def cos(self): return _unary("cos", self)
+    def reciprocal(self): return _unary("reciprocal", self)
+    def neg(self): return _unary("neg", self)
+    def square(self): return _pow(self, 2)
+    def relu(self): return _binary("maximum", self, 0.0)
+    def clamp(self, min=None, max=None): return _clamp(self, min, max)
+    def clip(self, min=None, max=None): return _clamp(self, min, max)
+    def pow(self, o): return _pow(self, o)
+    def add(self, o, alpha=1): return _add(self, o, alpha)
+    def sub(self, o, alpha=1): return _sub(self, o, alpha)
+    def mul(self, o): return _binary("mul", self, o)
+    def div(self, o, rounding_mode=None): return _div(self, o, rounding_mode)
+    def detach(self): return self.graph.sym("detach", self.id)
+
+    def __getattr__(self, name):
+        raise DefinitionError(f"{self.graph.where}: .{name} cannot be emitted into a kernel")
+
+
+# --------------------------------------------------------------------------- reverse mode
+
+
+def _depends(g: Graph, wrt: set[int]) -> list[bool]:
+    """For each node, whether it depends on one of the `wrt` nodes (differentiably)."""
+    dep = [False] * len(g.nodes)
+    for i, (op, args) in enumerate(g.nodes):
+        if i in wrt:
+            dep[i] = True
+        elif op in ("input", "const", "detach") or g.kinds[i] == "bool":
+            dep[i] = False
+        elif op == "pow":
+            dep[i] = dep[args[0]]
+        elif op == "where":
+            dep[i] = dep[args[1]] or dep[args[2]]
+        else:
+            dep[i] = any(dep[a] for a in args)
+    return dep
+
+
+def vjp(g: Graph, cotangents: dict[int, int | None], wrt: list[int], surrogate_derivative):
+    """Appends the vector-Jacobian product to `g`.
+
+    Args:
+      g: the forward graph; the new nodes reference its values.
+      cotangents: output node -> the node of its cotangent, or None where it is absent.
+      wrt: the nodes (inputs) to differentiate with respect to.
+      surrogate_derivative: `fn(g, u) -> node`, the surrogate's g'(u) for a `spike` node.
+
+    Returns:
+      `{node: cotangent node or None}` for every node in `wrt`.
+    """
+    n_forward = len(g.nodes)
+    dep = _depends(g, set(wrt))
+    cot: dict[int, int] = {}
+
+    def acc(i, c):
+        if c is None or not dep[i]:
+            return
+        cot[i] = c if i not in cot else g.add("add", cot[i], c)
+
+    for out, c in cotangents.items():
+        acc(out, c)
+    C = g.const
+    for i in range(n_forward - 1, -1, -1):
+        gi = cot.get(i)
+        if gi is None:
+            continue
+        op, args = g.nodes[i]
+        if op in ("input", "const", "detach"):
+            continue
+        if op == "add":
+            acc(args[0], gi)
+            acc(args[1], gi)
+        elif op == "sub":
+            acc(args[0], gi)
+            if dep[args[1]]:
+                acc(args[1], g.add("neg", gi))
+        elif op == "mul":
+            a, b = args
+            if dep[a]:
+                acc(a, g.add("mul", gi, b))
+            if dep[b]:
+                acc(b, g.add("mul", gi, a))
+        elif op == "div":
+            a, b = args
+            if dep[a]:
+                acc(a, g.add("div", gi, b))
+            if dep[b]:  # -g a / b^2
+                acc(b, g.add("div", g.add("mul", g.add("neg", gi), a), g.add("mul", b, b)))
+        elif op == "neg":
+            acc(args[0], g.add("neg", gi))
+        elif op == "exp":
+            acc(args[0], g.add("mul", gi, i))
+        elif op == "expm1":
+            acc(args[0], g.add("mul", gi, g.add("add", i, C(1.0))))
+        elif op == "log":
+            acc(args[0], g.add("div", gi, args[0]))
+        elif op == "log1p":
+            acc(args[0], g.add("div", gi, g.add("add", args[0], C(1.0))))
+        elif op == "sqrt":
+            acc(args[0], g.add("div", gi, g.add("mul", C(2.0), i)))
+        elif op == "rsqrt":  # -0.5 g y^3
+            y3 = g.add("mul", g.add("mul", i, i), i)
+            acc(args[0], g.add("mul", g.add("mul", gi, C(-0.5)), y3))
+        elif op == "abs":
+            a = args[0]
+            sgn = g.add("where", g.add("gt", a, C(0.0), kind="bool"), C(1.0),
+                        g.add("where", g.add("lt", a, C(0.0), kind="bool"), C(-1.0), C(0.0)))
+            acc(a, g.add("mul", gi, sgn))
+        elif op == "sigmoid":
+            acc(args[0], g.add("mul", g.add("mul", gi, g.add("sub", C(1.0), i)), i))
+        elif op == "tanh":
+            acc(args[0], g.add("mul", gi, g.add("sub", C(1.0), g.add("mul", i, i))))
+        elif op == "cosh":
+            acc(args[0], g.add("mul", gi, g.add("sinh", args[0])))
+        elif op == "sinh":
+            acc(args[0], g.add("mul", gi, g.add("cosh", args[0])))
+        elif op == "sin":
+            acc(args[0], g.add("mul", gi, g.add("cos", args[0])))
+        elif op == "cos":
+            acc(args[0], g.add("mul", gi, g.add("neg", g.add("sin", args[0]))))
+        elif op == "reciprocal":
+            acc(args[0], g.add("mul", g.add("neg", gi), g.add("mul", i, i)))
+        elif op == "pow":
+            a, k = args
+            if k == 0:
+                continue
+            base = a if k == 2 else g.add("pow", a, k - 1)
+            acc(a, g.add("mul", g.add("mul", gi, C(k)), base))
+        elif op in ("minimum", "maximum"):
+            a, b = args
+            half = g.add("div", gi, C(2.0))
+            tie = g.add("eq", a, b, kind="bool")
+            a_wins = g.add("lt" if op == "minimum" else "gt", a, b, kind="bool")
+            if dep[a]:
+                acc(a, g.add("where", tie, half, g.add("where", a_wins, gi, C(0.0))))
+            if dep[b]:
+                b_wins = g.add("gt" if op == "minimum" else "lt", a, b, kind="bool")
+                acc(b, g.add("where", tie, half, g.add("where", b_wins, gi, C(0.0))))
+        elif op == "where":
+            c, a, b = args
+            if dep[a]:
+                acc(a, g.add("where", c, gi, C(0.0)))
+            if dep[b]:
+                acc(b, g.add("where", c, C(0.0), gi))
+        elif op == "spike":
+            acc(args[0], g.add("mul", gi, surrogate_derivative(g, args[0])))
+        elif op == "reset_hard":  # forward select(r > 0, vr, h); derivative of the blend
+            h, r, vr = args
+            fire = g.add("gt", r, C(0.0), kind="bool")
+            if dep[h]:
+                acc(h, g.add("where", fire, C(0.0), gi))
+            if dep[r]:
+                acc(r, g.add("mul", gi, g.add("sub", vr, h)))
+        elif op == "reset_soft":  # forward select(r > 0, h - th, h); blend h - th r
+            h, r, th = args
+            acc(h, gi)
+            if dep[r]:
+                acc(r, g.add("mul", gi, g.add("neg", th)))
+            if dep[th]:
+                fire = g.add("gt", r, C(0.0), kind="bool")
+                acc(th, g.add("where", fire, g.add("neg", gi), C(0.0)))
+        else:  # pragma: no cover - every op above has a rule
+            raise DefinitionError(f"no derivative rule for {op}")
+    return {w: cot.get(w) for w in wrt}
