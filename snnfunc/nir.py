@@ -48,6 +48,8 @@ $I_t$.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import numbers
 from pathlib import Path
@@ -82,7 +84,7 @@ def _check_dt(dt) -> float:
 # ----------------------------------------------------------------------------------- export
 
 
-def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
+def to_nir(module: nn.Module, sample_input: torch.Tensor | None = None, *, dt: float = 1.0,
            exact_threshold: bool = True, per_neuron: bool = True, time_major: bool | None = None):
     """Export `module` to a `nir.NIRGraph`.
 
@@ -118,6 +120,8 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
     nir = _nir()
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(module, NIRNetwork):
+        return _export_network(nir, module, sample_input)
     if not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2 \
             or not sample_input.is_floating_point() or sample_input.shape[0] < 1:
         raise ValueError(
@@ -148,6 +152,60 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor, *, dt: float = 1.0,
             prev = name
     nodes["output"] = nir.Output(output_type=np.array(x.shape[1:]))
     edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False)
+
+
+def _export_network(nir, net, sample_input):
+    """An imported `NIRNetwork` as a flat `nir.NIRGraph` of its current parameters."""
+    if sample_input is not None:
+        if not isinstance(sample_input, torch.Tensor) or not sample_input.is_floating_point():
+            raise ValueError("sample_input must be a floating tensor (it sets the dtype of the "
+                             "written parameters) or None for a NIRNetwork")
+        dtype = sample_input.dtype
+    else:
+        dtype = next(iter(net.buffers()), next(iter(net.parameters()), torch.zeros(()))).dtype
+    np_dtype = _np(torch.zeros((), dtype=dtype)).dtype
+
+    def arr(t):
+        a = _np(t.to(dtype))
+        return a if a.ndim else np_dtype.type(a)  # nir.write stores 0-d values as scalars
+
+    nodes = {}
+    for name in net.node_names:
+        if name in net.passes:
+            continue
+        key, original = net._keys.get(name), net._nir_nodes[name]
+        layer = None if key is None else net.layers[key]
+        if isinstance(layer, nn.Linear):
+            w = arr(layer.weight)
+            node = nir.Linear(weight=w) if layer.bias is None else nir.Affine(weight=w, bias=arr(layer.bias))
+        elif isinstance(layer, snn.TimeDistributed) and isinstance(layer.layer, (nn.Conv1d, nn.Conv2d)):
+            node = dataclasses.replace(original, weight=arr(layer.layer.weight),
+                                       bias=arr(layer.layer.bias))
+        elif isinstance(layer, _Neuron):
+            node = getattr(nir, layer.kind)(**{f: arr(getattr(layer, f)) for f in layer.fields})
+        elif isinstance(layer, _Scale):
+            node = nir.Scale(scale=arr(layer.scale))
+        elif isinstance(layer, _Threshold):
+            node = nir.Threshold(threshold=arr(layer.threshold))
+        else:  # Input, Output and the nodes without learned values, as imported
+            node = copy.deepcopy(original)
+        nodes[name] = node
+    edges = list(net.edges)
+    for p in net.node_names:  # a nested graph's Input/Output: connect around it
+        if p not in net.passes:
+            continue
+        if (p, p) in edges:
+            raise ValueError(f"node {p!r}: a nested graph's Input or Output with an edge to "
+                             f"itself has no flat NIR form")
+        ins = [src for src, dst in edges if dst == p]
+        flat = []
+        for src, dst in edges:
+            if src == p:
+                flat.extend((a, dst) for a in ins)
+            elif dst != p:
+                flat.append((src, dst))
+        edges = flat
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False)
 
 
@@ -342,85 +400,299 @@ def _tensor(a) -> torch.Tensor:
     return t if t.is_floating_point() else t.to(torch.float64)
 
 
+def _flatten_graph(nir, graph, prefix=""):
+    """The graph with nested `NIRGraph` nodes inlined.
+
+    Returns `(nodes, edges, passes)`: nodes by their full name (a nested node is
+    `"<subgraph>.<node>"`), edges between full names in the file's order, and the names of the
+    nested graphs' own Input and Output nodes, which pass their summed input on unchanged.
+    """
+    nodes, edges, passes, ends = {}, [], set(), {}
+
+    def add(name, node):
+        if name in nodes:
+            raise ValueError(f"node {name!r}: two nodes have this name once nested graphs are "
+                             f"inlined (a node of that name and a node of a subgraph); rename one")
+        nodes[name] = node
+
+    for name, node in graph.nodes.items():
+        full = f"{prefix}{name}"
+        if isinstance(node, nir.NIRGraph):
+            inner, inner_edges, inner_passes = _flatten_graph(nir, node, full + ".")
+            ins = [f"{full}.{n}" for n, v in node.nodes.items() if isinstance(v, nir.Input)]
+            outs = [f"{full}.{n}" for n, v in node.nodes.items() if isinstance(v, nir.Output)]
+            ends[name] = (ins, outs)
+            for n, v in inner.items():
+                add(n, v)
+            edges += inner_edges
+            passes |= inner_passes | set(ins) | set(outs)
+        else:
+            add(full, node)
+
+    def resolve(end, edge, role):
+        if end in ends:  # an edge to or from a whole subgraph: its one Input or Output
+            ins, outs = ends[end]
+            which = outs if role == "source" else ins
+            if len(which) != 1:
+                kind = "Output" if role == "source" else "Input"
+                raise ValueError(
+                    f"edge {edge!r}: the subgraph {prefix}{end!r} has {len(which)} {kind} nodes "
+                    f"{which}; name one of them in the edge ('{end}.<node>')")
+            return which[0]
+        full = f"{prefix}{end}"
+        if full not in nodes:
+            raise ValueError(f"edge {edge!r} names an unknown node {full!r}")
+        return full
+
+    for edge in graph.edges:
+        src, dst = edge
+        edges.append((resolve(src, edge, "source"), resolve(dst, edge, "destination")))
+    return nodes, edges, passes
+
+
+def _walk(names, edges, roots):
+    """Depth-first walk from `roots`, then from every node not reached (by name), following
+    edges in order. Returns the reverse postorder (a topological order once back edges are
+    dropped) and the indices of the back edges (those that reach a node on the current path)."""
+    succ = {n: [] for n in names}
+    for i, (src, dst) in enumerate(edges):
+        succ[src].append((dst, i))
+    state, post, back = {}, [], set()
+    for root in [*roots, *sorted(names, key=str)]:
+        if root in state:
+            continue
+        state[root] = "open"
+        stack = [(root, iter(succ[root]))]
+        while stack:
+            node, it = stack[-1]
+            for dst, i in it:
+                if state.get(dst) == "open":
+                    back.add(i)
+                elif dst not in state:
+                    state[dst] = "open"
+                    stack.append((dst, iter(succ[dst])))
+                    break
+            else:
+                stack.pop()
+                state[node] = "done"
+                post.append(node)
+    return post[::-1], back
+
+
+def _components(names, edges):
+    """Strongly connected components (Tarjan), in a topological order of the components."""
+    succ = {n: [] for n in names}
+    for src, dst in edges:
+        succ[src].append(dst)
+    index, low, on, stack, comps, counter = {}, {}, set(), [], [], [0]
+    for root in names:
+        if root in index:
+            continue
+        work = [(root, iter(succ[root]))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, it = work[-1]
+            for dst in it:
+                if dst not in index:
+                    index[dst] = low[dst] = counter[0]
+                    counter[0] += 1
+                    stack.append(dst)
+                    on.add(dst)
+                    work.append((dst, iter(succ[dst])))
+                    break
+                if dst in on:
+                    low[node] = min(low[node], index[dst])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        n = stack.pop()
+                        on.discard(n)
+                        comp.append(n)
+                        if n == node:
+                            break
+                    comps.append(comp)
+    return comps[::-1]
+
+
 class NIRNetwork(nn.Module):
     """A NIR graph as a module over `[T, batch, ...]` (built by `from_nir`).
 
-    Nodes run in topological order, each over the whole sequence; a node with several incoming
-    edges gets their sum. Graphs with cycles (recurrent edges) are refused.
+    A node with several incoming edges gets their sum. Nested `NIRGraph` nodes are inlined
+    (their nodes are named `"<subgraph>.<node>"`). Nodes outside cycles run over the whole
+    sequence at once, in a topological order; each cycle runs step by step, its nodes in a fixed
+    order, and an edge that closes a cycle (a back edge) carries its source's value from the
+    previous step, zero at step 0. The back edges are those a depth-first walk finds reaching a
+    node on its current path; the walk starts at the Input nodes (by name), then at any node not
+    reached (by name), and follows edges in the graph's order.
+
+    Attributes:
+      input_names: the Input nodes, in the graph's order.
+      output_names: the Output nodes, in the graph's order.
+      back_edges: the edges `(source, destination)` that carry the previous step's value.
     """
 
     def __init__(self, graph, dt: float, surrogate: Surrogate):
         super().__init__()
         nir = _nir()
-        kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}
-        inputs = [n for n, k in kinds.items() if k == "Input"]
-        outputs = [n for n, k in kinds.items() if k == "Output"]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"the graph must have one Input and one Output node; it has inputs "
-                             f"{inputs} and outputs {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        preds = {name: [] for name in graph.nodes}
-        for src, dst in graph.edges:
-            for end in (src, dst):
-                if end not in graph.nodes:
-                    raise ValueError(f"edge ({src!r}, {dst!r}) names an unknown node {end!r}")
-            preds[dst].append(src)
-        self.order = _topological(preds)
-        self.preds = preds
+        self.dt = dt
+        nodes, edges, passes = _flatten_graph(nir, graph)
+        self.node_names = list(nodes)
+        self.input_names = [n for n, v in nodes.items() if isinstance(v, nir.Input) and n not in passes]
+        self.output_names = [n for n, v in nodes.items() if isinstance(v, nir.Output) and n not in passes]
+        if not self.input_names or not self.output_names:
+            raise ValueError(f"the graph needs at least one Input and one Output node; it has "
+                             f"inputs {self.input_names} and outputs {self.output_names}")
+        for src, dst in edges:
+            if dst in self.input_names:
+                raise ValueError(f"edge {(src, dst)!r} leads into the Input node {dst!r}")
+            if src in self.output_names:
+                raise ValueError(f"edge {(src, dst)!r} leaves the Output node {src!r}")
+        order, back = _walk(list(nodes), edges, sorted(self.input_names, key=str))
+        position = {n: i for i, n in enumerate(order)}
+        self.back_edges = [edges[i] for i in sorted(back)]
+        self.edges, self.passes = list(edges), passes
+        self._preds = {n: [] for n in nodes}  # (source, is a back edge) in edge order
+        for i, (src, dst) in enumerate(edges):
+            self._preds[dst].append((src, i in back))
+        for n in order:
+            if n not in self.input_names and not self._preds[n]:
+                raise ValueError(f"node {n!r} has no incoming edge")
+        self._blocks = []  # (False, [name]) over the whole sequence or (True, names) per step
+        for comp in _components(order, edges):
+            cyclic = len(comp) > 1 or any(src == dst == comp[0] for src, dst in edges)
+            self._blocks.append((cyclic, sorted(comp, key=position.get)))
+        self._out_shapes = {n: _output_shape(nir, v) for n, v in nodes.items()}
+        self._nir_nodes = {n: copy.deepcopy(v) for n, v in nodes.items()
+                           if n in passes or isinstance(v, (nir.Input, nir.Output))}
         self.layers = nn.ModuleDict()
         self._keys = {}
-        for i, name in enumerate(self.order):
-            if name in (self.input_name, self.output_name):
+        for i, name in enumerate(order):
+            if name in self._nir_nodes:
                 continue
             key = f"n{i}_" + "".join(c if c.isalnum() else "_" for c in str(name))
             self._keys[name] = key
-            self.layers[key] = _import_node(nir, name, graph.nodes[name], dt, surrogate)
+            self.layers[key] = _import_node(nir, name, nodes[name], dt, surrogate)
+            self._nir_nodes[name] = copy.deepcopy(nodes[name])
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_seq):
         """Run the graph over a sequence, from rest.
 
         Args:
-          x_seq: the input node's values, time-major `[T, batch, ...]`, in the dtype the
-            network was imported with.
+          x_seq: the Input node's values, time-major `[T, batch, ...]`, in the dtype the
+            network was imported with; for a graph with several Input nodes, a dict from
+            their names to such tensors (one T and batch for all).
 
         Returns:
-          The output node's values, `[T, batch, ...]`.
+          The Output node's values, `[T, batch, ...]`; for several Output nodes, a dict from
+            their names to their values.
         """
-        if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
-            raise ValueError("x_seq must be a time-major tensor [T, batch, ...]")
-        values = {self.input_name: x_seq}
-        for name in self.order:
-            if name == self.input_name:
+        values = self._inputs(x_seq)
+        first = next(iter(values.values()))
+        steps, batch = first.shape[0], first.shape[1]
+        for per_step, names in self._blocks:
+            if per_step:
+                self._run_steps(names, values, steps, batch, first)
                 continue
-            incoming = [values[p] for p in self.preds[name]]
-            if not incoming:
-                raise ValueError(f"node {name!r} has no incoming edge")
-            x = incoming[0]
-            for other in incoming[1:]:
-                x = x + other
-            values[name] = x if name == self.output_name else self.layers[self._keys[name]](x)
-        return values[self.output_name]
+            (name,) = names
+            if name in self.input_names:
+                continue
+            x = self._sum(name, [values[src] for src, _ in self._preds[name]])
+            key = self._keys.get(name)
+            values[name] = x if key is None else self.layers[key](x)
+        if len(self.output_names) == 1:
+            return values[self.output_names[0]]
+        return {n: values[n] for n in self.output_names}
+
+    def _inputs(self, x_seq):
+        if isinstance(x_seq, torch.Tensor):
+            if len(self.input_names) != 1:
+                raise ValueError(f"the graph has Input nodes {self.input_names}: pass a dict "
+                                 f"from these names to [T, batch, ...] tensors")
+            x_seq = {self.input_names[0]: x_seq}
+        if not isinstance(x_seq, dict) or set(x_seq) != set(self.input_names):
+            got = sorted(map(str, x_seq)) if isinstance(x_seq, dict) else type(x_seq).__name__
+            raise ValueError(f"x_seq must be a tensor [T, batch, ...] or a dict from the Input "
+                             f"nodes {self.input_names} to such tensors; got {got}")
+        lead = None
+        for name, x in x_seq.items():
+            if not isinstance(x, torch.Tensor) or x.dim() < 2:
+                raise ValueError(f"the value of Input {name!r} must be a time-major tensor "
+                                 f"[T, batch, ...]")
+            if lead is not None and tuple(x.shape[:2]) != lead:
+                raise ValueError(f"the Input values have different [T, batch]: {lead} and "
+                                 f"{tuple(x.shape[:2])} (Input {name!r})")
+            lead = tuple(x.shape[:2])
+        return dict(x_seq)
+
+    @staticmethod
+    def _sum(name, terms):
+        x = terms[0]
+        for other in terms[1:]:
+            x = x + other
+        return x
+
+    def _run_steps(self, names, values, steps, batch, like):
+        """One cycle, step by step: back edges read the previous step (nothing at step 0)."""
+        if steps == 0:
+            raise ValueError(f"the cycle through {names} needs T >= 1 steps")
+        inside = set(names)
+        states = dict.fromkeys(names)
+        outs = {n: [] for n in names}
+        prev = None
+        for t in range(steps):
+            cur = {}
+            for name in names:
+                terms = []
+                for src, is_back in self._preds[name]:
+                    if src not in inside:
+                        terms.append(values[src][t])
+                    elif not is_back:
+                        terms.append(cur[src])
+                    elif prev is not None:
+                        terms.append(prev[src])
+                if not terms:  # only back edges, at step 0: their zero
+                    src = self._preds[name][0][0]
+                    shape = self._out_shapes[src]
+                    if shape is None:
+                        raise ValueError(f"node {name!r} reads only back edges, and the shape of "
+                                         f"{src!r}'s output (zero at step 0) is not known")
+                    terms.append(like.new_zeros((batch, *shape)))
+                x = self._sum(name, terms)
+                key = self._keys.get(name)
+                if key is None:
+                    y = x
+                else:
+                    layer = self.layers[key]
+                    if hasattr(layer, "run"):
+                        y, states[name] = layer.run(x.unsqueeze(0), states[name])
+                        y = y[0]
+                    else:
+                        y = layer(x.unsqueeze(0))[0]
+                cur[name] = y
+                outs[name].append(y)
+            prev = cur
+        for name in names:
+            values[name] = torch.stack(outs[name])
 
 
-def _topological(preds):
-    order, state = [], {}
-
-    def visit(n, path):
-        if state.get(n) == "done":
-            return
-        if state.get(n) == "open":
-            cycle = path[path.index(n):] + [n]
-            raise ValueError(f"the graph has a cycle {' -> '.join(map(str, cycle))}; recurrent "
-                             f"NIR graphs are not supported by from_nir")
-        state[n] = "open"
-        for p in preds[n]:
-            visit(p, path + [n])
-        state[n] = "done"
-        order.append(n)
-
-    for n in preds:
-        visit(n, [])
-    return order
+def _output_shape(nir, node):
+    """A node's output shape from its NIR type, or None where it is not known."""
+    out = getattr(node, "output_type", None)
+    if isinstance(node, nir.Input):
+        out = {"output": node.input_type.get("input")} if isinstance(node.input_type, dict) else None
+    if not isinstance(out, dict) or len(out) != 1:
+        return None
+    shape = np.asarray(next(iter(out.values())))
+    if shape.ndim != 1 or shape.size == 0 or not (shape > 0).all():
+        return None
+    return tuple(int(s) for s in shape)
 
 
 def _import_node(nir, name, node, dt, surrogate):
@@ -445,9 +717,22 @@ def _import_node(nir, name, node, dt, surrogate):
         return _Threshold(_tensor(node.threshold), surrogate)
     if kind == "Identity":
         return nn.Identity()
+    if kind == "Delay":
+        return _Delay(_delay_steps(where, node.delay, dt))
     if kind in ("IF", "LIF", "LI", "I", "CubaLIF", "CubaLI"):
         return _Neuron(kind, node, dt, surrogate)
     raise TypeError(f"{where}: from_nir does not support NIR {kind} nodes")
+
+
+def _delay_steps(where, delay, dt):
+    d = np.asarray(delay, dtype=np.float64) / dt
+    steps = np.rint(d)
+    if not np.isfinite(d).all() or (d < 0).any() or \
+            (np.abs(d - steps) > 1e-6 * np.maximum(1.0, steps)).any():
+        bad = d[~(np.isfinite(d) & (d >= 0) & (np.abs(d - steps) <= 1e-6 * np.maximum(1.0, steps)))]
+        raise ValueError(f"{where}: a delay runs as a whole number of steps >= 0, delay / dt; "
+                         f"got delay / dt = {bad.flatten()[:4].tolist()} at dt = {dt}")
+    return torch.from_numpy(steps.astype(np.int64))
 
 
 def _dense(weight, bias):
@@ -527,6 +812,7 @@ class _Neuron(nn.Module):
                   "LI": ("tau", "r", "v_leak"),
                   "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"),
                   "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak", "w_in")}[kind]
+        self.fields = fields
         for f in fields:
             self.register_buffer(f, get(f))
         # the exact path needs one reset value equal to the leak (see the module docs)
@@ -539,41 +825,79 @@ class _Neuron(nn.Module):
             self.v_rest = _single_value(self.v_reset)
 
     def forward(self, x):
+        return self.run(x)[0]
+
+    def run(self, x, state=None):
+        """The node over `x` `[T, batch, ...]` from `state` (`None`: rest); returns
+        `(output, state)`, the state to continue from (a pair `(current, membrane)` for the
+        Cuba nodes)."""
         kind, dt, dtype = self.kind, self.dt, x.dtype
         opts = dict(surrogate=self.surrogate)
         if kind in ("CubaLIF", "CubaLI"):  # synaptic current first: I += dt/tau_syn (0 - I + w_in S)
-            x = snnfunc.plif(self.w_in.to(dtype) * x, w=dt / self.tau_syn.to(dtype), v_reset=0.0,
-                             v_threshold=math.inf, return_h=True, **opts).h
-            kind = kind[4:]
-            tau = self.tau_mem
-        else:
-            tau = getattr(self, "tau", None)
+            i_state, state = (None, None) if state is None else state
+            syn = snnfunc.plif(self.w_in.to(dtype) * x, i_state, w=dt / self.tau_syn.to(dtype),
+                               v_reset=0.0, v_threshold=math.inf, return_h=True, **opts)
+            out, state = self._membrane(kind[4:], syn.h, state, self.tau_mem, opts)
+            return out, (syn.v, state)
+        return self._membrane(kind, x, state, getattr(self, "tau", None), opts)
+
+    def _membrane(self, kind, x, v, tau, opts):
+        dt, dtype = self.dt, x.dtype
         if kind == "I":
-            return snnfunc.if_((dt * self.r.to(dtype)) * x, v_reset=0.0, v_threshold=math.inf,
-                               return_h=True, **opts).h
+            out = snnfunc.if_((dt * self.r.to(dtype)) * x, v, v_reset=0.0, v_threshold=math.inf,
+                              return_h=True, **opts)
+            return out.h, out.v
         if kind == "IF":
             x = (dt * self.r.to(dtype)) * x
             if self.v_rest is not None:
-                return snnfunc.if_(x, v_reset=self.v_rest,
-                                   v_threshold=_above(self.v_threshold, dtype), **opts).spikes
+                out = snnfunc.if_(x, v, v_reset=self.v_rest,
+                                  v_threshold=_above(self.v_threshold, dtype), **opts)
+                return out.spikes, out.v
+            # shifted variable U = V - v_reset
             v_reset = self.v_reset.to(dtype)
-            return snnfunc.if_(x, v_reset=0.0, **opts,
-                               v_threshold=_above(self.v_threshold.to(dtype) - v_reset, dtype)).spikes
+            out = snnfunc.if_(x, v, v_reset=0.0, **opts,
+                              v_threshold=_above(self.v_threshold.to(dtype) - v_reset, dtype))
+            return out.spikes, out.v
         k = dt / tau.to(dtype)
         x = self.r.to(dtype) * x
         spiking = kind == "LIF"
         if self.v_rest is not None:
             thr = _above(self.v_threshold, dtype) if spiking else math.inf
-            out = snnfunc.plif(x, w=k, v_reset=self.v_rest, v_threshold=thr, return_h=not spiking,
-                               **opts)
-            return out.spikes if spiking else out.h
+            out = snnfunc.plif(x, v, w=k, v_reset=self.v_rest, v_threshold=thr,
+                               return_h=not spiking, **opts)
+            return (out.spikes if spiking else out.h), out.v
         # shifted variable U = V - base with base = v_reset (LIF) or v_leak (LI)
         base = (self.v_reset if spiking else self.v_leak).to(dtype)
         c = self.v_leak.to(dtype) - base
         thr = _above(self.v_threshold.to(dtype) - base, dtype) if spiking else math.inf
-        out = snnfunc.plif(x + c, c.expand(x.shape[1:]), w=k, v_reset=0.0, v_threshold=thr,
-                           return_h=not spiking, **opts)
-        return out.spikes if spiking else out.h + base
+        u = c.expand(x.shape[1:]) if v is None else v
+        out = snnfunc.plif(x + c, u, w=k, v_reset=0.0, v_threshold=thr, return_h=not spiking,
+                           **opts)
+        return (out.spikes if spiking else out.h + base), out.v
+
+
+class _Delay(nn.Module):
+    """NIR Delay: y_t = x_{t-d} with d = delay / dt whole steps per neuron, 0 before the start."""
+
+    def __init__(self, steps: torch.Tensor):
+        super().__init__()
+        self.register_buffer("steps", steps)
+        self.depth = int(steps.max()) if steps.numel() else 0
+
+    def forward(self, x):
+        return self.run(x)[0]
+
+    def run(self, x, state=None):
+        """Over `x` `[T, batch, ...]` after the last `depth` inputs `state` (`None`: zeros);
+        returns `(output, state)`."""
+        depth = self.depth
+        if depth == 0:
+            return x, None
+        history = x.new_zeros((depth, *x.shape[1:])) if state is None else state
+        z = torch.cat([history, x])
+        t = torch.arange(x.shape[0], device=x.device).view(-1, *[1] * (x.dim() - 1))
+        index = (depth + t - self.steps.to(x.device)).expand(x.shape)
+        return z.gather(0, index), z[z.shape[0] - depth:]
 
 
 def _single_value(t: torch.Tensor):

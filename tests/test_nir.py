@@ -336,24 +336,236 @@ def test_export_refuses_mixed_sign_rif_and_bad_arguments():
         to_nir("net", torch.rand(2, 1, 3))
 
 
-def test_import_refuses_cycles_unknown_nodes_and_bad_graphs():
+def test_import_refuses_unknown_nodes_and_bad_graphs():
     shape = np.array([3])
     lif = nir.LIF(tau=np.full(3, 2.0), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3),
                   v_reset=np.zeros(3))
-    aff = nir.Affine(weight=np.eye(3), bias=np.zeros(3))
-    cyc = nir.NIRGraph(nodes={"input": nir.Input(shape), "lif": lif, "aff": aff, "output": nir.Output(shape)},
-                       edges=[("input", "lif"), ("lif", "aff"), ("aff", "lif"), ("lif", "output")],
-                       metadata={}, type_check=False)
-    with pytest.raises(ValueError, match="cycle"):
-        from_nir(cyc)
-    delay = single(nir.Delay(delay=np.ones(3)), (3,))
-    with pytest.raises(TypeError, match="Delay"):
-        from_nir(delay)
     with pytest.raises(TypeError, match="nir.NIRGraph"):
         from_nir(42)
     with pytest.raises(ValueError, match="dt must be"):
         from_nir(single(lif, (3,)), dt=-1)
+    with pytest.raises(ValueError, match="unknown node 'nope'"):
+        from_nir(nir.NIRGraph(nodes={"input": nir.Input(shape), "output": nir.Output(shape)},
+                              edges=[("input", "nope")], type_check=False))
+    orphan = {"input": nir.Input(shape), "lif": lif, "output": nir.Output(shape)}
+    with pytest.raises(ValueError, match="node 'lif' has no incoming edge"):
+        from_nir(nir.NIRGraph(nodes=orphan, edges=[("lif", "output")], type_check=False))
+    with pytest.raises(ValueError, match="leads into the Input node"):
+        from_nir(nir.NIRGraph(nodes=orphan, edges=[("input", "lif"), ("lif", "input"),
+                                                   ("lif", "output")], type_check=False))
     assert math.isfinite(from_nir(single(lif, (3,)))(torch.rand(2, 1, 3)).sum().item())
+
+
+# ------------------------------------------------------------------ cycles, subgraphs, delays
+
+
+def graph(nodes, edges):
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False)
+
+
+def recurrent_lif_graph(rng, n_in=4, n=6, tau=2.0, bias=True):
+    """input -> fc -> lif, with lif -> rec -> lif closing the cycle; lif -> output."""
+    lif = nir.LIF(tau=np.full(n, tau), r=rng.uniform(1.5, 3.0, n), v_leak=np.zeros(n),
+                  v_threshold=rng.uniform(0.8, 1.2, n), v_reset=np.zeros(n))
+    w_in, b_in = rng.standard_normal((n, n_in)) * 1.5, rng.uniform(0.6, 1.2, n)
+    w_rec, b_rec = rng.standard_normal((n, n)) * 0.8, rng.uniform(-0.2, 0.2, n)
+    rec = nir.Affine(weight=w_rec, bias=b_rec) if bias else nir.Linear(weight=w_rec)
+    nodes = {"input": nir.Input(np.array([n_in])), "fc": nir.Affine(weight=w_in, bias=b_in),
+             "lif": lif, "rec": rec, "output": nir.Output(np.array([n]))}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")]
+    return graph(nodes, edges)
+
+
+def recurrent_reference(g, x, dt):
+    """The cycle by hand: the back edge rec -> lif carries rec's value of the previous step
+    (nothing at step 0); the LIF by NIR's Euler step, as in `euler`."""
+    fc, lif, rec = g.nodes["fc"], g.nodes["lif"], g.nodes["rec"]
+    v = np.broadcast_to(lif.v_leak, x.shape[1:2] + lif.v_leak.shape).copy()
+    back, out = None, []
+    for x_t in x:
+        i = x_t @ fc.weight.T + fc.bias
+        if back is not None:
+            i = i + back
+        v = v + dt / lif.tau * ((lif.v_leak - v) + lif.r * i)
+        z = v > lif.v_threshold
+        v = np.where(z, lif.v_reset, v)
+        s = z.astype(x.dtype)
+        back = s @ rec.weight.T + getattr(rec, "bias", 0.0)
+        out.append(s)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_cycle_runs_step_by_step_with_the_previous_value_on_its_back_edge(bias):
+    rng = np.random.default_rng(5)
+    g = recurrent_lif_graph(rng, bias=bias)
+    x = rng.standard_normal((50, 3, 4)) + 0.3
+    net = from_nir(g, dt=0.5, dtype=torch.float64)
+    assert net.back_edges == [("rec", "lif")]
+    got = net(torch.from_numpy(x)).detach().numpy()
+    want = recurrent_reference(g, x, 0.5)
+    assert 0.05 < want.mean() < 0.9
+    np.testing.assert_array_equal(got, want)
+    # the recurrent weight matters: without it the spikes differ
+    g.nodes["rec"].weight = np.zeros_like(g.nodes["rec"].weight)
+    assert not np.array_equal(from_nir(g, dt=0.5, dtype=torch.float64)(torch.from_numpy(x)).detach().numpy(), want)
+
+
+def test_a_self_loop_delays_by_one_step_and_trains():
+    """A Scale with an edge to itself accumulates: y_t = x_t + y_{t-1} (y_{-1} = 0)."""
+    s = nir.Scale(scale=np.ones(2))
+    net = from_nir(graph({"input": nir.Input(np.array([2])), "acc": s, "output": nir.Output(np.array([2]))},
+                         [("input", "acc"), ("acc", "acc"), ("acc", "output")]), dtype=torch.float64)
+    x = torch.randint(-3, 4, (7, 2, 2)).double().requires_grad_()
+    y = net(x)
+    torch.testing.assert_close(y, x.cumsum(0), rtol=0, atol=0)
+    y[-1].sum().backward()  # the last step depends on every step
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_a_cycle_trains_through_time():
+    rng = np.random.default_rng(6)
+    net = from_nir(recurrent_lif_graph(rng), dt=0.5)
+    x = torch.from_numpy(rng.standard_normal((30, 2, 4)).astype(np.float32)) + 0.3
+    net(x).sum().backward()
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    assert len(grads) == 4 and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
+def test_a_closed_loop_without_input_starts_from_zero():
+    """A loop no edge from the Input reaches runs too: its first node reads only a back edge,
+    zero at step 0 (of the shape of its source's output)."""
+    n = 3
+    nodes = {"input": nir.Input(np.array([n])), "output": nir.Output(np.array([n])),
+             "li": nir.LI(tau=np.full(n, 2.0), r=np.ones(n), v_leak=np.zeros(n)),
+             "w": nir.Affine(weight=np.eye(n) * 0.5, bias=np.array([1.0, 2.0, 3.0]))}
+    net = from_nir(graph(nodes, [("input", "output"), ("w", "li"), ("li", "w"), ("li", "output")]),
+                   dtype=torch.float64)
+    assert net.back_edges == [("w", "li")]  # the walk reaches 'li' first (by name)
+    x = torch.zeros(4, 1, n, dtype=torch.float64)
+    li, w, want = np.zeros(n), np.zeros(n), []
+    for _ in range(4):
+        li = li + 1.0 / 2.0 * ((0.0 - li) + w)  # li reads w of the previous step
+        w = 0.5 * li + np.array([1.0, 2.0, 3.0])
+        want.append(li)
+    np.testing.assert_allclose(net(x)[:, 0].detach().numpy(), np.stack(want), rtol=0, atol=1e-15)
+
+
+def nested_recurrent_graph(rng):
+    """The cycle of `recurrent_lif_graph` inside a subgraph 'layer', as Spyx writes it."""
+    flat = recurrent_lif_graph(rng)
+    inner = graph({"input": nir.Input(np.array([6])), "lif": flat.nodes["lif"],
+                   "rec": flat.nodes["rec"], "output": nir.Output(np.array([6]))},
+                  [("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")])
+    outer = graph({"input": flat.nodes["input"], "fc": flat.nodes["fc"], "layer": inner,
+                   "output": flat.nodes["output"]},
+                  [("input", "fc"), ("fc", "layer"), ("layer", "output")])
+    return flat, outer
+
+
+def test_nested_graphs_are_inlined(tmp_path):
+    flat, nested = nested_recurrent_graph(np.random.default_rng(7))
+    x = torch.from_numpy(np.random.default_rng(8).standard_normal((40, 2, 4))) + 0.3
+    net = from_nir(nested, dt=0.5, dtype=torch.float64)
+    assert net.back_edges == [("layer.rec", "layer.lif")]
+    assert net.passes == {"layer.input", "layer.output"}
+    want = from_nir(flat, dt=0.5, dtype=torch.float64)(x)
+    assert 0.05 < want.mean() < 0.9
+    torch.testing.assert_close(net(x), want, rtol=0, atol=0)
+    nir.write(tmp_path / "nested.nir", nested)  # and through a file
+    torch.testing.assert_close(from_nir(tmp_path / "nested.nir", dt=0.5, dtype=torch.float64)(x),
+                               want, rtol=0, atol=0)
+    # an edge may name a node inside a subgraph
+    nested.edges = [("input", "fc"), ("fc", "layer.input"), ("layer.output", "output")]
+    torch.testing.assert_close(from_nir(nested, dt=0.5, dtype=torch.float64)(x), want, rtol=0, atol=0)
+
+
+def test_nested_graph_errors_name_the_node():
+    flat, nested = nested_recurrent_graph(np.random.default_rng(7))
+    inner = nested.nodes["layer"]
+    inner.nodes["second"] = nir.Input(np.array([6]))
+    inner.edges.append(("second", "lif"))
+    with pytest.raises(ValueError, match=r"subgraph 'layer' has 2 Input nodes"):
+        from_nir(nested)
+    del inner.nodes["second"]
+    inner.edges.pop()
+    nested.nodes["layer.lif"] = flat.nodes["lif"]
+    with pytest.raises(ValueError, match=r"node 'layer.lif': two nodes have this name"):
+        from_nir(nested)
+
+
+def test_several_inputs_and_outputs():
+    rng = np.random.default_rng(9)
+    wa, wb = rng.standard_normal((3, 2)), rng.standard_normal((3, 4))
+    nodes = {"a": nir.Input(np.array([2])), "b": nir.Input(np.array([4])),
+             "fa": nir.Linear(weight=wa), "fb": nir.Linear(weight=wb),
+             "thr": nir.Threshold(threshold=np.zeros(3)),
+             "spikes": nir.Output(np.array([3])), "current": nir.Output(np.array([3]))}
+    edges = [("a", "fa"), ("b", "fb"), ("fa", "thr"), ("fb", "thr"), ("thr", "spikes"),
+             ("fa", "current"), ("fb", "current")]
+    net = from_nir(graph(nodes, edges), dtype=torch.float64)
+    assert net.input_names == ["a", "b"] and net.output_names == ["spikes", "current"]
+    xa, xb = torch.randn(5, 2, 2, dtype=torch.float64), torch.randn(5, 2, 4, dtype=torch.float64)
+    out = net({"a": xa, "b": xb})
+    current = xa @ torch.from_numpy(wa).T + xb @ torch.from_numpy(wb).T
+    torch.testing.assert_close(out["current"], current, rtol=0, atol=0)
+    torch.testing.assert_close(out["spikes"], (current > 0).double(), rtol=0, atol=0)
+    assert 0 < out["spikes"].mean() < 1
+    with pytest.raises(ValueError, match=r"Input nodes \['a', 'b'\]: pass a dict"):
+        net(xa)
+    with pytest.raises(ValueError, match="dict from the Input nodes"):
+        net({"a": xa})
+    with pytest.raises(ValueError, match=r"different \[T, batch\]"):
+        net({"a": xa, "b": xb[:3]})
+
+
+def test_delay_shifts_each_neuron_by_whole_steps_inside_and_outside_a_cycle():
+    steps = np.array([0, 1, 3])
+    dt = 0.25
+    delay = nir.Delay(delay=steps * dt)
+    x = torch.randn(8, 2, 3, dtype=torch.float64)
+    net = from_nir(single(delay, (3,)), dt=dt, dtype=torch.float64)
+    want = torch.zeros_like(x)
+    for j, d in enumerate(steps):
+        want[d:, :, j] = x[:x.shape[0] - d, :, j]
+    torch.testing.assert_close(net(x), want, rtol=0, atol=0)
+    # in a cycle: y_t = x_t + y_{t-1-d}, through a back edge and the delay
+    nodes = {"input": nir.Input(np.array([3])), "sum": nir.Scale(scale=np.ones(3)),
+             "delay": delay, "output": nir.Output(np.array([3]))}
+    loop = from_nir(graph(nodes, [("input", "sum"), ("sum", "delay"), ("delay", "sum"),
+                                  ("sum", "output")]), dt=dt, dtype=torch.float64)
+    y = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        y[t] = x[t]
+        for j, d in enumerate(steps):
+            if t - 1 - d >= 0:
+                y[t, :, j] += y[t - 1 - d, :, j]
+    torch.testing.assert_close(loop(x), y, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"node 'n' \(Delay\): a delay runs as a whole number"):
+        from_nir(single(nir.Delay(delay=np.array([0.1, 0.3, 0.25])), (3,)), dt=dt)
+
+
+def test_an_imported_cyclic_network_exports_and_imports_again_equal(tmp_path):
+    """import -> to_nir -> nir.write -> nir.read -> import: the same outputs bit for bit, also
+    after training changed the weights; nested graphs come back flat."""
+    flat, nested = nested_recurrent_graph(np.random.default_rng(10))
+    net = from_nir(nested, dt=0.5)
+    x = torch.from_numpy(np.random.default_rng(11).standard_normal((40, 2, 4)).astype(np.float32)) + 0.3
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01)
+    want = net(x)
+    assert 0.05 < want.mean() < 0.9
+    g = to_nir(net)
+    assert not any(isinstance(n, nir.NIRGraph) for n in g.nodes.values())
+    assert sorted(g.edges) == sorted([("input", "fc"), ("fc", "layer.lif"), ("layer.lif", "layer.rec"),
+                                      ("layer.rec", "layer.lif"), ("layer.lif", "output")])
+    nir.write(tmp_path / "again.nir", g)
+    back = from_nir(tmp_path / "again.nir", dt=0.5)
+    assert back.back_edges == [("layer.rec", "layer.lif")]
+    torch.testing.assert_close(back(x), want, rtol=0, atol=0)
+    g64 = to_nir(net, x.double())
+    assert g64.nodes["fc"].weight.dtype == np.float64
 
 
 def test_conv1d_and_bias_free_linear_round_trip(tmp_path):
