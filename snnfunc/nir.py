@@ -44,6 +44,14 @@ in that order; otherwise it runs in the shifted variable $U = V - v_{reset}$, eq
 rounding. CubaLIF updates its synaptic current first,
 $I_t = I_{t-1} + (dt/\tau_{syn})((0 - I_{t-1}) + w_{in} S_t)$, and drives the membrane with
 $I_t$.
+
+Graphs with cycles import: an edge that closes a cycle (a back edge, found by a depth-first
+walk from the Input nodes, `NIRNetwork.back_edges`) carries its source's value from the
+previous step, zero at step 0, as nirtorch and Norse run such graphs. Each cycle runs step by
+step; the rest of the graph runs over the whole sequence. Nested `NIRGraph` nodes are inlined
+(`"<subgraph>.<node>"`), `Delay` shifts by `delay / dt` whole steps, and a graph with several
+Input or Output nodes takes and returns dicts by node name. `to_nir(imported_network)` writes
+an imported network back (flat, with its current weights).
 """
 
 from __future__ import annotations
