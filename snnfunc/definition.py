@@ -88,7 +88,10 @@ def lookup(name: str) -> "Neuron":
         if module:  # a saved graph loaded in a fresh process: import where it was defined
             import importlib
 
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
     if name not in _REGISTRY:
         raise ValueError(f"no neuron definition named {name!r} is registered in this process")
     return _REGISTRY[name]

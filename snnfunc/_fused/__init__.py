@@ -20,7 +20,7 @@ import logging
 
 import torch
 
-from snnfunc._fused import _cpu, _ops  # registers the CPU ops (the C library builds lazily)
+from snnfunc._fused import _cpu, _generated, _ops  # registers the CPU ops (libraries build lazily)
 
 try:  # registers the CUDA ops wherever Triton is installed, so saved graphs load anywhere
     from snnfunc._fused import _triton

@@ -1,10 +1,517 @@
-"""Fused kernels generated from neuron definitions (see `snnfunc.definition`)."""
+"""Fused kernels generated from neuron definitions (`snnfunc.definition`), on the CPU.
+
+Two `torch.library` custom ops, `snnfunc::defined_forward` and `snnfunc::defined_backward`,
+take any registered definition by name: states and parameters are lists of tensors, so a
+neuron with any number of them fits one schema. Each configuration (definition, options,
+reset, dtype, which gradients are wanted) gets its C source from `_codegen`, compiled once
+per machine and cached by the source's hash, like the hand-written kernel. The ops check
+every argument first, have fake kernels (one node to `torch.compile`, whatever T is) and
+vmap rules; one autograd.Function ties them together under `torch.func`.
+
+Half precision (float16, bfloat16) is loaded and stored in its own dtype and computed in
+float32, states held in float32 between steps; the reference loop follows the same rule.
+"""
 
 from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from snnfunc import _ir
+from snnfunc._fused import _codegen, _cpu, _ops
+
+_log = logging.getLogger("snnfunc")
+_lock = threading.Lock()
+_libs: dict[str, ctypes.CDLL] = {}
+_sources: dict = {}
+DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+          torch.bfloat16: "bfloat16"}
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build(source: str) -> ctypes.CDLL:
+    cc = _cpu._compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
+    key = hashlib.sha256(source.encode())
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key.update(" ".join([cc, version, *_cpu._FLAGS, _cpu._cpu_id()]).encode())
+    digest = key.hexdigest()[:20]
+    if digest in _libs:
+        return _libs[digest]
+    with _lock:
+        if digest in _libs:
+            return _libs[digest]
+        out = _cpu._cache_dir() / f"snnfunc_gen_{digest}.so"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _log.info("snnfunc: compiling a generated neuron kernel into %s", out)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                src = os.path.join(tmp, "kernel.c")
+                with open(src, "w") as f:
+                    f.write(source)
+                so = os.path.join(tmp, "kernel.so")
+                cmd = [cc, *_cpu._FLAGS, "-march=native", "-o", so, src, "-lm"]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    cmd = [cc, *_cpu._FLAGS, "-o", so, src, "-lm"]
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+                os.replace(so, out)
+        lib = ctypes.CDLL(str(out))
+        lib.snn_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.snn_run.restype = ctypes.c_int
+        _libs[digest] = lib
+        return lib
+
+
+def _job_type(k: int, m: int):
+    P, I = ctypes.c_void_p, ctypes.c_int64
+    m = max(m, 1)
+
+    class Job(ctypes.Structure):
+        _fields_ = [("T", I), ("N", I), ("block", I), ("vr", ctypes.c_double), ("x", P),
+                    ("th", P), ("gs", P), ("gh", P), ("st", P * k), ("par", P * m),
+                    ("gst", P * k), ("sst", I * k), ("spar", I * m), ("sth", I), ("s", P),
+                    ("h", P), ("gx", P), ("gth", P), ("st_out", P * k), ("gst0", P * k),
+                    ("gpar", P * m)]
+
+    return Job
+
+
+def _ptr(t):
+    return None if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _stride(t):
+    return 0 if t.numel() == 1 else 1
+
+
+def _run(lib, neuron, job_fields: dict, backward: bool):
+    K, M = len(neuron.states), len(neuron.parameters)
+    job = _job_type(K, M)()
+    for name, value in job_fields.items():
+        if isinstance(value, list):
+            arr = getattr(job, name)
+            for i, v in enumerate(value):
+                arr[i] = v
+        else:
+            setattr(job, name, value)
+    rc = lib.snn_run(ctypes.addressof(job), int(backward), torch.get_num_threads())
+    if rc:
+        raise MemoryError("the generated neuron kernel could not allocate its buffer")
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def options_string(opts: dict) -> str:
+    return ",".join(f"{k}={int(v)}" for k, v in sorted(opts.items()))
+
+
+def _parse_options(neuron, text: str) -> dict:
+    opts = {}
+    for item in filter(None, text.split(",")):
+        k, _, v = item.partition("=")
+        if k not in neuron.options or v not in ("0", "1"):
+            raise ValueError(f"options must be name=0 or name=1 for {tuple(neuron.options)}, "
+                             f"got {text!r}")
+        opts[k] = v == "1"
+    if set(opts) != set(neuron.options):
+        raise ValueError(f"options must give {tuple(neuron.options)}, got {text!r}")
+    return opts
+
+
+_SURROGATES: dict[str, object] = {}
+
+
+def surrogate_token(surrogate) -> str:
+    """A string naming a surrogate (its class and fields), for the backward op's schema."""
+    cls = type(surrogate)
+    fields = [[f.name, getattr(surrogate, f.name)] for f in dataclasses.fields(surrogate)]
+    token = json.dumps([cls.__module__, cls.__qualname__, fields])
+    _SURROGATES.setdefault(token, surrogate)
+    return token
+
+
+def _surrogate(token: str):
+    if token not in _SURROGATES:  # a saved graph in a fresh process
+        try:
+            module, qualname, fields = json.loads(token)
+            obj = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            _SURROGATES[token] = obj(**dict(fields))
+        except Exception as exc:
+            raise ValueError(f"surrogate must name a surrogate class and its fields, got "
+                             f"{token!r} ({exc})") from None
+    return _SURROGATES[token]
+
+
+def _derivative_rule(surrogate):
+    """`fn(graph, u) -> node`: the surrogate's derivative traced into the kernel's graph."""
+    where = f"surrogate {type(surrogate).__name__}"
+
+    def rule(g, u):
+        old, g.where = g.where, where
+        try:
+            d = surrogate.derivative(_ir.Sym(g, u))
+            return g.value(d, f"{type(surrogate).__name__}.derivative(x)")
+        finally:
+            g.where = old
+
+    return rule
+
+
+_traceable: dict = {}
+
+
+def why_not_surrogate(surrogate) -> str | None:
+    """Why the surrogate's derivative cannot be compiled into a kernel, or None."""
+    key = surrogate_token(surrogate)
+    if key not in _traceable:
+        g = _ir.Graph()
+        try:
+            i = _derivative_rule(surrogate)(g, g.add("input", "u"))
+            if g.kinds[i] != "real":
+                raise _ir.DefinitionError("derivative(x) returned a mask")
+            _traceable[key] = None
+        except Exception as exc:  # a derivative in anything but elementwise torch operations
+            _traceable[key] = (f"the surrogate {type(surrogate).__name__}'s derivative cannot be "
+                               f"compiled into the kernel ({exc})")
+    return _traceable[key]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check(neuron_name, x, states, params, th, scalars, device_type="cpu"):
+    from snnfunc.definition import lookup
+
+    neuron = lookup(neuron_name)
+    if not isinstance(x, Tensor) or x.dtype not in DTYPES:
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be a float16, bfloat16, float32 or float64 tensor, got {got}")
+    if x.dim() < 1 or x.layout != torch.strided:
+        raise ValueError(f"x must be a dense tensor [T, ...], got {x.dim()}-d ({x.layout})")
+    if not _ops._device_ok(x, device_type):
+        raise ValueError(f"this op runs on {device_type} tensors, x is on {x.device}")
+    if len(states) != len(neuron.states):
+        raise ValueError(f"states must hold {len(neuron.states)} tensors {neuron.states}, got "
+                         f"{len(states)}")
+    if len(params) != len(neuron.parameters):
+        raise ValueError(f"params must hold {len(neuron.parameters)} tensors "
+                         f"{tuple(neuron.parameters)}, got {len(params)}")
+    for name, t in [*zip(neuron.states, states), *zip(neuron.parameters, params), ("th", th)]:
+        _ops._check_step(name, t, x)
+    if (not isinstance(scalars, Tensor) or scalars.dtype != torch.float64
+            or scalars.shape != (1,) or scalars.device.type != "cpu"):
+        raise ValueError("scalars must be a float64 CPU tensor of 1 value (v_rest)")
+    return neuron
+
+
+def _io(x, states, params, th):
+    c = lambda t: t.contiguous()  # noqa: E731
+    return c(x), [c(t) for t in states], [c(t) for t in params], c(th)
+
+
+# --------------------------------------------------------------------------- forward op
+
+
+def _forward_lib(neuron, opts_text, hard, want_h, dtype):
+    key = ("f", neuron, opts_text, hard, want_h, dtype)
+    if key not in _sources:
+        src = _codegen.forward_source(neuron, _parse_options(neuron, opts_text), hard=hard,
+                                      want_h=want_h, dtype=DTYPES[dtype])
+        _sources[key] = _build(src)
+    return _sources[key]
+
+
+@torch.library.custom_op("snnfunc::defined_forward", mutates_args=())
+def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
+                    scalars: Tensor, neuron: str, options: str, hard: bool,
+                    want_h: bool) -> list[Tensor]:
+    nrn = _check(neuron, x, states, params, th, scalars)
+    opts_text = options_string(_parse_options(nrn, options))
+    x, states, params, th = _io(x, states, params, th)
+    s = x.new_empty(x.shape)
+    h = x.new_empty(x.shape if want_h else (0,))
+    out = [x.new_empty(x.shape[1:]) for _ in states]
+    lib = _forward_lib(nrn, opts_text, hard, want_h, x.dtype)
+    _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else out[0].numel(),
+                        vr=scalars.tolist()[0], x=_ptr(x), th=_ptr(th),
+                        st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
+                        par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
+                        sth=_stride(th), s=_ptr(s), h=_ptr(h) if want_h else None,
+                        st_out=[_ptr(t) for t in out]), backward=False)
+    return [s, h, *out]
+
+
+@defined_forward.register_fake
+def _(x, states, params, th, scalars, neuron, options, hard, want_h):
+    _check(neuron, x, states, params, th, scalars)
+    return [x.new_empty(x.shape), x.new_empty(x.shape if want_h else (0,)),
+            *[x.new_empty(x.shape[1:]) for _ in states]]
+
+
+# --------------------------------------------------------------------------- backward op
+
+
+def _check_backward(neuron, x, gs, gh, gstates, need):
+    for name, t in (("gs", gs), ("gh", gh)):
+        if t is not None:
+            _ops._check_seq(name, t, x)
+    if len(gstates) != len(neuron.states):
+        raise ValueError(f"gstates must hold {len(neuron.states)} entries, got {len(gstates)}")
+    for n, t in zip(neuron.states, gstates):
+        if t is not None:
+            _ops._check_step(f"gstates[{n}]", t, x, shared_ok=False)
+    if gs is None and gh is None and all(t is None for t in gstates):
+        raise ValueError("the backward op needs at least one of gs, gh and gstates")
+    if len(need) != len(neuron.parameters) + 1 or not all(isinstance(b, bool) for b in need):
+        raise ValueError(f"need must hold {len(neuron.parameters) + 1} bools (each parameter, "
+                         f"then the threshold), got {need!r}")
+
+
+def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_gv, need, dtype):
+    key = ("b", neuron, opts_text, hard, detach, token, has_gs, has_gh, has_gv, need, dtype)
+    if key not in _sources:
+        surrogate = _surrogate(token)
+        reason = why_not_surrogate(surrogate)
+        if reason is not None:
+            raise ValueError(reason)
+        src = _codegen.backward_source(
+            neuron, _parse_options(neuron, opts_text), hard=hard, detach=detach,
+            surrogate_derivative=_derivative_rule(surrogate), has_gs=has_gs, has_gh=has_gh,
+            has_gv=has_gv, need=need, dtype=DTYPES[dtype])
+        _sources[key] = _build(src)
+    return _sources[key]
+
+
+@torch.library.custom_op("snnfunc::defined_backward", mutates_args=())
+def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
+                     gs: Optional[Tensor], gh: Optional[Tensor], gstates: list[Optional[Tensor]],
+                     scalars: Tensor, neuron: str, options: str, surrogate: str, hard: bool,
+                     detach: bool, need: list[bool]) -> list[Tensor]:
+    nrn = _check(neuron, x, states, params, th, scalars)
+    _check_backward(nrn, x, gs, gh, gstates, need)
+    opts_text = options_string(_parse_options(nrn, options))
+    x, states, params, th = _io(x, states, params, th)
+    gs, gh = (None if t is None else t.contiguous() for t in (gs, gh))
+    gstates = [None if t is None else t.contiguous() for t in gstates]
+    step = x.shape[1:]
+    gx = x.new_empty(x.shape)
+    gst0 = [x.new_empty(step) for _ in states]
+    M = len(params)
+    gpar = [x.new_empty(step if need[k] else (0,)) for k in range(M)]
+    gth = x.new_empty(step if need[M] else (0,))
+    lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
+                        tuple(t is not None for t in gstates), tuple(need), x.dtype)
+    _run(lib, nrn, dict(T=x.shape[0], N=gst0[0].numel(), vr=scalars.tolist()[0], x=_ptr(x),
+                        th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh),
+                        st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
+                        par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
+                        sth=_stride(th), gst=[_ptr(t) for t in gstates], gx=_ptr(gx),
+                        gth=_ptr(gth), gst0=[_ptr(t) for t in gst0],
+                        gpar=[_ptr(t) for t in gpar]), backward=True)
+    return [gx, *gst0, *gpar, gth]
+
+
+@defined_backward.register_fake
+def _(x, states, params, th, gs, gh, gstates, scalars, neuron, options, surrogate, hard, detach,
+      need):
+    nrn = _check(neuron, x, states, params, th, scalars)
+    _check_backward(nrn, x, gs, gh, gstates, need)
+    step = x.shape[1:]
+    M = len(params)
+    return [x.new_empty(x.shape), *[x.new_empty(step) for _ in states],
+            *[x.new_empty(step if need[k] else (0,)) for k in range(M)],
+            x.new_empty(step if need[M] else (0,))]
+
+
+# --------------------------------------------------------------------------- vmap rules
+
+
+def _dims(d, n):
+    return list(d) if isinstance(d, (list, tuple)) else [d] * n
+
+
+def _forward_vmap(info, in_dims, x, states, params, th, scalars, *config):
+    x = _ops._batched_seq(x, in_dims[0], info.batch_size)
+    step = x.shape[1:]
+    states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
+    params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
+    th = _ops._batched_step(th, in_dims[3], step)
+    out = defined_forward(x, states, params, th, _ops._unbatched(scalars, in_dims[4]), *config)
+    return out, [1, 1 if out[1].dim() else None, *[0] * len(states)]
+
+
+def _backward_vmap(info, in_dims, x, states, params, th, gs, gh, gstates, scalars, *config):
+    B = info.batch_size
+    x = _ops._batched_seq(x, in_dims[0], B)
+    gs, gh = _ops._batched_seq(gs, in_dims[4], B), _ops._batched_seq(gh, in_dims[5], B)
+    step = x.shape[1:]
+    states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
+    params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
+    th = _ops._batched_step(th, in_dims[3], step)
+    gstates = [None if t is None else _ops._batched_step(t, d, step)
+               for t, d in zip(gstates, _dims(in_dims[6], len(gstates)))]
+    out = defined_backward(x, states, params, th, gs, gh, gstates,
+                           _ops._unbatched(scalars, in_dims[7]), *config)
+    return out, [1, *[0 if t.dim() else None for t in out[1:]]]
+
+
+torch.library.register_vmap(defined_forward, _forward_vmap)
+torch.library.register_vmap(defined_backward, _backward_vmap)
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything about a call that is not a tensor (hashable: compile guards on it)."""
+
+    neuron: str
+    options: str
+    hard: bool
+    detach: bool
+    want_h: bool
+    surrogate: str
+    n_states: int
+
+
+def _reduced(grad, like):
+    if like.numel() == 1 and grad.numel() != 1:
+        return grad.sum().reshape(like.shape)
+    return grad
+
+
+class DefinedNeuron(torch.autograd.Function):
+    """Forward: one call of the generated kernel. Backward: one call of the generated BPTT
+    kernel from the saved input (nothing else per time step is kept)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, th, scalars, cfg: Config, *tensors):
+        k = cfg.n_states
+        out = defined_forward(x, list(tensors[:k]), list(tensors[k:]), th, scalars, cfg.neuron,
+                              cfg.options, cfg.hard, cfg.want_h)
+        return tuple(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, th, scalars, cfg, *tensors = inputs
+        ctx.save_for_backward(x, th, scalars, *tensors)
+        ctx.cfg = cfg
+        if not cfg.want_h:
+            ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gs, gh, *gstates):
+        x, th, scalars, *tensors = ctx.saved_tensors
+        cfg = ctx.cfg
+        k = cfg.n_states
+        n_params = len(tensors) - k
+        need = tuple(bool(ctx.needs_input_grad[4 + k + j]) for j in range(n_params)) + (
+            bool(ctx.needs_input_grad[1]),)
+        gh = gh if cfg.want_h else None
+        if gs is None and gh is None and all(g is None for g in gstates):
+            return (None,) * (4 + len(tensors))
+        grads = DefinedNeuronBackward.apply(x, th, scalars, cfg, need, gs, gh, *gstates, *tensors)
+        gx, gst0 = grads[0], grads[1:1 + k]
+        gpar, gth = grads[1 + k:1 + k + n_params], grads[1 + k + n_params]
+        states, params = tensors[:k], tensors[k:]
+        return (gx, _reduced(gth, th) if need[-1] else None, None, None,
+                *(_reduced(g, t) for g, t in zip(gst0, states)),
+                *(_reduced(g, t) if need[j] else None
+                  for j, (g, t) in enumerate(zip(gpar, params))))
+
+
+class DefinedNeuronBackward(torch.autograd.Function):
+    """The generated BPTT kernel as a function, so that torch.func transforms see it."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, th, scalars, cfg, need, gs, gh, *rest):
+        k = cfg.n_states
+        gstates, tensors = list(rest[:k]), rest[k:]
+        return tuple(defined_backward(x, list(tensors[:k]), list(tensors[k:]), th, gs, gh,
+                                      gstates, scalars, cfg.neuron, cfg.options, cfg.surrogate,
+                                      cfg.hard, cfg.detach, list(need)))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "the fused neuron kernel is differentiable once; for higher-order gradients call "
+            "the neuron with impl='reference'")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def why_not(x_seq, surrogate) -> str | None:
+    """Why the generated kernels cannot take this call, or None when they can."""
+    from snnfunc import _fused
+
+    if x_seq.dtype not in DTYPES:
+        return f"the fused kernels take float16, bfloat16, float32 and float64, not {x_seq.dtype}"
+    if x_seq.device.type != "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return (f"neurons made from definitions have fused kernels on the CPU only so far, not "
+                f"on {x_seq.device.type}")
+    if _cpu._compiler() is None:
+        return "no C compiler found (set CC, or install gcc or clang)"
+    if x_seq.shape[0] == 0:
+        return "T = 0"
+    if not torch.compiler.is_compiling() and _fused._forward_ad_active():
+        return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
+    return why_not_surrogate(surrogate)
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
         return_h, force):
-    if force:
-        raise ValueError("impl='fused' is not available: no generated kernel yet")
-    return None
+    """The fused neuron `(spikes, h or None, states)`, or None where it does not apply."""
+    from snnfunc import _fused
+
+    reason = why_not(x_seq, surrogate)
+    if reason is not None:
+        if force:
+            raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
+        _fused._fell_back(reason)
+        return None
+    shape = x_seq.shape[1:]
+
+    def step_tensor(value):
+        return value.reshape(()) if value.numel() == 1 else value.expand(shape)
+
+    cfg = Config(neuron.name, options_string(opts), v_reset is not None, detach_reset, return_h,
+                 surrogate_token(surrogate), len(states))
+    zero = torch.full((1,), -0.0, dtype=torch.float64)  # -0.0 + v is v, even -0.0
+    scalars = zero + (0.0 if v_reset is None else v_reset)
+    out = DefinedNeuron.apply(x_seq, step_tensor(v_threshold), scalars, cfg,
+                              *(step_tensor(s) for s in states),
+                              *(step_tensor(params[n]) for n in neuron.parameters))
+    s, h, *st = out
+    return s, (h if return_h else None), tuple(st)

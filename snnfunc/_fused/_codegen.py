@@ -1,0 +1,415 @@
+"""C source for a neuron definition's fused kernels, generated from its traced step.
+
+The skeleton (blocks of neurons on OpenMP threads, the loop over T, the recompute-then-BPTT
+backward) is written once here; the per-neuron part is the traced step (`snnfunc._ir`), one
+C statement per node in the definition's order. Built without FMA contraction or fast math,
+so wherever the definition uses + - * / and comparisons the forward equals the reference
+loop bit for bit.
+
+The backward recomputes the states of every step of a block into a buffer, then walks back
+in time. At each step it computes the forward step again and the step's vector-Jacobian
+product. A cotangent no gradient reaches (an unused output; the final state's at the last
+step) is absent, and its terms are left out, as autograd leaves them out in the reference;
+which cotangents are present at a step depends on how far it is from the end, and settles
+after a few steps: the kernel has one block of code for each distinct presence pattern.
+"""
+
+from __future__ import annotations
+
+import math
+
+from snnfunc import _ir
+
+IO_TYPES = {  # torch dtype name -> (C type in memory, compute type, load, store)
+    "float32": ("float", "float", "({x})", "({x})"),
+    "float64": ("double", "double", "({x})", "({x})"),
+    "float16": ("_Float16", "float", "((float)({x}))", "((_Float16)({x}))"),
+    "bfloat16": ("uint16_t", "float", "bf16_load({x})", "bf16_store({x})"),
+}
+
+_HEADER = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+typedef {io} IO;
+typedef {real} REAL;
+#define BLK 512
+#define BUF_BYTES 524288
+static inline float bf16_load(uint16_t b) {{ uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }}
+static inline uint16_t bf16_store(float f) {{
+  uint32_t u; memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)0x7fc0;  /* NaN, as torch */
+  u += 0x7fffu + ((u >> 16) & 1u);  /* round to nearest even */
+  return (uint16_t)(u >> 16);
+}}
+typedef struct {{
+  int64_t T, N, block;
+  double vr;
+  const IO *x, *th, *gs, *gh;
+  const IO *st[{k}], *par[{m}], *gst[{k}];
+  int64_t sst[{k}], spar[{m}], sth;
+  IO *s, *h, *gx, *gth;
+  IO *st_out[{k}], *gst0[{k}], *gpar[{m}];
+}} job_t;
+"""
+
+_RUN = r"""
+static int run(job_t *j, int backward, int nthreads) {
+  int64_t per = (int64_t)sizeof(REAL) * (j->T > 0 ? j->T : 1) * (backward ? NSTATES : 1);
+  int64_t block = BUF_BYTES / per;
+  block = block < 16 ? 16 : (block > BLK ? BLK : (block / 16) * 16);
+  j->block = block;
+  int64_t nblocks = (j->N + block - 1) / block;
+  if (nthreads > nblocks) nthreads = (int)nblocks;
+  if (j->T * j->N < 32768) nthreads = 1;
+  if (nthreads < 1) nthreads = 1;
+  int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+  {
+    REAL *buf = NULL;
+    if (backward) {
+      buf = (REAL *)malloc((size_t)j->T * (size_t)block * NSTATES * sizeof(REAL) + 64);
+      if (!buf) failed |= 1;
+    }
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nblocks; b++) {
+      int64_t i0 = b * block, n = j->N - i0 < block ? j->N - i0 : block;
+      if (backward && !buf) { failed |= 1; continue; }
+      if (backward) bwd_block(j, i0, n, buf);
+      else fwd_block(j, i0, n);
+    }
+    free(buf);
+  }
+  return failed;
+}
+
+int snn_run(job_t *j, int backward, int nthreads) { return run(j, backward, nthreads); }
+int snn_sizes(int64_t *out) { out[0] = sizeof(job_t); out[1] = NSTATES; out[2] = NPARAMS; return 0; }
+"""
+
+_C_FUNCS = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "sqrt": "sqrt",
+            "abs": "fabs", "tanh": "tanh", "cosh": "cosh", "sinh": "sinh", "sin": "sin",
+            "cos": "cos"}
+
+
+def _literal(value: float, single: bool) -> str:
+    if math.isnan(value):
+        return "((REAL)NAN)"
+    if math.isinf(value):
+        return "((REAL)INFINITY)" if value > 0 else "((REAL)-INFINITY)"
+    return f"((REAL){value!r})"
+
+
+def _func(name: str, single: bool) -> str:
+    base = _C_FUNCS[name]
+    return base + "f" if single else base
+
+
+class _Emitter:
+    """Writes graph nodes as C statements, each node once, in order."""
+
+    def __init__(self, g: _ir.Graph, inputs: dict[int, str], single: bool, prefix: str):
+        self.g, self.inputs, self.single, self.p = g, inputs, single, prefix
+        self.lines: list[str] = []
+        self.done: set[int] = set()
+
+    def name(self, i: int) -> str:
+        return f"{self.p}{i}"
+
+    def emit_until(self, last: int) -> None:
+        for i in range(last + 1):
+            self.emit(i)
+
+    def emit(self, i: int) -> None:
+        if i in self.done:
+            return
+        self.done.add(i)
+        op, args = self.g.nodes[i]
+        if op == "input":
+            expr = self.inputs.get(args[0])
+            if expr is None:  # an input this code block does not have (unused here)
+                return
+            self.lines.append(f"const REAL {self.name(i)} = {expr};")
+            return
+        if op == "const":
+            self.lines.append(f"const REAL {self.name(i)} = {_literal(args[0], self.single)};")
+            return
+        for a in args if op != "pow" else args[:1]:
+            if isinstance(a, int):
+                self.emit(a)
+        n = self.name
+        a = [n(x) for x in args] if op not in ("pow",) else [n(args[0])]
+        f = lambda name: _func(name, self.single)  # noqa: E731
+        one = "(REAL)1"
+        if op in ("add", "sub", "mul", "div"):
+            sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
+            expr = f"{a[0]} {sym} {a[1]}"
+        elif op == "neg":
+            expr = f"-{a[0]}"
+        elif op in _C_FUNCS:
+            expr = f"{f(op)}({a[0]})"
+        elif op == "rsqrt":
+            expr = f"{one} / {f('sqrt')}({a[0]})"
+        elif op == "reciprocal":
+            expr = f"{one} / {a[0]}"
+        elif op == "sigmoid":
+            expr = f"{one} / ({one} + {f('exp')}(-{a[0]}))"
+        elif op == "pow":
+            k = args[1]
+            x = a[0]
+            expr = {2.0: f"{x} * {x}", 3.0: f"{x} * {x} * {x}", 1.0: x, 0.5: f"{f('sqrt')}({x})",
+                    -0.5: f"{one} / {f('sqrt')}({x})", -1.0: f"{one} / {x}",
+                    -2.0: f"{one} / ({x} * {x})", 0.0: one}.get(
+                k, f"{'powf' if self.single else 'pow'}({x}, {_literal(k, self.single)})")
+        elif op in ("minimum", "maximum"):
+            cmp = "<" if op == "minimum" else ">"
+            expr = (f"({a[0]} != {a[0]}) ? {a[0]} : (({a[1]} != {a[1]}) ? {a[1]} : "
+                    f"({a[0]} {cmp} {a[1]} ? {a[0]} : {a[1]}))")
+        elif op == "where":
+            expr = f"{a[0]} ? {a[1]} : {a[2]}"
+        elif op in _ir.COMPARE:
+            sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[op]
+            self.lines.append(f"const int {n(i)} = {a[0]} {sym} {a[1]};")
+            return
+        elif op in ("and", "or"):
+            self.lines.append(f"const int {n(i)} = {a[0]} {'&' if op == 'and' else '|'} {a[1]};")
+            return
+        elif op == "not":
+            self.lines.append(f"const int {n(i)} = !{a[0]};")
+            return
+        elif op == "spike":
+            expr = f"({a[0]} >= 0) ? {one} : (REAL)0"
+        elif op == "detach":
+            expr = a[0]
+        elif op == "reset_hard":
+            expr = f"({a[1]} > 0) ? {a[2]} : {a[0]}"
+        elif op == "reset_soft":
+            expr = f"({a[1]} > 0) ? {a[0]} - {a[2]} : {a[0]}"
+        else:  # pragma: no cover
+            raise _ir.DefinitionError(f"the C emitter has no rule for {op}")
+        self.lines.append(f"const REAL {n(i)} = {expr};")
+
+
+def _step_inputs(neuron, ids, single, states_from: str) -> dict[str, str]:
+    """C expressions for the step's inputs inside the loop over neurons `i`."""
+    exprs = {"x": "LD(xt[i])", "v_threshold": "TH[i]", "v_rest": "vr"}
+    for k, n in enumerate(neuron.states):
+        exprs[f"state:{n}"] = states_from.format(k=k)
+    for k, n in enumerate(neuron.parameters):
+        exprs[f"param:{n}"] = f"P{k}[i]"
+    return exprs
+
+
+def _preamble(neuron, dtype: str) -> str:
+    io, real, ld, st = IO_TYPES[dtype]
+    k, m = len(neuron.states), max(len(neuron.parameters), 1)
+    head = _HEADER.format(io=io, real=real, k=k, m=m)
+    return (head + f"#define NSTATES {k}\n#define NPARAMS {len(neuron.parameters)}\n"
+            f"#define LD(x) {ld.format(x='x')}\n#define ST(x) {st.format(x='x')}\n")
+
+
+def _load_block(neuron) -> list[str]:
+    out = []
+    for k in range(len(neuron.states)):
+        out.append(f"REAL S{k}[BLK];")
+        out.append(f"for (int64_t i = 0; i < n; i++) S{k}[i] = LD(j->st[{k}][(i0 + i) * j->sst[{k}]]);")
+    for k in range(len(neuron.parameters)):
+        out.append(f"REAL P{k}[BLK];")
+        out.append(f"for (int64_t i = 0; i < n; i++) P{k}[i] = LD(j->par[{k}][(i0 + i) * j->spar[{k}]]);")
+    out.append("REAL TH[BLK];")
+    out.append("for (int64_t i = 0; i < n; i++) TH[i] = LD(j->th[(i0 + i) * j->sth]);")
+    out.append("const REAL vr = (REAL)j->vr;")
+    out.append("const int64_t N = j->N, T = j->T;")
+    return out
+
+
+def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str) -> str:
+    """The C source of the forward kernel of one configuration."""
+    g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
+    single = IO_TYPES[dtype][1] == "float"
+    em = _Emitter(g, {}, single, "n")
+    inputs = _step_inputs(neuron, ids, single, "S{k}[i]")
+    em.inputs = inputs
+    for i in [outs["s"], outs["h"], *outs["states"]]:
+        em.emit(i)
+    body = "\n        ".join(em.lines)
+    stores = [f"st[i] = ST({em.name(outs['s'])});"]
+    if want_h:
+        stores.append(f"ht[i] = ST({em.name(outs['h'])});")
+    stores += [f"S{k}[i] = {em.name(o)};" for k, o in enumerate(outs["states"])]
+    finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = ST(S{k}[i]);"
+              for k in range(len(neuron.states))]
+    src = _preamble(neuron, dtype) + f"""
+static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
+  {chr(10).join('  ' + line for line in _load_block(neuron)).strip()}
+  for (int64_t t = 0; t < T; t++) {{
+    const IO *restrict xt = j->x + t * N + i0;
+    IO *restrict st = j->s + t * N + i0;
+    IO *restrict ht = {'j->h + t * N + i0' if want_h else 'NULL'};
+    (void)ht;
+    for (int64_t i = 0; i < n; i++) {{
+        {body}
+        {' '.join(stores)}
+    }}
+  }}
+  {chr(10).join('  ' + line for line in finals).strip()}
+}}
+static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
+""" + _RUN
+    return src
+
+
+def backward_patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
+                      has_gv):
+    """The presence patterns of the state cotangents from the last step back: a list of
+    `(present state cotangents in, present state cotangents out)` ending at a fixpoint."""
+    patterns = []
+    present = tuple(has_gv)
+    seen = {}
+    while present not in seen:
+        seen[present] = len(patterns)
+        out = _vjp_block(neuron, opts, hard=hard, detach=detach,
+                         surrogate_derivative=surrogate_derivative, has_gs=has_gs,
+                         has_gh=has_gh, present=present)[1]
+        patterns.append((present, out))
+        present = out
+    return patterns, seen[present]
+
+
+def _vjp_block(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh, present):
+    g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=detach)
+    cots: dict[int, int] = {}
+
+    def put(node, name):  # outputs that are one node (a state left as it is) add up
+        c = g.add("input", name)
+        cots[node] = c if node not in cots else g.add("add", cots[node], c)
+
+    if has_gs:
+        put(outs["s"], "cot:s")
+    if has_gh:
+        put(outs["h"], "cot:h")
+    for k, o in enumerate(outs["states"]):
+        if present[k]:
+            put(o, f"cot:state:{k}")
+    wrt = [ids["x"], *(ids[f"state:{n}"] for n in neuron.states),
+           *(ids[f"param:{n}"] for n in neuron.parameters), ids["v_threshold"]]
+    res = _ir.vjp(g, cots, wrt, surrogate_derivative)
+    state_out = tuple(res[ids[f"state:{n}"]] is not None for n in neuron.states)
+    return (g, ids, outs, res, wrt), state_out
+
+
+def _find_input(g, name):
+    for i, (op, args) in enumerate(g.nodes):
+        if op == "input" and args[0] == name:
+            return i
+    raise KeyError(name)
+
+
+def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_derivative,
+                    has_gs: bool, has_gh: bool, has_gv: tuple, need: tuple, dtype: str) -> str:
+    """The C source of the backward kernel of one configuration; `need` says, for each
+    parameter and then the threshold, whether its gradient is wanted."""
+    single = IO_TYPES[dtype][1] == "float"
+    patterns, fix = backward_patterns(neuron, opts, hard=hard, detach=detach,
+                                      surrogate_derivative=surrogate_derivative, has_gs=has_gs,
+                                      has_gh=has_gh, has_gv=has_gv)
+    K, M = len(neuron.states), len(neuron.parameters)
+    blocks = []
+    for b, (present, out) in enumerate(patterns):
+        (g, ids, outs, res, wrt), _ = _vjp_block(
+            neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
+            has_gs=has_gs, has_gh=has_gh, present=present)
+        inputs = _step_inputs(neuron, ids, single, "buf[({k} * T + t) * n + i]")
+        inputs["cot:s"] = "LD(gst[i])"
+        inputs["cot:h"] = "LD(ght[i])"
+        for k in range(K):
+            inputs[f"cot:state:{k}"] = f"G{k}[i]"
+        em = _Emitter(g, inputs, single, "n")
+        gx = res[ids["x"]]
+        writes = []
+        if gx is not None:
+            em.emit(gx)
+        for k, n in enumerate(neuron.states):
+            c = res[ids[f"state:{n}"]]
+            if c is not None:
+                em.emit(c)
+        for k, n in enumerate(neuron.parameters):
+            c = res[ids[f"param:{n}"]]
+            if c is not None and need[k]:
+                em.emit(c)
+        cth = res[ids["v_threshold"]]
+        if cth is not None and need[M]:
+            em.emit(cth)
+        writes.append(f"gxt[i] = ST({em.name(gx) if gx is not None else '(REAL)0'});")
+        for k, n in enumerate(neuron.states):
+            c = res[ids[f"state:{n}"]]
+            if c is not None:
+                writes.append(f"G{k}[i] = {em.name(c)};")
+        for k, n in enumerate(neuron.parameters):
+            c = res[ids[f"param:{n}"]]
+            if c is not None and need[k]:
+                writes.append(f"GP{k}[i] += {em.name(c)};")
+        if cth is not None and need[M]:
+            writes.append(f"GTH[i] += {em.name(cth)};")
+        body = "\n          ".join(em.lines + writes)
+        blocks.append(f"""{{  /* cotangents of the states present: {present} */
+        for (int64_t i = 0; i < n; i++) {{
+          {body}
+        }}
+      }}""")
+    # which step's block: r = T - 1 - t steps from the end; past the chain, the patterns
+    # repeat from `fix` on
+    L, period = len(patterns), len(patterns) - fix
+    dispatch = "\n      else ".join(f"if (rb == {b}) {blk}" for b, blk in enumerate(blocks))
+    pre = f"const int64_t rb = r < {L} ? r : {fix} + (r - {fix}) % {period};"
+    # present cotangents of the initial state: those going out of the block that ran at t = 0
+    out_table = ", ".join("{" + ", ".join("1" if p else "0" for p in out) + "}"
+                          for _, out in patterns)
+    load = "\n  ".join(_load_block(neuron))
+    recompute_g, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
+    rem = _Emitter(recompute_g, _step_inputs(neuron, rids, single, "S{k}[i]"), single, "n")
+    for o in routs["states"]:
+        rem.emit(o)
+    rbody = "\n        ".join(
+        [f"buf[({k} * T + t) * n + i] = S{k}[i];" for k in range(K)] + rem.lines
+        + [f"S{k}[i] = {rem.name(o)};" for k, o in enumerate(routs["states"])])
+    init = "\n  ".join(
+        [f"REAL G{k}[BLK]; for (int64_t i = 0; i < n; i++) G{k}[i] = "
+         f"{'LD(j->gst[%d][i0 + i])' % k if has_gv[k] else '(REAL)0'};" for k in range(K)]
+        + [f"REAL GP{k}[BLK]; for (int64_t i = 0; i < n; i++) GP{k}[i] = 0;" for k in range(M)]
+        + ["REAL GTH[BLK]; for (int64_t i = 0; i < n; i++) GTH[i] = 0;"])
+    finals = "\n  ".join(
+        [f"for (int64_t i = 0; i < n; i++) j->gst0[{k}][i0 + i] = "
+         f"present0[{k}] ? ST(G{k}[i]) : ST((REAL)0);" for k in range(K)]
+        + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = ST(GP{k}[i]);"
+           for k in range(M)]
+        + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = ST(GTH[i]);"])
+    src = _preamble(neuron, dtype) + f"""
+static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{ (void)j; (void)i0; (void)n; }}
+static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
+static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
+  {load}
+  for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
+    const IO *restrict xt = j->x + t * N + i0;
+    for (int64_t i = 0; i < n; i++) {{
+        {rbody}
+    }}
+  }}
+  {init}
+  for (int64_t t = T - 1; t >= 0; t--) {{
+    const int64_t r = T - 1 - t;
+    const IO *restrict xt = j->x + t * N + i0;
+    const IO *restrict gst = j->gs ? j->gs + t * N + i0 : NULL;
+    const IO *restrict ght = j->gh ? j->gh + t * N + i0 : NULL;
+    IO *restrict gxt = j->gx + t * N + i0;
+    (void)gst; (void)ght;
+    {pre}
+    {dispatch}
+  }}
+  const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : {fix} + (rl - {fix}) % {period};
+  const int *present0 = OUT_PRESENT[last];
+  {finals}
+}}
+""" + _RUN
+    return src

@@ -1,0 +1,342 @@
+"""Generated kernels: every neuron made from a definition, fused == its reference loop.
+
+Parametrised over the registry of definitions (the built-ins plus neurons defined here, as a
+user would) and over the surrogate registry: spikes, h and every state bit for bit where the
+definition uses + - * / and comparisons (to rounding where it uses exp), gradients to rounding.
+"""
+
+import dataclasses
+import inspect
+import math
+
+import pytest
+import torch
+
+import snnfunc
+from snnfunc import _fused
+from snnfunc import surrogate as S
+from snnfunc.definition import _option_values
+from snnfunc.functional.defined import DEFINITIONS
+
+pytestmark = pytest.mark.skipif(
+    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+
+
+@snnfunc.neuron(positive=("tau",), rest={"w": 0.25})
+def gated(x, v, w, *, tau=2.0, gain=0.5, adapt=True, v_rest):
+    """A user neuron with a gate state: minimum, sigmoid, where, a state left as it is."""
+    if adapt:
+        w = torch.where(w > 1, w - 1, w * gain + torch.sigmoid(x))
+    v = v + (torch.minimum(x, 2 * w + 1) - (v - v_rest)) / tau
+    return v, w
+
+
+def _gated_jump(s, v, w, *, gain=0.5):
+    return {"w": w - gain * s}
+
+
+@snnfunc.neuron(on_spike=_gated_jump, threshold=lambda v, w, *, v_threshold: v_threshold + w * w)
+def jumpy(x, v, w, *, gain=0.5, v_rest):
+    """A user neuron whose threshold and jump depend on a second state."""
+    return v + 0.5 * (x - (v - v_rest)), w + 0.1 * (1 - w)
+
+
+# every neuron: (the neuron, parameters for its tests, whether its forward is exact)
+NEURONS = {
+    "cuba_lif": (DEFINITIONS["cuba_lif"], dict(tau_syn=1.5, tau_mem=2.5), True),
+    "alif": (DEFINITIONS["alif"], dict(tau=2.0, tau_adapt=5.0, beta=0.3), True),
+    "qif": (DEFINITIONS["qif"], dict(tau=2.0, v_c=0.5), True),
+    "eif": (DEFINITIONS["eif"], dict(tau=2.0, delta_T=0.5, theta_rh=0.6), False),
+    "gated": (gated, dict(tau=1.7, gain=0.4), False),  # sigmoid: exp inside
+    "jumpy": (jumpy, dict(gain=0.3), True),
+}
+SURROGATES = [getattr(S, n)() for n in S.__all__
+              if inspect.isclass(getattr(S, n)) and issubclass(getattr(S, n), S.Surrogate)
+              and getattr(S, n) is not S.Surrogate]
+
+
+def test_every_builtin_definition_is_tested():
+    assert set(DEFINITIONS) <= set(NEURONS)
+
+
+def leaves(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def check_same(a, b, exact, what=""):
+    if exact:
+        assert torch.equal(a, b), what
+    else:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=what)
+
+
+def _inputs(neuron, kwargs, dtype, N=6, T=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (2.5 * torch.rand(T, 2, N, generator=g, dtype=dtype)).requires_grad_()
+    state = [(0.5 * torch.rand(2, N, generator=g, dtype=dtype)).requires_grad_()
+             for _ in neuron.states]
+    state = state[0] if len(state) == 1 else neuron.State(*state)
+    params = dict(kwargs)
+    first = next(iter(params))  # the first parameter per neuron and learnable
+    params[first] = (params[first] * (1 + 0.2 * torch.rand(N, generator=g, dtype=dtype))
+                     ).requires_grad_()
+    th = torch.full((N,), 0.9, dtype=dtype, requires_grad=True)
+    return x, state, params, th
+
+
+def _loss(out, T):
+    w = torch.linspace(-1, 1, T, dtype=out.spikes.dtype).view(T, 1, 1)
+    loss = (out.spikes * w).sum() + 0.3 * (out.h * w).sum()
+    return loss + sum((0.5 + k) * t.sum() for k, t in enumerate(leaves(out[1])))
+
+
+CASES = [(name, opts, v_reset, detach)
+         for name, (neuron, _, _) in NEURONS.items()
+         for opts in _option_values(neuron.options)
+         for v_reset in (0.0, None, -0.2) for detach in (False, True)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name, opts, v_reset, detach", CASES,
+                         ids=[f"{n}-{o}-{r}-{'detach' if d else 'attached'}" for n, o, r, d in CASES])
+def test_fused_equals_reference(name, opts, v_reset, detach, dtype):
+    neuron, kwargs, exact = NEURONS[name]
+    x, state, params, th = _inputs(neuron, kwargs, dtype)
+    inputs = [x, *leaves(state), params[next(iter(params))], th]
+    scale = 0.4 if opts.get("decay_input") is False else 1.0  # without decay, currents add up
+    outs, grads = [], []
+    for impl in ("fused", "reference"):
+        out = neuron(x * scale, state, v_threshold=th, v_reset=v_reset, detach_reset=detach,
+                     return_h=True, impl=impl, **params, **opts)
+        outs.append(out)
+        grads.append(torch.autograd.grad(_loss(out, x.shape[0]), inputs))
+    a, b = outs
+    check_same(a.spikes, b.spikes, exact, "spikes")
+    check_same(a.h, b.h, exact, "h")
+    for k, (p, q) in enumerate(zip(leaves(a[1]), leaves(b[1]))):
+        check_same(p, q, exact, f"state {neuron.states[k]}")
+    assert 0 < b.spikes.mean() < 1
+    for k, (p, q) in enumerate(zip(*grads)):
+        torch.testing.assert_close(p, q, rtol=1e-4 if dtype == torch.float32 else 1e-9,
+                                   atol=1e-5 if dtype == torch.float32 else 1e-10,
+                                   msg=f"gradient {k}")
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("name", ["cuba_lif", "alif"])
+def test_every_surrogate_is_compiled_into_the_kernel(name, surrogate):
+    neuron, kwargs, _ = NEURONS[name]
+    x, state, params, th = _inputs(neuron, kwargs, torch.float64)
+    grads = []
+    for impl in ("fused", "reference"):
+        out = neuron(x, state, v_threshold=th, surrogate=surrogate, return_h=True, impl=impl,
+                     **params)
+        grads.append(torch.autograd.grad(_loss(out, x.shape[0]), [x, th, *leaves(state)]))
+    for p, q in zip(*grads):
+        torch.testing.assert_close(p, q)
+    assert _fused._generated.why_not_surrogate(surrogate) is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian(S.Surrogate):
+    sigma: float = 0.5
+
+    def derivative(self, x):
+        return torch.exp(-0.5 * (x / self.sigma) ** 2) / (self.sigma * math.sqrt(2 * math.pi))
+
+
+@dataclasses.dataclass(frozen=True)
+class PerChannel(S.Surrogate):
+    def derivative(self, x):
+        return torch.linspace(0.5, 1.5, x.shape[-1], dtype=x.dtype)
+
+
+def test_a_user_surrogate_is_fused_and_one_that_cannot_be_traced_falls_back():
+    neuron, kwargs, _ = NEURONS["cuba_lif"]
+    x, state, params, th = _inputs(neuron, kwargs, torch.float64)
+    for sg in (Gaussian(), PerChannel()):
+        grads = []
+        for impl in ("auto", "reference"):
+            out = neuron(x, state, surrogate=sg, impl=impl, **params)
+            grads.append(torch.autograd.grad(out.spikes.sum() + out.state.v.sum(), x))
+        torch.testing.assert_close(grads[0], grads[1])
+    assert _fused._generated.why_not_surrogate(Gaussian()) is None
+    assert "cannot be compiled" in _fused._generated.why_not_surrogate(PerChannel())
+    with pytest.raises(ValueError, match="PerChannel's derivative cannot be compiled"):
+        neuron(x, state, surrogate=PerChannel(), impl="fused", **params)
+
+
+@pytest.mark.parametrize("name", ["cuba_lif", "alif", "gated"])
+@pytest.mark.parametrize("use", ["spikes", "h", "state0", "state1"])
+def test_gradients_are_right_whichever_outputs_the_loss_uses(name, use):
+    neuron, kwargs, _ = NEURONS[name]
+    x, state, params, th = _inputs(neuron, kwargs, torch.float64)
+    inputs = [x, th, *leaves(state)]
+    grads = []
+    for impl in ("fused", "reference"):
+        out = neuron(x, state, v_threshold=th, return_h=use == "h", impl=impl, **params)
+        y = {"spikes": out.spikes, "h": getattr(out, "h", None), "state0": out.state[0],
+             "state1": out.state[1]}[use]
+        grads.append(torch.autograd.grad(y.pow(2).sum(), inputs, allow_unused=True))
+    for p, q in zip(*grads):
+        if q is None:
+            assert p is None or not p.any()
+        else:
+            torch.testing.assert_close(p, q)
+
+
+INF, NAN = math.inf, math.nan
+EDGE = [0.0, -0.0, INF, -INF, NAN, 0.5, 1.0, 1.5, -1.0, 1e-30]
+INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def bits(t):
+    """Bit patterns, every NaN as one canonical NaN (IEEE leaves NaN payloads open)."""
+    t = torch.where(t.isnan(), torch.full_like(t, NAN), t)
+    return t.contiguous().view(INT[t.dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("v_reset", [0.0, -0.0, None])
+@pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif", "jumpy"])
+def test_edge_values_bit_for_bit(name, v_reset, dtype):
+    neuron, kwargs, _ = NEURONS[name]
+    g = torch.Generator().manual_seed(3)
+    pool = torch.tensor(EDGE, dtype=dtype)
+    T, N = 7, 40
+    x = pool[torch.randint(len(EDGE), (T, N), generator=g)]
+    x = torch.where(torch.rand(T, N, generator=g) < 0.5, 1.5 * torch.rand(T, N, generator=g, dtype=dtype), x)
+    state = [pool[torch.randint(len(EDGE), (N,), generator=g)] for _ in neuron.states]
+    state = state[0] if len(state) == 1 else neuron.State(*state)
+    th = torch.where(torch.rand(N, generator=g) < 0.2, pool[torch.randint(len(EDGE), (N,), generator=g)],
+                     torch.full((N,), 0.9, dtype=dtype))
+    outs = [neuron(x, state, v_threshold=th, v_reset=v_reset, return_h=True, impl=impl, **kwargs)
+            for impl in ("fused", "reference")]
+    a, b = outs
+    for p, q in zip([a.spikes, a.h, *leaves(a[1])], [b.spikes, b.h, *leaves(b[1])]):
+        assert torch.equal(bits(p), bits(q))
+    # gradients at edge inputs: the same NaNs and infinities
+    x.requires_grad_(True)
+    grads = [torch.autograd.grad(neuron(x, state, v_threshold=th, v_reset=v_reset, impl=impl,
+                                        **kwargs)[1][0].sum(), x)[0] for impl in ("fused", "reference")]
+    torch.testing.assert_close(grads[0], grads[1], equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["cuba_lif", "alif"])
+def test_vmap_of_grad_and_jacrev_through_the_generated_kernel(name):
+    neuron, kwargs, _ = NEURONS[name]
+    x = 0.3 + 1.2 * torch.rand(6, 4, 3, dtype=torch.float64)
+
+    def loss(impl):
+        return lambda xb: neuron(xb, impl=impl, **kwargs).spikes.sum()
+
+    per_sample = [torch.func.vmap(torch.func.grad(loss(impl)), in_dims=1, out_dims=1)(x)
+                  for impl in ("fused", "reference")]
+    torch.testing.assert_close(per_sample[0], per_sample[1])
+    f = lambda impl: (lambda xb: neuron(xb, impl=impl, **kwargs).state.v)  # noqa: E731
+    torch.testing.assert_close(torch.func.jacrev(f("fused"))(x[:, 0]),
+                               torch.func.jacrev(f("reference"))(x[:, 0]))
+
+
+def test_forward_mode_runs_the_reference():
+    neuron, kwargs, _ = NEURONS["cuba_lif"]
+    x = 0.3 + 1.2 * torch.rand(6, 3, dtype=torch.float64)
+    t = torch.randn_like(x)
+    f = lambda impl: (lambda xb: neuron(xb, impl=impl, **kwargs).state.v)  # noqa: E731
+    _, jf = torch.func.jvp(f("auto"), (x,), (t,))
+    _, jr = torch.func.jvp(f("reference"), (x,), (t,))
+    torch.testing.assert_close(jf, jr)
+    with pytest.raises(ValueError, match="forward-mode AD"):
+        torch.func.jvp(f("fused"), (x,), (t,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif"])
+def test_half_precision_is_computed_in_float32_on_both_paths(name, dtype):
+    neuron, kwargs, _ = NEURONS[name]
+    x, state, params, th = _inputs(neuron, kwargs, dtype, N=40)
+    inputs = [x, th, *leaves(state)]
+    outs, grads = [], []
+    for impl in ("fused", "reference"):
+        out = neuron(x, state, v_threshold=th, return_h=True, impl=impl, **params)
+        outs.append(out)
+        grads.append(torch.autograd.grad(_loss(out, x.shape[0]), inputs))
+    a, b = outs
+    assert a.spikes.dtype == a.h.dtype == dtype and leaves(a[1])[0].dtype == dtype
+    for p, q in zip([a.spikes, a.h, *leaves(a[1])], [b.spikes, b.h, *leaves(b[1])]):
+        assert torch.equal(p, q)
+    for p, q in zip(*grads):
+        torch.testing.assert_close(p.float(), q.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype, limit", [(torch.float32, 4), (torch.float64, 8),
+                                          (torch.bfloat16, 2)])
+@pytest.mark.parametrize("name", sorted(NEURONS))
+def test_bytes_saved_per_neuron_step(name, dtype, limit):
+    neuron, kwargs, _ = NEURONS[name]
+    T, N = 16, 32
+    x = torch.rand(T, N, dtype=dtype, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        neuron(x, **kwargs).spikes.sum()
+    per_step = sum(t.numel() * t.element_size() for t in saved if t.dim() and t.shape[0] == T)
+    assert per_step / (T * N) <= limit, [tuple(t.shape) for t in saved]
+
+
+def test_the_generated_ops_check_their_arguments():
+    op = torch.ops.snnfunc.defined_forward
+    x = torch.rand(4, 3)
+    sc = torch.zeros(1, dtype=torch.float64)
+    one = torch.zeros(())
+    good = dict(states=[one, one], params=[one, one], th=one)
+    with pytest.raises(ValueError, match="no neuron definition named"):
+        op(x, [one], [one], one, sc, "nowhere:nothing", "", True, False)
+    with pytest.raises(ValueError, match="states must hold 2"):
+        op(x, [one], good["params"], one, sc, "snnfunc:cuba_lif", "decay_input=1", True, False)
+    with pytest.raises(ValueError, match="options must"):
+        op(x, *good.values(), sc, "snnfunc:cuba_lif", "decay=1", True, False)
+    with pytest.raises(TypeError, match="x must be"):
+        op(x.int(), *good.values(), sc, "snnfunc:cuba_lif", "decay_input=1", True, False)
+    with pytest.raises(ValueError, match="must have shape"):
+        op(x, [torch.zeros(5), one], good["params"], one, sc, "snnfunc:cuba_lif",
+           "decay_input=1", True, False)
+    with pytest.raises(ValueError, match="need must hold 3"):
+        torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None,
+                                           [None, None], sc, "snnfunc:cuba_lif",
+                                           "decay_input=1", _fused._generated.surrogate_token(S.Sigmoid()),
+                                           True, False, [True])
+
+
+def test_opcheck_the_generated_ops():
+    x = torch.rand(6, 2, 3, dtype=torch.float64)
+    st = [torch.rand(2, 3, dtype=torch.float64), torch.zeros((), dtype=torch.float64)]
+    par = [torch.full((2, 3), 1.5, dtype=torch.float64), torch.full((), 2.0, dtype=torch.float64)]
+    th = torch.full((2, 3), 0.9, dtype=torch.float64)
+    sc = torch.zeros(1, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.snnfunc.defined_forward.default,
+                          (x, st, par, th, sc, "snnfunc:cuba_lif", "decay_input=1", True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    tok = _fused._generated.surrogate_token(S.ATan())
+    torch.library.opcheck(torch.ops.snnfunc.defined_backward.default,
+                          (x, st, par, th, torch.randn_like(x), None, [torch.randn(2, 3, dtype=torch.float64), None],
+                           sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True]),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_autocast_runs_a_network_fused_end_to_end():
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(8, 16)
+    x = torch.rand(10, 4, 8)
+    before = sum(_fused.fallbacks.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = snnfunc.cuba_lif(fc(x), tau_syn=1.5)
+        y = snnfunc.alif(out.spikes @ torch.ones(16, 5), impl="fused").spikes
+    assert out.spikes.dtype == torch.bfloat16 and y.dtype == torch.bfloat16
+    assert sum(_fused.fallbacks.values()) == before
+    y.sum().backward()
+    assert fc.weight.grad is not None and fc.weight.grad.dtype == torch.float32
