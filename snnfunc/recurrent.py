@@ -1,0 +1,635 @@
+r"""Recurrent spiking layers: a neuron whose previous spikes feed back into its input.
+
+For an input sequence $X_1, \dots, X_T$ (shape `[T, B, N]`), a recurrent map $W$ (a weight
+matrix `[N, N]` with an optional bias $b$, or any callable) and a neuron, every step computes
+
+$$I_t = X_t + W S_{t-1} + b, \qquad (S_t, U_t) = \mathrm{neuron}(I_t, U_{t-1}),$$
+
+where $U$ is the neuron's state (a tensor, or a NamedTuple of tensors for neurons with several
+state variables) and $S_0 = 0$ unless given (so the first step's input is $X_1 + b$). This is
+snnTorch's `RLeaky`/`RSynaptic` with `all_to_all=True` and SpikingJelly's
+`LinearRecurrentContainer` around a neuron, for every neuron of snnfunc.
+
+- `rnn(x_seq, state, weight=..., neuron=snnfunc.lif, **neuron_kwargs)` is the function: it
+  returns the spikes and a `RecurrentState(neuron, spikes)` to continue from.
+- `Recurrent(features, neuron=snnfunc.lif, ...)` is the stateful module (a learnable weight
+  and bias, the state held between calls, `reset()`).
+
+With a weight tensor (or a `torch.nn.Linear`) the whole time loop is one custom operator,
+`torch.ops.snnfunc.rnn_forward`, with a BPTT backward operator: `torch.compile` sees one node
+whatever T. Its body runs, per step, one matmul and one call of the neuron's multi-step
+function on a one-step slice, so the neuron's fused kernel does the step. The backward pass
+recomputes each step from the saved states, in reverse, and differentiates it with autograd.
+Any other callable map runs as a Python loop of the same calls (unrolled under
+`torch.compile`).
+
+Any neuron that follows the library's protocol works: `neuron(x_seq, state, **kwargs)`
+returns `(spikes, state)` with `state` a tensor or a NamedTuple of tensors of the shape of one
+time step, and `state=None` means rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import numbers
+import sys
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from snnfunc.functional import lif
+
+__all__ = ["RecurrentOutput", "RecurrentState", "Recurrent", "rnn"]
+
+_IMPLS = ("auto", "op", "loop")
+_RESERVED = ("return_h", "impl")
+
+
+class RecurrentState(NamedTuple):
+    """The state of a recurrent layer: the neuron's state and the last step's spikes `[B, N]`."""
+
+    neuron: Any
+    spikes: Tensor
+
+
+class RecurrentOutput(NamedTuple):
+    """Result of `rnn`: `spikes` `[T, B, N]` and the `RecurrentState` to continue from."""
+
+    spikes: Tensor
+    state: RecurrentState
+
+
+# --------------------------------------------------------------------------- the neuron's options
+#
+# The custom operator takes tensors, numbers and strings only. The neuron and its options are
+# split into a hashable *spec* (the neuron function, the names of the options, constants such
+# as booleans, None, surrogate classes) registered under a string key, and the values: tensors
+# (differentiable, e.g. PLIF's w) and floats (SymFloats under torch.compile(dynamic=True), so a
+# new tau does not recompile). The spec is computed at trace time (assume_constant_result), and
+# the operator's body rebuilds the keyword arguments from the key and the values.
+
+
+class _Unsupported(Exception):
+    """An option the operator cannot carry; `rnn` then runs the Python loop."""
+
+
+def _encode(value, tensors: list, floats: list):
+    if isinstance(value, Tensor):
+        tensors.append(value)
+        return ("tensor",)
+    if isinstance(value, bool) or value is None or isinstance(value, (str, enum.Enum)):
+        return ("const", value)
+    if isinstance(value, numbers.Integral):
+        floats.append(float(value))
+        return ("int",)
+    if isinstance(value, float):
+        floats.append(value)
+        return ("float",)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ("dataclass", type(value),
+                tuple((f.name, _encode(getattr(value, f.name), tensors, floats))
+                      for f in dataclasses.fields(value)))
+    if callable(value) and not isinstance(value, nn.Module):
+        return ("const", value)  # a function: compared by identity
+    raise _Unsupported(type(value).__name__)
+
+
+def _decode(code, tensors, floats, pos):
+    kind = code[0]
+    if kind == "tensor":
+        pos[0] += 1
+        return tensors[pos[0] - 1]
+    if kind in ("float", "int"):
+        pos[1] += 1
+        value = floats[pos[1] - 1]
+        return int(value) if kind == "int" else value
+    if kind == "dataclass":
+        return code[1](**{name: _decode(c, tensors, floats, pos) for name, c in code[2]})
+    return code[1]
+
+
+_SPECS: dict = {}  # key -> spec
+_KEYS: dict = {}  # spec -> key
+
+
+@torch._dynamo.assume_constant_result
+def _register(spec) -> str:
+    """The string key of a spec (the same key for equal specs), registered for the operator."""
+    key = _KEYS.get(spec)
+    if key is None:
+        name = getattr(spec[0], "__qualname__", type(spec[0]).__name__)
+        key = f"{name}#{len(_KEYS)}"
+        _KEYS[spec] = key
+        _SPECS[key] = spec
+    return key
+
+
+def _kwargs(spec, tensors, floats) -> dict:
+    pos = [0, 0]
+    return {name: _decode(code, tensors, floats, pos) for name, code in spec[1]}
+
+
+def _pack(state_type, parts):
+    return parts[0] if state_type is None else state_type(*parts)
+
+
+def _unpack(state) -> list:
+    return [state] if isinstance(state, Tensor) else list(state)
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+def _step_input(x, s, weight, bias):
+    """$I_t = X_t + W S_{t-1} + b$; $S_{t-1}$ None (before the first step) gives $X_t + b$."""
+    if s is None:
+        return x if bias is None else x + bias
+    return x + torch.nn.functional.linear(s, weight, bias)
+
+
+@torch.library.custom_op("snnfunc::rnn_forward", mutates_args=())
+def _rnn_forward(key: str, x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor],
+                 weight: Tensor, bias: Optional[Tensor], params: list[Tensor],
+                 floats: list[float]) -> tuple[Tensor, list[Tensor]]:
+    """Spikes `[T, B, N]` and the neuron's state after every step (one `[T, ...]` per part)."""
+    spec = _SPECS[key]
+    neuron, state_type = spec[0], spec[2]
+    kwargs = _kwargs(spec, params, floats)
+    T = x_seq.shape[0]
+    spikes = torch.empty_like(x_seq)
+    states = [x_seq.new_empty((T, *p.shape)) for p in state]
+    u, s = _pack(state_type, state), s0
+    for t in range(T):
+        out, u = neuron(_step_input(x_seq[t], s, weight, bias)[None], u, **kwargs)
+        spikes[t] = out[0]
+        for k, part in enumerate(_unpack(u)):
+            states[k][t] = part
+        s = spikes[t]
+    return spikes, states
+
+
+@_rnn_forward.register_fake
+def _(key, x_seq, state, s0, weight, bias, params, floats):
+    T = x_seq.shape[0]
+    return torch.empty_like(x_seq), [x_seq.new_empty((T, *p.shape)) for p in state]
+
+
+def _autograd_back_on():
+    """A context in which autograd records again: an operator's body runs below autograd, and
+    the backward recomputes each step with autograd to differentiate it."""
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for name in ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor"):
+        key = getattr(torch._C.DispatchKey, name, None)
+        if key is not None:
+            exclude = exclude.remove(key)
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
+@torch.library.custom_op("snnfunc::rnn_backward", mutates_args=())
+def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, state: list[Tensor],
+                  s0: Optional[Tensor], weight: Tensor, bias: Optional[Tensor],
+                  params: list[Tensor], floats: list[float], spikes: Tensor, states: list[Tensor],
+                  g_spikes: Tensor, g_states: list[Tensor]) -> list[Tensor]:
+    """BPTT: each step recomputed from the saved states (in reverse) and differentiated.
+
+    Returns the gradients of x_seq, state (one per part), s0, weight, bias and params, in
+    this order; an empty tensor where `needs` says none is wanted."""
+    spec = _SPECS[key]
+    neuron, state_type = spec[0], spec[2]
+    T, n = x_seq.shape[0], len(state)
+    leaves = [p.detach().requires_grad_(need) for p, need in zip(params, needs[5:])]
+    kwargs = _kwargs(spec, leaves, floats)
+    g_in = torch.empty_like(x_seq)
+    g_u = [torch.zeros_like(p) for p in state]
+    g_s = torch.zeros_like(x_seq[0])
+    g_params = [torch.zeros_like(p) if need else None for p, need in zip(params, needs[5:])]
+    for t in reversed(range(T)):
+        prev = [p[t - 1] for p in states] if t else state
+        s_prev = spikes[t - 1] if t else s0
+        with _autograd_back_on(), torch.enable_grad():
+            i = _step_input(x_seq[t], s_prev, weight, bias).detach().requires_grad_(True)
+            u_prev = [p.detach().requires_grad_(True) for p in prev]
+            out, u = neuron(i[None], _pack(state_type, u_prev), **kwargs)
+            outs = [out[0], *_unpack(u)]
+            grads = [g_spikes[t] + g_s, *(g[t] + gu for g, gu in zip(g_states, g_u))]
+            pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
+            wrt = [i, *u_prev, *(p for p in leaves if p.requires_grad)]
+            got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
+                                      allow_unused=True) if pairs else [None] * len(wrt)
+        g_i = torch.zeros_like(i) if got[0] is None else got[0]
+        g_in[t] = g_i
+        g_u = [torch.zeros_like(p) if g is None else g for p, g in zip(prev, got[1:1 + n])]
+        it = iter(got[1 + n:])
+        for k, p in enumerate(leaves):
+            if p.requires_grad:
+                g = next(it)
+                if g is not None:
+                    g_params[k] += g
+        if s_prev is not None and not detach:
+            g_s = g_i @ weight  # dI_t/dS_{t-1} = W
+    empty = lambda: x_seq.new_empty(0)  # noqa: E731  (outputs must not alias each other)
+    g_weight = empty()
+    if needs[3]:
+        g_weight = g_in[1:].flatten(0, -2).T @ spikes[:-1].flatten(0, -2)
+        if s0 is not None:
+            g_weight = g_weight + g_in[0].flatten(0, -2).T @ s0.expand_as(x_seq[0]).flatten(0, -2)
+    g_bias = empty()
+    if needs[4] and bias is not None:
+        g_bias = g_in.flatten(0, -2).sum(0)  # b enters every step, the first included
+    g_s0 = g_s.sum_to_size(s0.shape).clone() if needs[2] and s0 is not None else empty()
+    g_state = [g.sum_to_size(p.shape).clone() if needs[1] else empty() for g, p in zip(g_u, state)]
+    return [g_in if needs[0] else empty(), *g_state, g_s0, g_weight, g_bias,
+            *(g if g is not None else empty() for g in g_params)]
+
+
+@_rnn_backward.register_fake
+def _(key, detach, needs, x_seq, state, s0, weight, bias, params, floats, spikes, states,
+      g_spikes, g_states):
+    like = lambda t, need: (torch.empty_like(t) if need and t is not None  # noqa: E731
+                            else x_seq.new_empty(0))
+    return [like(x_seq, needs[0]), *(like(p, needs[1]) for p in state), like(s0, needs[2]),
+            like(weight, needs[3]), like(bias, needs[4]),
+            *(like(p, need) for p, need in zip(params, needs[5:]))]
+
+
+class _RNN(torch.autograd.Function):
+    """The operator pair tied for autograd (also under `torch.func.grad`, `vjp`, `jacrev`).
+
+    Tensors travel flat: `x_seq, weight, *state, [s0], [bias], *params`."""
+
+    @staticmethod
+    def forward(key, floats, x_seq, weight, *rest):
+        layout = _SPECS[key][4]
+        state, s0, bias, params = _split(layout, rest)
+        spikes, states = _rnn_forward(key, x_seq, state, s0, weight, bias, params, floats)
+        return (spikes, *states)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        key, floats, x_seq, weight, *rest = inputs
+        ctx.key, ctx.floats, ctx.layout = key, floats, _SPECS[key][4]
+        ctx.save_for_backward(x_seq, weight, *rest, *output)
+
+    @staticmethod
+    def backward(ctx, g_spikes, *g_states):
+        n, has_s0, has_bias, m = ctx.layout
+        saved = ctx.saved_tensors
+        x_seq, weight = saved[:2]
+        k = 2 + n + has_s0 + has_bias + m
+        state, s0, bias, params = _split(ctx.layout, saved[2:k])
+        spikes, states = saved[k], list(saved[k + 1:])
+        need = ctx.needs_input_grad[2:]  # x_seq, weight, *state, [s0], [bias], *params
+        need_state = need[2:2 + n]
+        need_params = need[2 + n + has_s0 + has_bias:]
+        needs = [need[0], any(need_state), bool(has_s0 and need[2 + n]),
+                 need[1], bool(has_bias and need[2 + n + has_s0]), *need_params]
+        if g_spikes is None:
+            g_spikes = torch.zeros_like(spikes)
+        g_states = [torch.zeros_like(p) if g is None else g for g, p in zip(g_states, states)]
+        needs = tuple(bool(f) for f in needs)
+        if torch.compiler.is_compiling():  # the operator itself: one node of the backward graph
+            grads = _rnn_backward(ctx.key, _SPECS[ctx.key][3], list(needs), x_seq, state, s0,
+                                  weight, bias, params, list(ctx.floats), spikes, states,
+                                  g_spikes, g_states)
+        else:  # through a Function, so that torch.func transforms see through it
+            grads = _RNNBackward.apply(ctx.key, needs, ctx.floats, x_seq, weight, *saved[2:k],
+                                       spikes, *states, g_spikes, *g_states)
+        pick = lambda g, flag: g if flag else None  # noqa: E731
+        g_x, g_state = grads[0], grads[1:1 + n]
+        g_s0, g_w, g_b = grads[1 + n:4 + n]
+        out = [pick(g_x, needs[0]), pick(g_w, needs[3]),
+               *(pick(g, f) for g, f in zip(g_state, need_state))]
+        if has_s0:
+            out.append(pick(g_s0, needs[2]))
+        if has_bias:
+            out.append(pick(g_b, needs[4]))
+        out += [pick(g, f) for g, f in zip(grads[4 + n:], need_params)]
+        return (None, None, *out)
+
+
+class _RNNBackward(torch.autograd.Function):
+    """The backward operator as a Function of its own, so that it runs under `torch.func`
+    transforms too; its own backward (a second derivative) is not implemented."""
+
+    @staticmethod
+    def forward(key, needs, floats, x_seq, weight, *rest):
+        _, _, _, detach, layout = _SPECS[key]
+        n, has_s0, has_bias, m = layout
+        k = n + has_s0 + has_bias + m
+        state, s0, bias, params = _split(layout, rest[:k])
+        spikes, states = rest[k], list(rest[k + 1:k + 1 + n])
+        g_spikes, g_states = rest[k + 1 + n], list(rest[k + 2 + n:])
+        return tuple(_rnn_backward(key, detach, list(needs), x_seq, state, s0, weight, bias, params,
+                                   floats, spikes, states, g_spikes, g_states))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("second derivatives of snnfunc.recurrent.rnn are not implemented "
+                           "(its backward recomputes each step); use impl='loop'")
+
+
+def _split(layout, rest):
+    n, has_s0, has_bias, m = layout
+    rest = list(rest)
+    state = rest[:n]
+    s0 = rest[n] if has_s0 else None
+    bias = rest[n + has_s0] if has_bias else None
+    return state, s0, bias, rest[n + has_s0 + has_bias:n + has_s0 + has_bias + m]
+
+
+# --------------------------------------------------------------------------- the public API
+
+
+def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs):
+    if not isinstance(x_seq, Tensor):
+        raise TypeError(f"x_seq must be a torch.Tensor, got {type(x_seq).__name__}")
+    if x_seq.dim() < 2:
+        raise ValueError(f"x_seq must be time-major [T, B, N] (or [T, N]), got shape "
+                         f"{tuple(x_seq.shape)}")
+    if not x_seq.is_floating_point():
+        raise TypeError(f"x_seq must have a floating dtype, got {x_seq.dtype}")
+    if not callable(neuron):
+        raise TypeError(f"neuron must be a neuron function such as snnfunc.lif, got "
+                        f"{type(neuron).__name__}")
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+    if not isinstance(detach_recurrent, bool):
+        raise TypeError(f"detach_recurrent must be True or False, got {detach_recurrent!r}")
+    for name in _RESERVED:
+        if name in neuron_kwargs:
+            raise TypeError(f"{name}= is not a neuron option rnn passes on (rnn calls the neuron "
+                            f"itself, one step at a time)")
+    n = x_seq.shape[-1]
+    if isinstance(weight, Tensor):
+        if weight.shape != (n, n):
+            raise ValueError(f"weight must have shape [N, N] = {[n, n]} (N = x_seq.shape[-1]), "
+                             f"got {list(weight.shape)}")
+        if weight.dtype != x_seq.dtype or weight.device != x_seq.device:
+            raise ValueError(f"weight ({weight.dtype}, {weight.device}) must have x_seq's dtype "
+                             f"and device ({x_seq.dtype}, {x_seq.device})")
+    elif not callable(weight):
+        raise TypeError(f"weight must be a tensor [N, N] or a callable (a module such as "
+                        f"torch.nn.Linear(N, N)), got {type(weight).__name__}")
+    elif bias is not None:
+        raise TypeError("bias= goes with a weight tensor; a callable weight includes its own")
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a tensor [N] or None, got {type(bias).__name__}")
+        if bias.shape != (n,):
+            raise ValueError(f"bias must have shape [N] = [{n}], got {list(bias.shape)}")
+
+
+def _initial_state(state, x_seq, neuron, neuron_kwargs):
+    """(neuron state, previous spikes or None) from `state`, checked."""
+    if state is None:
+        u, s0 = None, None
+    elif isinstance(state, RecurrentState):
+        u, s0 = state
+    else:
+        raise TypeError(f"state must be a RecurrentState(neuron, spikes) from an earlier call, "
+                        f"or None for rest; got {type(state).__name__}")
+    step = x_seq.shape[1:]
+    if s0 is not None:
+        if not isinstance(s0, Tensor):
+            raise TypeError(f"state.spikes must be a tensor, got {type(s0).__name__}")
+        try:
+            ok = torch.broadcast_shapes(s0.shape, step) == step
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"state.spikes has shape {tuple(s0.shape)}, which does not broadcast "
+                             f"to one time step of x_seq, {tuple(step)} (a new batch size? start "
+                             f"from state=None)")
+    if u is None:  # the neuron's resting state: what it returns for an empty sequence
+        _, u = neuron(x_seq[:0], None, **neuron_kwargs)
+    parts = _unpack(u)
+    if not all(isinstance(p, Tensor) for p in parts):
+        raise TypeError("state.neuron must be a tensor or a NamedTuple of tensors (the neuron's "
+                        "own state)")
+    parts = [p.to(x_seq.dtype).expand(step) if p.shape != step else p for p in parts]
+    return (None if isinstance(u, Tensor) else type(u)), parts, s0
+
+
+def _loop(x_seq, state_type, parts, s0, rec, neuron, detach, neuron_kwargs):
+    """The Python loop: one map and one neuron call per step (the definition of `rnn`)."""
+    u, s = _pack(state_type, parts), s0
+    spikes = []
+    for x in x_seq.unbind(0):
+        if s is not None:
+            x = x + rec(s.detach() if detach else s)
+        out, u = neuron(x[None], u, **neuron_kwargs)
+        s = out[0]
+        spikes.append(s)
+    return torch.stack(spikes), u
+
+
+def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Tensor | None = None,
+        neuron: Callable = lif, detach_recurrent: bool = False, impl: str = "auto",
+        **neuron_kwargs) -> RecurrentOutput:
+    r"""A recurrent spiking layer over a time-major sequence.
+
+    Every step feeds the previous step's spikes back through the recurrent map:
+
+    $$I_t = X_t + W S_{t-1} + b, \qquad (S_t, U_t) = \mathrm{neuron}(I_t, U_{t-1}),$$
+
+    with $S_0$ = `state.spikes` (no recurrent input at the first step when `state` is None, so
+    $I_1 = X_1 + b$) and $U_0$ = `state.neuron` (rest when None). Semantically, with
+    `s = x_seq.new_zeros(x_seq.shape[1:])`:
+    `for x in x_seq: spk, u = neuron((x + F.linear(s, weight, bias))[None], u, **neuron_kwargs); s = spk[0]`.
+
+    Args:
+      x_seq: the input currents $X$ (the feed-forward part, e.g. `fc(x)`), shape `[T, B, N]`
+        (or `[T, N]`), floating dtype.
+      state: `RecurrentState(neuron, spikes)` from an earlier call to continue from, or
+        `None` for rest and no previous spikes.
+      weight: the recurrent map: a weight tensor $W$ `[N, N]` (applied as `F.linear(s, W, b)`,
+        row `i` holds the weights into neuron `i`), or any callable mapping spikes `[B, N]` to
+        `[B, N]`, such as `torch.nn.Linear(N, N)` (whose weight and bias then take the
+        operator's path) or a sparse or low-rank module (run as a Python loop).
+      bias: $b$ `[N]` with a weight tensor, or `None`.
+      neuron: the neuron function: `snnfunc.lif` (default), `if_`, `plif`, `rif`, or any
+        function `neuron(x_seq, state, **kwargs) -> (spikes, state)` whose state is a tensor
+        or a NamedTuple of tensors of one step's shape (`None` meaning rest).
+      detach_recurrent: detach the spikes fed back from the graph: no gradient flows from
+        $I_t$ to $S_{t-1}$ (the weight's gradient still does).
+      impl: `"auto"` (default) runs the time loop as one operator where it applies (a weight
+        tensor or `nn.Linear`, options that are tensors, numbers, booleans, strings, `None`,
+        functions or dataclasses such as surrogates), the Python loop elsewhere; `"op"`
+        forces the operator (a `TypeError` says what it cannot carry) and `"loop"` the loop.
+      **neuron_kwargs: the neuron's options, passed on at every step: `tau=2.0`,
+        `surrogate=ATan()`, `w=...` for PLIF, `v_reset=None`, ... (not `return_h`).
+
+    Returns:
+      `RecurrentOutput(spikes, state)`: `spikes` `[T, B, N]` and
+        `state = RecurrentState(neuron, spikes)`, the neuron's final state and the last
+        step's spikes `[B, N]`, to pass to the next call. For `T = 0`, `spikes` is empty and
+        the state is the initial one.
+    """
+    _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs)
+    if isinstance(weight, nn.Linear):
+        weight, bias = weight.weight, weight.bias
+        _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs)
+    state_type, parts, s0 = _initial_state(state, x_seq, neuron, neuron_kwargs)
+    if x_seq.shape[0] == 0:
+        u = _pack(state_type, parts)
+        return RecurrentOutput(x_seq.new_empty(x_seq.shape), RecurrentState(u, s0))
+    if isinstance(weight, Tensor) and impl != "loop":
+        tensors, floats = [], []
+        try:
+            codes = tuple((name, _encode(value, tensors, floats))
+                          for name, value in neuron_kwargs.items())
+            layout = (len(parts), int(s0 is not None), int(bias is not None), len(tensors))
+            spec = (neuron, codes, state_type, detach_recurrent, layout)
+        except _Unsupported as e:
+            if impl == "op":
+                raise TypeError(f"impl='op' cannot carry a neuron option of type {e}; use "
+                                f"impl='loop'") from None
+        else:
+            key = _register(spec)
+            spikes, *states = _RNN.apply(key, tuple(floats), x_seq, weight, *parts,
+                                         *([s0] if s0 is not None else []),
+                                         *([bias] if bias is not None else []), *tensors)
+            u = _pack(state_type, [p[-1] for p in states])
+            return RecurrentOutput(spikes, RecurrentState(u, spikes[-1]))
+    elif impl == "op":
+        raise TypeError("impl='op' needs weight to be a tensor or a torch.nn.Linear")
+    if isinstance(weight, Tensor):
+        w, b = weight, bias
+        rec = lambda s: torch.nn.functional.linear(s, w, b)  # noqa: E731
+        s_first = s0
+    else:
+        rec, s_first = weight, s0
+    if s_first is None and bias is not None:
+        x_seq = torch.cat([x_seq[:1] + bias, x_seq[1:]])
+    spikes, u = _loop(x_seq, state_type, parts, s_first, rec, neuron, detach_recurrent,
+                      neuron_kwargs)
+    return RecurrentOutput(spikes, RecurrentState(u, spikes[-1]))
+
+
+# --------------------------------------------------------------------------- the module
+
+
+def _inside_functional_call() -> bool:
+    from torch.nn.utils import stateless
+
+    code = stateless._functional_call.__code__
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class Recurrent(nn.Module):
+    r"""A recurrent spiking layer that holds its state between calls; see `rnn`.
+
+    $I_t = X_t + W S_{t-1} + b$ with a learnable $W$ `[features, features]` and $b$,
+    initialised as `torch.nn.Linear(features, features)` is, then the neuron. The input is the
+    feed-forward current (put a `torch.nn.Linear(in, features)` before it). Like snnTorch's
+    `RLeaky(beta, all_to_all=True, linear_features=features)` or SpikingJelly's
+    `LinearRecurrentContainer(neuron, features, features)`.
+
+    State (`self.state`, a `RecurrentState`, or `None` at rest) carries over between calls
+    until `reset()` (which `snnfunc.nn.reset_net` calls). Under `torch.func.functional_call` or
+    a `torch.func` transform the module starts from the state it holds and leaves it unchanged.
+
+    Args:
+      features: $N$, the number of neurons.
+      neuron: the neuron function (`snnfunc.lif` by default; any neuron of the library).
+      bias: learn a bias $b$ of the recurrent map.
+      detach_recurrent: detach the spikes fed back from the graph.
+      step_mode: `"m"` (default): `forward` takes `[T, B, N]`; `"s"`: one step `[B, N]`.
+      **neuron_kwargs: the neuron's options (`tau=2.0`, `surrogate=ATan()`, ...). A
+        `torch.nn.Parameter` among them (PLIF's `w`) is registered as a parameter of this
+        module under its option's name.
+    """
+
+    def __init__(self, features: int, neuron: Callable = lif, *, bias: bool = True,
+                 detach_recurrent: bool = False, step_mode: str = "m", **neuron_kwargs):
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be a positive int, got {features!r}")
+        if not callable(neuron):
+            raise TypeError(f"neuron must be a neuron function such as snnfunc.lif, got "
+                            f"{type(neuron).__name__}")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        if not isinstance(detach_recurrent, bool):
+            raise TypeError(f"detach_recurrent must be True or False, got {detach_recurrent!r}")
+        if step_mode not in ("s", "m"):
+            raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
+        for name in (*_RESERVED, "weight", "bias"):
+            if name in neuron_kwargs:
+                raise TypeError(f"{name}= is not a neuron option of Recurrent")
+        self.features, self.neuron = features, neuron
+        self.detach_recurrent, self.step_mode = detach_recurrent, step_mode
+        self.weight = nn.Parameter(torch.empty(features, features))
+        self.bias = nn.Parameter(torch.empty(features)) if bias else None
+        self._params = []
+        for name, value in list(neuron_kwargs.items()):
+            if isinstance(value, nn.Parameter):
+                self.register_parameter(name, value)
+                self._params.append(name)
+                del neuron_kwargs[name]
+        self.neuron_kwargs = neuron_kwargs
+        self.reset_parameters()
+        self.state: RecurrentState | None = None
+
+    def reset_parameters(self) -> None:
+        """Weight and bias drawn as `torch.nn.Linear` draws them."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def reset(self) -> None:
+        """State back to rest (no previous spikes); parameters untouched."""
+        self.state = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Spikes for a sequence `[T, B, N]` (`step_mode="m"`) or one step `[B, N]` (`"s"`)."""
+        x_seq = x[None] if self.step_mode == "s" else x
+        kwargs = dict(self.neuron_kwargs, **{name: getattr(self, name) for name in self._params})
+        state = self.state
+        if state is not None and not torch.compiler.is_compiling():
+            step = x_seq.shape[1:]
+            if tuple(state.spikes.shape) != tuple(step):
+                raise ValueError(
+                    f"Recurrent holds a state for steps of shape {tuple(state.spikes.shape)}, "
+                    f"which does not fit this input's {tuple(step)} (a new batch size?): call "
+                    f"reset() on it, or snnfunc.nn.reset_net(net), between batches")
+        out = rnn(x_seq, state, weight=self.weight, bias=self.bias, neuron=self.neuron,
+                  detach_recurrent=self.detach_recurrent, **kwargs)
+        if self._writes_state(out.spikes):
+            self.state = out.state
+        return out.spikes[0] if self.step_mode == "s" else out.spikes
+
+    @staticmethod
+    def _writes_state(t: Tensor) -> bool:
+        if torch.compiler.is_compiling():
+            return True
+        if torch._C._functorch.is_functorch_wrapped_tensor(t):
+            return False
+        return not _inside_functional_call()
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.state is not None:
+            u, s = self.state
+            u = fn(u) if isinstance(u, Tensor) else type(u)(*map(fn, u))
+            self.state = RecurrentState(u, fn(s))
+        return self
+
+    def extra_repr(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.neuron_kwargs.items())
+        name = getattr(self.neuron, "__name__", repr(self.neuron))
+        return (f"{self.features}, neuron={name}, bias={self.bias is not None}, "
+                f"detach_recurrent={self.detach_recurrent}, step_mode={self.step_mode!r}{options}")
