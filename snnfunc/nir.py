@@ -99,11 +99,16 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor | None = None, *, dt: f
     Args:
       module: a `torch.nn.Sequential` (nested ones and `snnfunc.nn.TimeDistributed` too) of
         `Linear`, `Conv1d`, `Conv2d`, `Flatten`, `AvgPool2d`, `Identity`, `Dropout` and the
-        adapters `IFNode`, `LIFNode`, `PLIFNode`, `RIFNode`; or one such layer.
+        adapters `IFNode`, `LIFNode`, `PLIFNode`, `RIFNode`, and `snnfunc.recurrent.Recurrent`
+        layers (neuron `if_`, `lif`, `plif`, `rif` or `cuba_lif`, no bias: written as the
+        neuron node `<name>` and a `Linear` `<name>.w_rec` from its spikes back into it);
+        or one such layer; or a `NIRNetwork` that `from_nir` built (written back flat, with
+        its current weights).
       sample_input: a time-major `[T, batch, ...]` input, or one step of it, `[batch, ...]`
         (what snnTorch's and Norse's exporters take: `to_nir(net, x[0])`); its step shape and
         dtype fix the graph's shapes and the dtype of the written parameters. Nothing is run on
-        the neurons and no adapter state changes.
+        the neurons and no adapter state changes. Optional for a `NIRNetwork` (then only
+        its dtype is used, the network's own by default).
       dt: the Euler step the graph's time constants are written for.
       exact_threshold: write the threshold as the largest float below `v_threshold`, so NIR's
         strict `>` fires exactly where snnfunc's `>=` does (see the module docs).
@@ -152,6 +157,13 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor | None = None, *, dt: f
     edges, prev = [], "input"
     with torch.no_grad():
         for name, layer in layers:
+            if _is_recurrent(layer):  # the neuron, and its spikes back through the weight
+                neuron, w_rec = _export_recurrent(nir, name, layer, x, dt, exact_threshold,
+                                                  per_neuron)
+                nodes[name], nodes[f"{name}.w_rec"] = neuron, w_rec
+                edges += [(prev, name), (name, f"{name}.w_rec"), (f"{name}.w_rec", name)]
+                prev = name
+                continue
             node, x = _export_layer(nir, name, layer, x, dt, exact_threshold, per_neuron)
             if node is None:
                 continue
@@ -215,6 +227,53 @@ def _export_network(nir, net, sample_input):
                 flat.append((src, dst))
         edges = flat
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={}, type_check=False)
+
+
+def _float64(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _neuron_kind(node):
+    for cls, kind in ((snn.IFNode, "if"), (snn.LIFNode, "lif"), (snn.PLIFNode, "plif"),
+                      (snn.RIFNode, "rif")):
+        if isinstance(node, cls):
+            return kind
+    return getattr(node, "kind", None)
+
+
+def _is_recurrent(layer):
+    cls = type(layer)
+    return cls.__name__ == "Recurrent" and cls.__module__ == "snnfunc.recurrent"
+
+
+def _export_recurrent(nir, name, layer, x, dt, exact_threshold, per_neuron):
+    """A `snnfunc.recurrent.Recurrent`: its neuron node and the recurrent `Linear`."""
+    import inspect
+    import types
+
+    where = f"layer {name!r} (Recurrent)"
+    kinds = {snnfunc.if_: "if", snnfunc.lif: "lif", snnfunc.plif: "plif", snnfunc.rif: "rif"}
+    if hasattr(snnfunc, "cuba_lif"):
+        kinds[snnfunc.cuba_lif] = "cuba_lif"
+    kind = kinds.get(layer.neuron)
+    if kind is None:
+        raise TypeError(f"{where}: its neuron {getattr(layer.neuron, '__name__', layer.neuron)!r} "
+                        f"has no NIR node; if_, lif, plif, rif and cuba_lif export")
+    if layer.bias is not None and bool((layer.bias != 0).any()):
+        raise ValueError(
+            f"{where}: the recurrent bias b is added at every step, the first included, but a "
+            f"NIR back edge carries zero at the first step, so the graph would miss b there; "
+            f"build the layer with bias=False (a bias belongs in the Linear before it)")
+    options = {k: v.default for k, v in inspect.signature(layer.neuron).parameters.items()
+               if v.default is not inspect.Parameter.empty}
+    options.update(layer.neuron_kwargs)
+    options.update({k: p for k, p in layer.named_parameters(recurse=False)
+                    if k not in ("weight", "bias")})
+    spec = types.SimpleNamespace(kind=kind, **options)
+    neuron = _export_neuron(nir, where, spec, x, dt, exact_threshold, per_neuron)
+    return neuron, nir.Linear(weight=_np(layer.weight.to(x.dtype)))
 
 
 def _is_one_step(layers, sample):
@@ -308,19 +367,26 @@ def _export_neuron(nir, where, node, x, dt, exact_threshold, per_neuron):
             f"{where}: the soft reset (v_reset=None) subtracts v_threshold on a spike, but NIR's "
             f"IF and LIF reset to v_reset; the network cannot be exported exactly. Use a hard "
             f"reset (v_reset=<number>)")
-    theta = np.asarray(node.v_threshold, dtype=np_dtype)
+    theta = _float64(node.v_threshold).astype(np_dtype)
     if exact_threshold:
         theta = np.nextafter(theta, np.asarray(-np.inf, dtype=np_dtype))
     params = dict(v_threshold=theta, v_reset=node.v_reset)
 
-    if isinstance(node, snn.IFNode):
+    kind = _neuron_kind(node)
+    if kind == "if":
         cls, params["r"] = nir.IF, 1.0 / dt
-    elif isinstance(node, snn.LIFNode):
-        tau = float(node.tau)
+    elif kind == "lif":
+        tau = _float64(node.tau)
         cls = nir.LIF
         params.update(tau=tau * dt, r=1.0 if node.decay_input else tau, v_leak=node.v_reset)
-    elif isinstance(node, snn.PLIFNode):
-        w = node.w.detach().to("cpu", torch.float64)
+    elif kind == "cuba_lif":  # I += (X - I)/tau_syn is NIR's synapse with w_in = 1 (or tau_syn)
+        tau_syn, tau_mem = _float64(node.tau_syn), _float64(node.tau_mem)
+        cls = nir.CubaLIF
+        params.update(tau_syn=tau_syn * dt, tau_mem=tau_mem * dt,
+                      w_in=1.0 if node.decay_input else tau_syn,
+                      r=1.0 if node.decay_input else tau_mem, v_leak=node.v_reset)
+    elif kind == "plif":
+        w = torch.as_tensor(node.w).detach().to("cpu", torch.float64)
         k = w if node.parametrization == "reciprocal" else torch.sigmoid(w)
         _broadcast_param(where, "w", k, shape)
         k = k.numpy()
@@ -329,8 +395,8 @@ def _export_neuron(nir, where, node, x, dt, exact_threshold, per_neuron):
                              f"{k.min()}")
         cls = nir.LIF
         params.update(tau=dt / k, r=1.0 if node.decay_input else 1.0 / k, v_leak=node.v_reset)
-    elif isinstance(node, snn.RIFNode):
-        w = node.w.detach().to("cpu", torch.float64)
+    elif kind == "rif":
+        w = torch.as_tensor(node.w).detach().to("cpu", torch.float64)
         _broadcast_param(where, "w", w, shape)
         w = w.numpy()
         if (w == 0).all():

@@ -728,3 +728,81 @@ def test_norse_runs_our_graph_with_a_flatten():
             z, state = module(step, state)
             got.append(z)
     torch.testing.assert_close(torch.stack(got).reshape(want.shape), want, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ recurrent layers -> NIR
+
+
+def recurrent_net(neuron, **options):
+    recurrent = pytest.importorskip("snnfunc.recurrent", reason="needs snnfunc.recurrent")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 10),
+                              recurrent.Recurrent(10, neuron, bias=False, **options),
+                              torch.nn.Linear(10, 3), snn.IFNode(step_mode="m"))
+    with torch.no_grad():
+        for i in (0, 2):
+            net[i].weight.mul_(3)
+            net[i].bias.add_(0.5)
+    return net
+
+
+RECURRENT = {
+    "lif": ("lif", dict(tau=2.0)),
+    "lif-tau-3": ("lif", dict(tau=3.0)),
+    "if": ("if_", {}),
+    "plif-per-neuron": ("plif", dict(w=torch.nn.Parameter(torch.linspace(0.2, 0.6, 10)))),
+    "cuba_lif": ("cuba_lif", dict(tau_syn=2.0, tau_mem=4.0)),
+    "cuba_lif-no-decay-input": ("cuba_lif", dict(tau_syn=2.0, tau_mem=4.0, decay_input=False)),
+}
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recurrent_layer_exports_with_its_cycle_and_round_trips(name, tmp_path):
+    """Recurrent(neuron): the neuron node and a Linear from its spikes back into it; the back
+    edge reads the previous step's spikes, what the layer feeds back (none at the first step)."""
+    import snnfunc
+
+    function, options = RECURRENT[name]
+    if not hasattr(snnfunc, function):
+        pytest.skip(f"snnfunc.{function} is not in this version")
+    net = recurrent_net(getattr(snnfunc, function), **options)
+    x = torch.rand(60, 4, 5) * 2
+    with torch.no_grad():
+        hidden = net[1](net[0](x))
+        net[1].reset()
+        want = net(x)
+    net[1].reset()
+    graph = to_nir(net, x, dt=1e-3)
+    kinds = {"if_": "IF", "cuba_lif": "CubaLIF"}.get(function, "LIF")
+    assert type(graph.nodes["1"]).__name__ == kinds
+    assert ("1", "1.w_rec") in graph.edges and ("1.w_rec", "1") in graph.edges
+    np.testing.assert_array_equal(graph.nodes["1.w_rec"].weight, net[1].weight.detach().numpy())
+    nir.write(tmp_path / "rnn.nir", graph)
+    back = from_nir(tmp_path / "rnn.nir", dt=1e-3)
+    assert back.back_edges == [("1.w_rec", "1")]
+    assert 0.05 < hidden.mean() < 0.9 and 0.05 < want.mean() < 0.95
+    torch.testing.assert_close(back(x), want, rtol=0, atol=0)
+    # the recurrent weight matters
+    with torch.no_grad():
+        net[1].weight.zero_()
+        assert not torch.equal(net(x), want)
+
+
+def test_recurrent_export_refuses_what_nir_cannot_express():
+    import snnfunc
+
+    recurrent = pytest.importorskip("snnfunc.recurrent", reason="needs snnfunc.recurrent")
+    x = torch.rand(4, 2, 5)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 6), recurrent.Recurrent(6, snnfunc.lif))
+    with pytest.raises(ValueError, match=r"layer '1' \(Recurrent\): the recurrent bias"):
+        to_nir(net, x)
+    with torch.no_grad():
+        net[1].bias.zero_()  # a zero bias is no bias
+    assert set(to_nir(net, x).nodes) == {"input", "0", "1", "1.w_rec", "output"}
+    soft = torch.nn.Sequential(recurrent.Recurrent(5, snnfunc.lif, bias=False, v_reset=None))
+    with pytest.raises(ValueError, match=r"layer '0' \(Recurrent\): the soft reset"):
+        to_nir(soft, x)
+    odd = torch.nn.Sequential(recurrent.Recurrent(5, snnfunc.if_, bias=False))
+    odd[0].neuron = lambda x_seq, state=None, **kw: snnfunc.if_(x_seq, state)
+    with pytest.raises(TypeError, match=r"layer '0' \(Recurrent\): its neuron .* has no NIR node"):
+        to_nir(odd, x)
