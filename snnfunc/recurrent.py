@@ -19,7 +19,8 @@ With a weight tensor (or a `torch.nn.Linear`) the whole time loop is one custom 
 `torch.ops.snnfunc.rnn_forward`, with a BPTT backward operator: `torch.compile` sees one node
 whatever T. Its body runs, per step, one matmul and one call of the neuron's multi-step
 function on a one-step slice, so the neuron's fused kernel does the step. The backward pass
-recomputes each step from the saved states, in reverse, and differentiates it with autograd.
+recomputes the loop with autograd (the same operations, so the same values bit for bit) and
+differentiates it in one pass.
 Any other callable map runs as a Python loop of the same calls (unrolled under
 `torch.compile`).
 
@@ -193,56 +194,47 @@ def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, stat
                   s0: Optional[Tensor], weight: Tensor, bias: Optional[Tensor],
                   params: list[Tensor], floats: list[float], spikes: Tensor, states: list[Tensor],
                   g_spikes: Tensor, g_states: list[Tensor]) -> list[Tensor]:
-    """BPTT: each step recomputed from the saved states (in reverse) and differentiated.
+    """BPTT: the forward loop recomputed with autograd (the same operations, so the same
+    values bit for bit) and differentiated once.
 
     Returns the gradients of x_seq, state (one per part), s0, weight, bias and params, in
     this order; an empty tensor where `needs` says none is wanted."""
     spec = _SPECS[key]
     neuron, state_type = spec[0], spec[2]
-    T, n = x_seq.shape[0], len(state)
-    leaves = [p.detach().requires_grad_(need) for p, need in zip(params, needs[5:])]
-    kwargs = _kwargs(spec, leaves, floats)
-    g_in = torch.empty_like(x_seq)
-    g_u = [torch.zeros_like(p) for p in state]
-    g_s = torch.zeros_like(x_seq[0])
-    g_params = [torch.zeros_like(p) if need else None for p, need in zip(params, needs[5:])]
-    for t in reversed(range(T)):
-        prev = [p[t - 1] for p in states] if t else state
-        s_prev = spikes[t - 1] if t else s0
-        with _autograd_back_on(), torch.enable_grad():
-            i = _step_input(x_seq[t], s_prev, weight, bias).detach().requires_grad_(True)
-            u_prev = [p.detach().requires_grad_(True) for p in prev]
-            out, u = neuron(i[None], _pack(state_type, u_prev), **kwargs)
-            outs = [out[0], *_unpack(u)]
-            grads = [g_spikes[t] + g_s, *(g[t] + gu for g, gu in zip(g_states, g_u))]
-            pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
-            wrt = [i, *u_prev, *(p for p in leaves if p.requires_grad)]
-            got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
-                                      allow_unused=True) if pairs else [None] * len(wrt)
-        g_i = torch.zeros_like(i) if got[0] is None else got[0]
-        g_in[t] = g_i
-        g_u = [torch.zeros_like(p) if g is None else g for p, g in zip(prev, got[1:1 + n])]
-        it = iter(got[1 + n:])
-        for k, p in enumerate(leaves):
-            if p.requires_grad:
-                g = next(it)
-                if g is not None:
-                    g_params[k] += g
-        if s_prev is not None and not detach:
-            g_s = g_i @ weight  # dI_t/dS_{t-1} = W
-    empty = lambda: x_seq.new_empty(0)  # noqa: E731  (outputs must not alias each other)
-    g_weight = empty()
-    if needs[3]:
-        g_weight = g_in[1:].flatten(0, -2).T @ spikes[:-1].flatten(0, -2)
-        if s0 is not None:
-            g_weight = g_weight + g_in[0].flatten(0, -2).T @ s0.expand_as(x_seq[0]).flatten(0, -2)
-    g_bias = empty()
-    if needs[4] and bias is not None:
-        g_bias = g_in.flatten(0, -2).sum(0)  # b enters every step, the first included
-    g_s0 = g_s.sum_to_size(s0.shape).clone() if needs[2] and s0 is not None else empty()
-    g_state = [g.sum_to_size(p.shape).clone() if needs[1] else empty() for g, p in zip(g_u, state)]
-    return [g_in if needs[0] else empty(), *g_state, g_s0, g_weight, g_bias,
-            *(g if g is not None else empty() for g in g_params)]
+    n = len(state)
+    with _autograd_back_on(), torch.enable_grad():
+        leaf = lambda t, need: t.detach().requires_grad_(bool(need))  # noqa: E731
+        x_l = leaf(x_seq, needs[0])
+        u0 = [leaf(p, needs[1]) for p in state]
+        s0_l = None if s0 is None else leaf(s0, needs[2])
+        w_l = leaf(weight, needs[3])
+        b_l = None if bias is None else leaf(bias, needs[4])
+        p_l = [leaf(p, need) for p, need in zip(params, needs[5:])]
+        kwargs = _kwargs(spec, p_l, floats)
+        u, s = _pack(state_type, u0), s0_l
+        outs, grads = [], []
+        for t in range(x_seq.shape[0]):
+            i = _step_input(x_l[t], s if s is None or not detach else s.detach(), w_l, b_l)
+            out, u = neuron(i[None], u, **kwargs)
+            s = out[0]
+            for o, g in zip([s, *_unpack(u)], [g_spikes[t], *(g[t] for g in g_states)]):
+                if o.requires_grad:
+                    outs.append(o)
+                    grads.append(g)
+        wrt = [x_l, *u0, *([s0_l] if s0_l is not None else []), w_l,
+               *([b_l] if b_l is not None else []), *p_l]
+        wanted = [t for t in wrt if t.requires_grad]
+        got = iter(torch.autograd.grad(outs, wanted, grads, allow_unused=True)
+                   if outs and wanted else [])
+    result = {id(t): (next(got) if t.requires_grad else None) for t in wrt}
+
+    def grad_of(t):
+        g = None if t is None else result.get(id(t))
+        return torch.zeros_like(t) if t is not None and t.requires_grad and g is None else (
+            x_seq.new_empty(0) if g is None else g)
+
+    return [grad_of(x_l), *(grad_of(p) for p in u0), grad_of(s0_l), grad_of(w_l), grad_of(b_l),
+            *(grad_of(p) for p in p_l)]
 
 
 @_rnn_backward.register_fake
