@@ -61,6 +61,15 @@ def test_train_digits_checkpoint_resumes_exactly(tmp_path, capsys):
         demo.main(["--resume", *common])
 
 
+def test_train_sequence_reads_rows_and_learns(capsys):
+    ex = _load("train_sequence")
+    x = torch.arange(2 * 64.0).reshape(2, 64)
+    assert torch.equal(ex.rows(x)[3, 1], x[1, 24:32])  # step 3 is row 3 of each image
+    acc = ex.main(["--epochs", "3"])
+    assert acc > 0.4  # chance is 0.1
+    assert re.search(r"final test accuracy [\d.]+% in \d+ s", capsys.readouterr().out)
+
+
 def _write_idx(path, array):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
     with gzip.open(path, "wb") as f:
