@@ -53,3 +53,35 @@ def test_changing_T_does_not_recompile_and_equals_reference():
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert counter.frame_count == 1
+
+
+def test_neurons_made_from_definitions_compile_once_for_every_T():
+    """cuba_lif and alif (generated kernels) in a network: one graph for three values of T,
+    equal to the reference loop."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    fc1, fc2 = torch.nn.Linear(5, 6), torch.nn.Linear(6, 3)
+    tau = torch.nn.Parameter(torch.full((6,), 2.0))
+
+    def net(x, impl="auto"):
+        s = snnfunc.cuba_lif(fc1(x), tau_syn=tau, tau_mem=1.5, v_threshold=0.3, impl=impl).spikes
+        return snnfunc.alif(fc2(s), beta=0.2, v_threshold=0.2, impl=impl).spikes
+
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(net, backend=counter, fullgraph=True, dynamic=True)
+    params = [fc1.weight, fc1.bias, fc2.weight, tau]
+    frames = []
+    for T in (3, 9, 40):
+        x = torch.rand(T, 2, 5) * 2
+        out = compiled(x)
+        ref = net(x, impl="reference")
+        assert torch.equal(out, ref)
+        got = torch.autograd.grad(out.sum(), params)
+        want = torch.autograd.grad(ref.sum(), params)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        frames.append(counter.frame_count)
+    # the first compile restarts its analysis once (Dynamo's scalar tensorification), then
+    # a new T compiles nothing
+    assert frames[0] == frames[1] == frames[2] <= 2, frames
+    assert max(len(g.graph.nodes) for g in counter.graphs) < 80

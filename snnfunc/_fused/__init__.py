@@ -23,7 +23,7 @@ import torch
 from snnfunc._fused import _cpu, _generated, _ops  # registers the CPU ops (libraries build lazily)
 
 try:  # registers the CUDA ops wherever Triton is installed, so saved graphs load anywhere
-    from snnfunc._fused import _triton
+    from snnfunc._fused import _generated_triton, _triton
 except ImportError as exc:
     _triton = None
     _TRITON_MISSING = f"the CUDA kernels need Triton ({exc})"

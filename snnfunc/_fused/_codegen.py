@@ -49,8 +49,10 @@ typedef struct {{
   const IO *x, *th, *gs, *gh;
   const IO *st[{k}], *par[{m}], *gst[{k}];
   int64_t sst[{k}], spar[{m}], sth;
-  IO *s, *h, *gx, *gth;
-  IO *st_out[{k}], *gst0[{k}], *gpar[{m}];
+  IO *s, *h, *gx;
+  REAL *gth;  /* gradients of step tensors in the compute type: summed over broadcast */
+  IO *st_out[{k}];
+  REAL *gst0[{k}], *gpar[{m}];  /* dimensions in it before the input's dtype */
 }} job_t;
 """
 
@@ -381,10 +383,10 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + ["REAL GTH[BLK]; for (int64_t i = 0; i < n; i++) GTH[i] = 0;"])
     finals = "\n  ".join(
         [f"for (int64_t i = 0; i < n; i++) j->gst0[{k}][i0 + i] = "
-         f"present0[{k}] ? ST(G{k}[i]) : ST((REAL)0);" for k in range(K)]
-        + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = ST(GP{k}[i]);"
+         f"present0[{k}] ? G{k}[i] : (REAL)0;" for k in range(K)]
+        + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = GP{k}[i];"
            for k in range(M)]
-        + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = ST(GTH[i]);"])
+        + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = GTH[i];"])
     src = _preamble(neuron, dtype) + f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{ (void)j; (void)i0; (void)n; }}
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};

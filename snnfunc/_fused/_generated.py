@@ -36,6 +36,7 @@ _log = logging.getLogger("snnfunc")
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL] = {}
 _sources: dict = {}
+COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
           torch.bfloat16: "bfloat16"}
 
@@ -220,8 +221,9 @@ def _check(neuron_name, x, states, params, th, scalars, device_type="cpu"):
     for name, t in [*zip(neuron.states, states), *zip(neuron.parameters, params), ("th", th)]:
         _ops._check_step(name, t, x)
     if (not isinstance(scalars, Tensor) or scalars.dtype != torch.float64
-            or scalars.shape != (1,) or scalars.device.type != "cpu"):
-        raise ValueError("scalars must be a float64 CPU tensor of 1 value (v_rest)")
+            or scalars.shape != (1,) or not (scalars.device == x.device or device_type == "cpu"
+                                             and scalars.device.type == "cpu")):
+        raise ValueError(f"scalars must be a float64 tensor of 1 value (v_rest) on {x.device}")
     return neuron
 
 
@@ -316,10 +318,11 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
     gstates = [None if t is None else t.contiguous() for t in gstates]
     step = x.shape[1:]
     gx = x.new_empty(x.shape)
-    gst0 = [x.new_empty(step) for _ in states]
+    compute = COMPUTE.get(x.dtype, x.dtype)  # step gradients: summed before the cast
+    gst0 = [x.new_empty(step, dtype=compute) for _ in states]
     M = len(params)
-    gpar = [x.new_empty(step if need[k] else (0,)) for k in range(M)]
-    gth = x.new_empty(step if need[M] else (0,))
+    gpar = [x.new_empty(step if need[k] else (0,), dtype=compute) for k in range(M)]
+    gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
                         tuple(t is not None for t in gstates), tuple(need), x.dtype)
     _run(lib, nrn, dict(T=x.shape[0], N=gst0[0].numel(), vr=scalars.tolist()[0], x=_ptr(x),
@@ -339,9 +342,10 @@ def _(x, states, params, th, gs, gh, gstates, scalars, neuron, options, surrogat
     _check_backward(nrn, x, gs, gh, gstates, need)
     step = x.shape[1:]
     M = len(params)
-    return [x.new_empty(x.shape), *[x.new_empty(step) for _ in states],
-            *[x.new_empty(step if need[k] else (0,)) for k in range(M)],
-            x.new_empty(step if need[M] else (0,))]
+    c = COMPUTE.get(x.dtype, x.dtype)
+    return [x.new_empty(x.shape), *[x.new_empty(step, dtype=c) for _ in states],
+            *[x.new_empty(step if need[k] else (0,), dtype=c) for k in range(M)],
+            x.new_empty(step if need[M] else (0,), dtype=c)]
 
 
 # --------------------------------------------------------------------------- vmap rules
@@ -351,33 +355,50 @@ def _dims(d, n):
     return list(d) if isinstance(d, (list, tuple)) else [d] * n
 
 
-def _forward_vmap(info, in_dims, x, states, params, th, scalars, *config):
-    x = _ops._batched_seq(x, in_dims[0], info.batch_size)
-    step = x.shape[1:]
-    states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
-    params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
-    th = _ops._batched_step(th, in_dims[3], step)
-    out = defined_forward(x, states, params, th, _ops._unbatched(scalars, in_dims[4]), *config)
-    return out, [1, 1 if out[1].dim() else None, *[0] * len(states)]
+def _forward_vmap(op):
+    def rule(info, in_dims, x, states, params, th, scalars, *config):
+        x = _ops._batched_seq(x, in_dims[0], info.batch_size)
+        step = x.shape[1:]
+        states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
+        params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
+        th = _ops._batched_step(th, in_dims[3], step)
+        out = op(x, states, params, th, _ops._unbatched(scalars, in_dims[4]), *config)
+        return out, [1, 1 if out[1].dim() else None, *[0] * len(states)]
+    return rule
 
 
-def _backward_vmap(info, in_dims, x, states, params, th, gs, gh, gstates, scalars, *config):
-    B = info.batch_size
-    x = _ops._batched_seq(x, in_dims[0], B)
-    gs, gh = _ops._batched_seq(gs, in_dims[4], B), _ops._batched_seq(gh, in_dims[5], B)
-    step = x.shape[1:]
-    states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
-    params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
-    th = _ops._batched_step(th, in_dims[3], step)
-    gstates = [None if t is None else _ops._batched_step(t, d, step)
-               for t, d in zip(gstates, _dims(in_dims[6], len(gstates)))]
-    out = defined_backward(x, states, params, th, gs, gh, gstates,
-                           _ops._unbatched(scalars, in_dims[7]), *config)
-    return out, [1, *[0 if t.dim() else None for t in out[1:]]]
+def _backward_vmap(op):
+    def rule(info, in_dims, x, states, params, th, gs, gh, gstates, scalars, *config):
+        B = info.batch_size
+        x = _ops._batched_seq(x, in_dims[0], B)
+        gs, gh = _ops._batched_seq(gs, in_dims[4], B), _ops._batched_seq(gh, in_dims[5], B)
+        step = x.shape[1:]
+        states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
+        params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
+        th = _ops._batched_step(th, in_dims[3], step)
+        gstates = [None if t is None else _ops._batched_step(t, d, step)
+                   for t, d in zip(gstates, _dims(in_dims[6], len(gstates)))]
+        out = op(x, states, params, th, gs, gh, gstates, _ops._unbatched(scalars, in_dims[7]),
+                 *config)
+        return out, [1, *[0 if t.dim() else None for t in out[1:]]]
+    return rule
 
 
-torch.library.register_vmap(defined_forward, _forward_vmap)
-torch.library.register_vmap(defined_backward, _backward_vmap)
+def register_vmap_rules(forward_op, backward_op):
+    """The same batching rules for the CPU ops and the CUDA (Triton) ops."""
+    torch.library.register_vmap(forward_op, _forward_vmap(forward_op))
+    torch.library.register_vmap(backward_op, _backward_vmap(backward_op))
+
+
+register_vmap_rules(defined_forward, defined_backward)
+
+
+def _ops_for(device: torch.device):
+    if device.type == "cuda":
+        from snnfunc._fused import _generated_triton
+
+        return _generated_triton.defined_forward_cuda, _generated_triton.defined_backward_cuda
+    return defined_forward, defined_backward
 
 
 # --------------------------------------------------------------------------- autograd
@@ -396,10 +417,18 @@ class Config:
     n_states: int
 
 
+def _step(t, x):
+    """A step tensor as the kernels take it: one shared value, or [*S]."""
+    return t.reshape(()) if t.numel() == 1 else t.expand(x.shape[1:])
+
+
 def _reduced(grad, like):
-    if like.numel() == 1 and grad.numel() != 1:
-        return grad.sum().reshape(like.shape)
-    return grad
+    """A step tensor's gradient (computed per neuron, in the compute dtype) summed over the
+    dimensions `like` was broadcast along, then cast to `like`'s dtype."""
+    if grad.shape != like.shape:
+        grad = grad.sum() if like.numel() == 1 else grad.sum_to_size(like.shape)
+        grad = grad.reshape(like.shape)
+    return grad.to(like.dtype)
 
 
 class DefinedNeuron(torch.autograd.Function):
@@ -411,8 +440,9 @@ class DefinedNeuron(torch.autograd.Function):
     @staticmethod
     def forward(x, th, scalars, cfg: Config, *tensors):
         k = cfg.n_states
-        out = defined_forward(x, list(tensors[:k]), list(tensors[k:]), th, scalars, cfg.neuron,
-                              cfg.options, cfg.hard, cfg.want_h)
+        step = [_step(t, x) for t in (th, *tensors)]
+        out = _ops_for(x.device)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
+                                    cfg.neuron, cfg.options, cfg.hard, cfg.want_h)
         return tuple(out)
 
     @staticmethod
@@ -435,7 +465,15 @@ class DefinedNeuron(torch.autograd.Function):
         gh = gh if cfg.want_h else None
         if gs is None and gh is None and all(g is None for g in gstates):
             return (None,) * (4 + len(tensors))
-        grads = DefinedNeuronBackward.apply(x, th, scalars, cfg, need, gs, gh, *gstates, *tensors)
+        if torch.compiler.is_compiling():  # the op itself (no torch.func transform to see)
+            grads = _ops_for(x.device)[1](
+                x, [_step(t, x) for t in tensors[:k]], [_step(t, x) for t in tensors[k:]],
+                _step(th, x), gs, gh, list(gstates), scalars, cfg.neuron, cfg.options,
+                cfg.surrogate, cfg.hard, cfg.detach, list(need))
+        else:
+            config = (cfg.neuron, cfg.options, cfg.surrogate, cfg.hard, cfg.detach, k, *need)
+            grads = DefinedNeuronBackward.apply(x, _step(th, x), scalars, config, gs, gh,
+                                                *gstates, *(_step(t, x) for t in tensors))
         gx, gst0 = grads[0], grads[1:1 + k]
         gpar, gth = grads[1 + k:1 + k + n_params], grads[1 + k + n_params]
         states, params = tensors[:k], tensors[k:]
@@ -451,12 +489,12 @@ class DefinedNeuronBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, th, scalars, cfg, need, gs, gh, *rest):
-        k = cfg.n_states
-        gstates, tensors = list(rest[:k]), rest[k:]
-        return tuple(defined_backward(x, list(tensors[:k]), list(tensors[k:]), th, gs, gh,
-                                      gstates, scalars, cfg.neuron, cfg.options, cfg.surrogate,
-                                      cfg.hard, cfg.detach, list(need)))
+    def forward(x, th, scalars, config, gs, gh, *rest):
+        neuron, options, surrogate, hard, detach, k = config[:6]
+        need = config[6:]
+        gstates, states, params = list(rest[:k]), list(rest[k:2 * k]), list(rest[2 * k:])
+        return tuple(_ops_for(x.device)[1](x, states, params, th, gs, gh, gstates, scalars,
+                                           neuron, options, surrogate, hard, detach, list(need)))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -472,22 +510,39 @@ class DefinedNeuronBackward(torch.autograd.Function):
 # --------------------------------------------------------------------------- entry point
 
 
+@torch.compiler.assume_constant_result
+def _no_compiler() -> bool:
+    return _cpu._compiler() is None
+
+
+@torch.compiler.assume_constant_result
+def _token(surrogate) -> str:
+    return surrogate_token(surrogate)
+
+
+@torch.compiler.assume_constant_result
+def _surrogate_reason(surrogate) -> str:
+    return why_not_surrogate(surrogate) or ""
+
+
 def why_not(x_seq, surrogate) -> str | None:
     """Why the generated kernels cannot take this call, or None when they can."""
     from snnfunc import _fused
 
     if x_seq.dtype not in DTYPES:
         return f"the fused kernels take float16, bfloat16, float32 and float64, not {x_seq.dtype}"
-    if x_seq.device.type != "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return (f"neurons made from definitions have fused kernels on the CPU only so far, not "
-                f"on {x_seq.device.type}")
-    if _cpu._compiler() is None:
+    if x_seq.device.type == "cuda":
+        if _fused._cuda_error() is not None:
+            return _fused._cuda_error()
+    elif x_seq.device.type != "cpu":
+        return f"no fused kernel for device {x_seq.device.type}"
+    elif _no_compiler():
         return "no C compiler found (set CC, or install gcc or clang)"
     if x_seq.shape[0] == 0:
         return "T = 0"
     if not torch.compiler.is_compiling() and _fused._forward_ad_active():
         return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
-    return why_not_surrogate(surrogate)
+    return _surrogate_reason(surrogate) or None
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
@@ -501,17 +556,12 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
         _fused._fell_back(reason)
         return None
-    shape = x_seq.shape[1:]
-
-    def step_tensor(value):
-        return value.reshape(()) if value.numel() == 1 else value.expand(shape)
-
     cfg = Config(neuron.name, options_string(opts), v_reset is not None, detach_reset, return_h,
-                 surrogate_token(surrogate), len(states))
-    zero = torch.full((1,), -0.0, dtype=torch.float64)  # -0.0 + v is v, even -0.0
+                 _token(surrogate), len(states))
+    zero = torch.full((1,), -0.0, dtype=torch.float64,  # -0.0 + v is v, even -0.0
+                      device=x_seq.device if x_seq.device.type == "cuda" else "cpu")
     scalars = zero + (0.0 if v_reset is None else v_reset)
-    out = DefinedNeuron.apply(x_seq, step_tensor(v_threshold), scalars, cfg,
-                              *(step_tensor(s) for s in states),
-                              *(step_tensor(params[n]) for n in neuron.parameters))
+    out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *states,
+                              *(params[n] for n in neuron.parameters))
     s, h, *st = out
     return s, (h if return_h else None), tuple(st)
