@@ -4,12 +4,15 @@ from snnfunc import _fused, functional, memory, surrogate  # _fused registers to
 from snnfunc.functional import *  # noqa: F401,F403
 from snnfunc.functional import __all__ as _functional_all
 
+from snnfunc import recurrent
+from snnfunc.recurrent import rnn
 from snnfunc._info import info
 from snnfunc.definition import (DefinitionError, Neuron, StatesOutput, StatesOutputWithH,
                                 StepStatesOutput, StepStatesOutputWithH, neuron)
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "memory", "surrogate", "info", "neuron", "Neuron", "DefinitionError",
+__all__ = ["functional", "memory", "surrogate", "recurrent", "rnn", "info", "neuron", "Neuron",
+           "DefinitionError",
            "StatesOutput", "StatesOutputWithH", "StepStatesOutput", "StepStatesOutputWithH",
            *_functional_all]

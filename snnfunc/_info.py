@@ -46,7 +46,7 @@ def info(file=None) -> str:
         f"  cpu:  {'available' if cpu is None else 'not available: ' + cpu}"
         + (f" ({_cpu.path()})" if cpu is None else ""),
         f"  cuda: {'available' if cuda is None else 'not available: ' + cuda}",
-        "  dtypes: float32, float64 (other dtypes run the reference loop)",
+        "  dtypes: float16, bfloat16 (computed in float32), float32, float64",
     ]
     if _fused.fallbacks:
         lines.append("calls that ran the reference loop in this process (impl='auto'):")

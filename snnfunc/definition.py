@@ -34,8 +34,8 @@ import torch
 from snnfunc import _ir, memory
 from snnfunc._ir import DefinitionError
 from snnfunc.functional import _checks
-from snnfunc.functional.neurons import (NeuronOutput, NeuronOutputWithH, StepOutput,
-                                        StepOutputWithH, reset)
+from snnfunc.functional._core import (NeuronOutput, NeuronOutputWithH, StepOutput,
+                                      StepOutputWithH, reset)
 from snnfunc.surrogate import Sigmoid, Surrogate, spike
 
 __all__ = ["Neuron", "neuron", "DefinitionError", "StatesOutput", "StatesOutputWithH",
@@ -278,19 +278,21 @@ class Neuron:
         if len(self.states) == 1:
             return (_checks.check_state(state, x, step_shape, rest["v"], what,
                                         parameter=next(iter(self.parameters), None)),)
+        dtype = _checks.state_dtype(x)
         if state is None:
-            return tuple(x.new_full((), float(rest[n])) for n in self.states)
+            return tuple(x.new_full((), float(rest[n]), dtype=dtype) for n in self.states)
         if not isinstance(state, tuple) or len(state) != len(self.states):
             raise TypeError(f"state must be None or a {self.State.__name__}"
                             f"({', '.join(self.states)}) of tensors, got {type(state).__name__}")
         out = []
         for n, val in zip(self.states, state):
             if val is None:
-                out.append(x.new_full((), float(rest[n])))
+                out.append(x.new_full((), float(rest[n]), dtype=dtype))
             elif not isinstance(val, torch.Tensor):
                 raise TypeError(f"state.{n} must be a tensor or None, got {type(val).__name__}")
             else:
-                out.append(_checks.check_tensor_like(f"state.{n}", val, x, step_shape, what))
+                out.append(_checks.check_tensor_like(f"state.{n}", val, x, step_shape, what,
+                                                     dtype=dtype))
         return tuple(out)
 
     def _pack(self, states):
@@ -330,7 +332,6 @@ class Neuron:
         io = x_seq.dtype
         if io in _HALF:  # upcast, compute in float32, cast back: as the kernels do
             f32 = torch.float32
-            states = tuple(s.to(f32) for s in states)
             params = {k: p.to(f32) for k, p in params.items()}
             v_threshold = v_threshold.to(f32)
         spikes, hs = [], []
@@ -342,7 +343,7 @@ class Neuron:
             spikes.append(s)
             hs.append(h)
         shape = x_seq.shape[1:]
-        states = tuple(s.expand(shape).to(io) for s in states)
+        states = tuple(s.expand(shape) for s in states)  # float32 for half precision
         if not spikes:  # T == 0
             empty = x_seq.new_empty(x_seq.shape)
             return empty, empty, states
@@ -357,14 +358,13 @@ class Neuron:
         io = x.dtype
         if io in _HALF:
             f32 = torch.float32
-            states = tuple(s.to(f32) for s in states)
             params = {k: p.to(f32) for k, p in params.items()}
             v_threshold, x = v_threshold.to(f32), x.to(f32)
         s, h, states = self.step_values(x, states, params, v_threshold=v_threshold,
                                         v_reset=v_reset, surrogate=surrogate,
                                         detach_reset=detach_reset, opts=opts)
         s, h = s.to(io), h.to(io)
-        states = tuple(t.expand(x.shape).to(io) for t in states)
+        states = tuple(t.expand(x.shape) for t in states)  # float32 for half precision
         if self.State is None:
             return StepOutputWithH(s, states[0], h) if return_h else StepOutput(s, states[0])
         st = self.State(*states)

@@ -115,12 +115,11 @@ class packed_spikes(contextlib.ContextDecorator):
     - A spike tensor changed in place after it was returned must not be saved under it.
 
     Example:
-        ```python
-        with snnfunc.memory.packed_spikes() as stats:
-            loss = net(x).sum()
-        loss.backward()
-        stats.spike_bytes, stats.spike_bytes_unpacked
-        ```
+
+            with snnfunc.memory.packed_spikes() as stats:
+                loss = net(x).sum()
+            loss.backward()
+            stats.spike_bytes, stats.spike_bytes_unpacked
     """
 
     def __init__(self):
@@ -215,11 +214,11 @@ def truncated_bptt(fn, x_seq, state=None, *, chunk: int):
     across chunk boundaries.
 
     Example:
-        ```python
-        for y, target in zip(snnfunc.memory.truncated_bptt(fn, x_seq, chunk=50), targets.split(50)):
-            loss = loss_fn(y, target)
-            opt.zero_grad(); loss.backward(); opt.step()
-        ```
+
+            for y, target in zip(snnfunc.memory.truncated_bptt(fn, x_seq, chunk=50),
+                                 targets.split(50)):
+                loss = loss_fn(y, target)
+                opt.zero_grad(); loss.backward(); opt.step()
 
     Args:
       fn: `fn(x_chunk, state) -> (y_chunk, state)`.

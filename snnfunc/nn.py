@@ -27,7 +27,8 @@ from snnfunc import functional as F
 from snnfunc.functional._checks import _is_number, check_surrogate
 from snnfunc.surrogate import Sigmoid, Surrogate
 
-__all__ = ["BaseNode", "IFNode", "LIFNode", "PLIFNode", "RIFNode", "TimeDistributed", "reset_net"]
+__all__ = ["BaseNode", "IFNode", "LIFNode", "PLIFNode", "RIFNode", "NeuronNode", "CubaLIFNode",
+           "ALIFNode", "QIFNode", "EIFNode", "Recurrent", "TimeDistributed", "reset_net"]
 
 _STEP_MODES = ("s", "m")
 
@@ -401,6 +402,191 @@ class RIFNode(BaseNode):
         return dict(param_shape=tuple(self.w.shape), **super()._settings())
 
 
+class NeuronNode(nn.Module):
+    """The adapter of any neuron made from a definition (`snnfunc.neuron`): holds its state
+    between calls, `reset()`, the monitor and the two step modes, like the classic nodes.
+
+    Parameters given as numbers stay numbers; a `torch.nn.Parameter` is registered (learned
+    with the module); any other tensor is a buffer.
+
+    Args:
+      neuron: a `snnfunc.Neuron`, e.g. one made with `@snnfunc.neuron`.
+      v_threshold: $V_{th}$.
+      v_reset: $V_{reset}$ (hard reset), or `None` for the soft reset.
+      surrogate: the surrogate spike function, a `snnfunc.surrogate.Surrogate` instance.
+      detach_reset: detach the spike in the reset from the graph.
+      step_mode: `"s"` (one step per call) or `"m"` (`[T, ...]` per call, the default).
+      monitor_state: record H and spikes per step in `self.monitor`.
+      **parameters: the neuron's parameters and options (`tau=3.0`, `decay_input=False`).
+    """
+
+    def __init__(self, neuron, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
+                 detach_reset=False, step_mode="m", monitor_state=False, **parameters):
+        super().__init__()
+        from snnfunc.definition import Neuron
+
+        if not isinstance(neuron, Neuron):
+            raise TypeError(f"neuron must be a snnfunc.Neuron (made with @snnfunc.neuron), got "
+                            f"{type(neuron).__name__}")
+        if step_mode not in _STEP_MODES:
+            raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
+        check_surrogate("surrogate", surrogate)
+        for name in parameters:
+            if name not in neuron.parameters and name not in neuron.options:
+                raise TypeError(f"{type(self).__name__} got an unexpected keyword argument "
+                                f"{name!r}; {neuron.name} takes {(*neuron.parameters, *neuron.options)}")
+        self.neuron = neuron
+        self.v_threshold = v_threshold
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.surrogate = surrogate
+        self.detach_reset = detach_reset
+        self.step_mode = step_mode
+        self._numbers = {}
+        for name, value in parameters.items():
+            if isinstance(value, nn.Parameter):
+                self.register_parameter(name, value)
+            elif isinstance(value, torch.Tensor):
+                self.register_buffer(name, value)
+            else:
+                self._numbers[name] = value
+        self.state = None
+        self.monitor = {"v": [], "s": []} if monitor_state else False
+
+    def _kwargs(self):
+        kw = dict(self._numbers)
+        for name in (*self.neuron.parameters, *self.neuron.options):
+            if name not in kw and hasattr(self, name):
+                kw[name] = getattr(self, name)
+        return dict(kw, v_threshold=self.v_threshold, v_reset=self.v_reset,
+                    surrogate=self.surrogate, detach_reset=self.detach_reset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step (`step_mode="s"`) or a sequence `[T, ...]` (`"m"`); returns spikes."""
+        record = self.monitor is not False
+        state = self._state_for(x)
+        if self.step_mode == "s":
+            out = self.neuron.step(x, state, return_h=record, **self._kwargs())
+        else:
+            out = self.neuron(x, state, return_h=record, **self._kwargs())
+        if BaseNode._writes_state(out[0]):
+            self.state = out[1]
+            if record:
+                BaseNode._record(self, out.h, out[0])
+        return out[0]
+
+    def _state_for(self, x):
+        state = self.state
+        if state is None or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
+            return state
+        step = x.shape[1:] if self.step_mode == "m" else x.shape
+        name = type(self).__name__
+        for t in (state if isinstance(state, tuple) else (state,)):
+            try:
+                fits = torch.broadcast_shapes(t.shape, step) == step
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"{name} holds a state of shape {tuple(t.shape)} from an earlier input, which "
+                    f"does not fit this input's step shape {tuple(step)} (a new batch size?): "
+                    f"call reset() on it, or snnfunc.nn.reset_net(net), between batches")
+            if _graph_was_freed(t):
+                raise RuntimeError(
+                    f"{name} holds a state whose graph a backward pass has already freed: call "
+                    f"reset() (or snnfunc.nn.reset_net(net)) between batches, or detach the "
+                    f"state to continue the sequence (truncated BPTT)")
+        return state
+
+    def reset(self) -> None:
+        """State back to rest, monitor emptied; parameters untouched."""
+        self.state = None
+        if self.monitor is not False:
+            self.monitor = {"v": [], "s": []}
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.state is not None:
+            self.state = torch.utils._pytree.tree_map(fn, self.state)
+        return self
+
+    def extra_repr(self) -> str:
+        kw = ", ".join(f"{k}={v!r}" for k, v in self._numbers.items())
+        return (f"{self.neuron.name}, {kw + ', ' if kw else ''}v_threshold={self.v_threshold!r}, "
+                f"v_reset={self.v_reset!r}, surrogate={self.surrogate!r}, "
+                f"step_mode={self.step_mode!r}")
+
+
+def _defined(name):
+    from snnfunc.functional.defined import DEFINITIONS
+
+    return DEFINITIONS[name]
+
+
+class CubaLIFNode(NeuronNode):
+    """Current-based LIF neuron (synaptic current and membrane); see `snnfunc.cuba_lif`.
+
+    Args:
+      tau_syn: synaptic time constant (> 0), a number or a tensor (an `nn.Parameter` to
+        learn it).
+      tau_mem: membrane time constant (> 0), likewise.
+      decay_input: as for `snnfunc.cuba_lif`.
+      **options: `v_threshold`, `v_reset`, `surrogate`, `detach_reset`, `step_mode`,
+        `monitor_state`, as for `NeuronNode`.
+    """
+
+    def __init__(self, tau_syn=2.0, tau_mem=2.0, *, decay_input=True, **options):
+        super().__init__(_defined("cuba_lif"), tau_syn=tau_syn, tau_mem=tau_mem,
+                         decay_input=decay_input, **options)
+
+
+class ALIFNode(NeuronNode):
+    """Adaptive-threshold LIF neuron; see `snnfunc.alif`.
+
+    Args:
+      tau: membrane time constant (> 0).
+      tau_adapt: adaptation time constant (> 0).
+      beta: threshold increase per unit of adaptation.
+      decay_input: as for `snnfunc.alif`.
+      **options: `v_threshold`, `v_reset`, `surrogate`, `detach_reset`, `step_mode`,
+        `monitor_state`, as for `NeuronNode`.
+    """
+
+    def __init__(self, tau=2.0, tau_adapt=20.0, beta=0.5, *, decay_input=True, **options):
+        super().__init__(_defined("alif"), tau=tau, tau_adapt=tau_adapt, beta=beta,
+                         decay_input=decay_input, **options)
+
+
+class QIFNode(NeuronNode):
+    """Quadratic integrate-and-fire neuron; see `snnfunc.qif`.
+
+    Args:
+      tau: membrane time constant (> 0).
+      v_c: the critical voltage.
+      a0: the sharpness of the quadratic term.
+      **options: `v_threshold`, `v_reset`, `surrogate`, `detach_reset`, `step_mode`,
+        `monitor_state`, as for `NeuronNode`.
+    """
+
+    def __init__(self, tau=2.0, v_c=0.8, a0=1.0, **options):
+        super().__init__(_defined("qif"), tau=tau, v_c=v_c, a0=a0, **options)
+
+
+class EIFNode(NeuronNode):
+    """Exponential integrate-and-fire neuron; see `snnfunc.eif`.
+
+    Args:
+      tau: membrane time constant (> 0).
+      delta_T: the sharpness (> 0).
+      theta_rh: the rheobase threshold.
+      **options: `v_threshold`, `v_reset`, `surrogate`, `detach_reset`, `step_mode`,
+        `monitor_state`, as for `NeuronNode`.
+    """
+
+    def __init__(self, tau=2.0, delta_T=1.0, theta_rh=0.8, **options):
+        super().__init__(_defined("eif"), tau=tau, delta_T=delta_T, theta_rh=theta_rh,
+                         **options)
+
+
 def reset_net(net: nn.Module) -> None:
     """Call `reset()` on every module inside `net` that has one (SpikingFlow's `reset_net`)."""
     for module in net.modules():
@@ -429,3 +615,6 @@ class TimeDistributed(nn.Module):
             raise ValueError("x_seq must be a time-major tensor [T, batch, ...]")
         y = self.layer(x_seq.flatten(0, 1))
         return y.unflatten(0, x_seq.shape[:2])
+
+
+from snnfunc.recurrent import Recurrent  # noqa: E402  (the recurrent layer's adapter)

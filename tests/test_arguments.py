@@ -14,7 +14,7 @@ import snnfunc
 from snnfunc import _fused
 from snnfunc import nn as snn
 from snnfunc import surrogate as S
-from snnfunc._fused import _cpu, _ops
+from snnfunc._fused import _cpu
 
 needs_kernel = pytest.mark.skipif(
     not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
@@ -189,27 +189,26 @@ def test_adapter_state_from_a_freed_graph_says_reset(step_mode, impl_half):
 
 def _fwd_args(**change):
     x = torch.rand(6, 8)
-    args = dict(x=x, v0=torch.zeros(8), p=torch.full((8,), 2.0), th=torch.ones(()),
-                scalars=torch.zeros(4, dtype=torch.float64), kind=1, decay_input=True, hard=True,
-                want_h=True)
+    args = dict(x=x, states=[torch.zeros(8)], params=[torch.full((8,), 2.0)], th=torch.ones(()),
+                scalars=torch.zeros(1, dtype=torch.float64), neuron="snnfunc:lif",
+                options="decay_input=1", hard=True, want_h=True)
     args.update(change)
     return args
 
 
 BAD_FORWARD = [
-    (dict(x=torch.rand(6, 8).half()), TypeError, "float32 or float64"),
-    (dict(x=torch.rand(6, 8).bfloat16()), TypeError, "float32 or float64"),
-    (dict(x=torch.ones(6, 8, dtype=torch.int64)), TypeError, "float32 or float64"),
-    (dict(v0=torch.zeros(8, dtype=torch.float64)), ValueError, "v0 must be a dense torch.float32"),
-    (dict(v0=torch.zeros(3)), ValueError, r"v0 must have shape \(8,\)"),
-    (dict(p=torch.zeros(9)), ValueError, r"p must have shape \(8,\)"),
+    (dict(x=torch.ones(6, 8, dtype=torch.int64)), TypeError, "x must be a float16, bfloat16"),
+    (dict(states=[torch.zeros(8, dtype=torch.float64)]), ValueError, "v must be a dense torch.float32"),
+    (dict(states=[torch.zeros(3)]), ValueError, r"v must have shape \(8,\)"),
+    (dict(states=[torch.zeros(8), torch.zeros(8)]), ValueError, r"states must hold 1 tensors \('v',\)"),
+    (dict(params=[torch.zeros(9)]), ValueError, r"tau must have shape \(8,\)"),
+    (dict(params=[]), ValueError, r"params must hold 1 tensors \('tau',\)"),
     (dict(th=torch.zeros(2, 4)), ValueError, r"th must have shape \(8,\)"),
-    (dict(kind=9), ValueError, "kind must be one of"),
-    (dict(kind=-1), ValueError, "kind must be one of"),
-    (dict(p=None), ValueError, "needs its parameter p"),
-    (dict(kind=0, decay_input=False), ValueError, "decay_input=False applies to lif and plif"),
+    (dict(neuron="nowhere:nothing"), ValueError, "no neuron definition named 'nowhere:nothing'"),
+    (dict(options="decay_input=2"), ValueError, "options must be name=0 or name=1"),
+    (dict(options=""), ValueError, r"options must give \('decay_input',\)"),
     (dict(scalars=torch.zeros(2, dtype=torch.float64)), ValueError, "scalars must be"),
-    (dict(scalars=torch.zeros(4)), ValueError, "scalars must be"),
+    (dict(scalars=torch.zeros(1)), ValueError, "scalars must be"),
     (dict(x=torch.rand(6, 8).to_sparse()), ValueError, "dense"),
     (dict(x=torch.tensor(1.0)), ValueError, "x must be a dense tensor"),
 ]
@@ -219,33 +218,33 @@ BAD_FORWARD = [
 @pytest.mark.parametrize("change,err,match", BAD_FORWARD, ids=[m for _, _, m in BAD_FORWARD])
 def test_forward_op_checks_every_argument(change, err, match):
     with pytest.raises(err, match=match):
-        torch.ops.snnfunc.neuron_forward(**_fwd_args(**change))
+        torch.ops.snnfunc.defined_forward(**_fwd_args(**change))
     with pytest.raises(err, match=match):  # the fake kernel too: torch.compile fails early
         with torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True):
-            torch.ops.snnfunc.neuron_forward(**_fwd_args(**change))
+            torch.ops.snnfunc.defined_forward(**_fwd_args(**change))
 
 
 def _bwd_args(**change):
     f = _fwd_args()
     x = f["x"]
-    args = dict(x=x, v0=f["v0"], p=f["p"], th=f["th"], gs=torch.ones_like(x), gv=torch.ones(8),
-                gh=None, sg=None, scalars=torch.tensor([0.0, 4.0, 0.0, 0.0], dtype=torch.float64),
-                kind=1, decay_input=True, hard=True, detach_reset=False, sg_id=0, need_p=True,
-                need_th=True)
+    args = dict(x=x, states=f["states"], params=f["params"], th=f["th"], gs=torch.ones_like(x),
+                gh=None, sg=None, gstates=[torch.ones(8)], scalars=f["scalars"],
+                neuron="snnfunc:lif", options="decay_input=1",
+                surrogate=_fused._generated.surrogate_token(S.Sigmoid()), hard=True,
+                detach=False, need=[True, True])
     args.update(change)
     return args
 
 
 BAD_BACKWARD = [
-    (dict(sg_id=13), ValueError, "sg_id must be a built-in"),
-    (dict(sg_id=-1), ValueError, "sg_id must be a built-in"),
-    (dict(sg=torch.ones(6, 8)), ValueError, "sg_id must be -1"),
-    (dict(sg=torch.ones(8), sg_id=-1), ValueError, r"sg must have x's shape"),
     (dict(gs=torch.ones(5, 8)), ValueError, r"gs must have x's shape"),
-    (dict(gv=torch.ones(())), ValueError, r"gv must have shape \(8,\)"),
     (dict(gh=torch.ones(6, 8, dtype=torch.float64)), ValueError, "gh must be a dense torch.float32"),
-    (dict(gs=None, gv=None), ValueError, "at least one of gs, gv and gh"),
-    (dict(need_p=True, p=None, kind=0), ValueError, "need_p=True needs p"),
+    (dict(sg=torch.ones(8)), ValueError, r"sg must have x's shape"),
+    (dict(gstates=[torch.ones(())]), ValueError, r"gstates\[v\] must have shape \(8,\)"),
+    (dict(gstates=[None, None]), ValueError, "gstates must hold 1 entries"),
+    (dict(gs=None, gstates=[None]), ValueError, "at least one of gs, gh and gstates"),
+    (dict(need=[True]), ValueError, "need must hold 2 bools"),
+    (dict(surrogate="Sigmoid"), ValueError, "surrogate must name a surrogate class"),
 ]
 
 
@@ -253,33 +252,7 @@ BAD_BACKWARD = [
 @pytest.mark.parametrize("change,err,match", BAD_BACKWARD, ids=[m for _, _, m in BAD_BACKWARD])
 def test_backward_op_checks_every_argument(change, err, match):
     with pytest.raises(err, match=match):
-        torch.ops.snnfunc.neuron_backward(**_bwd_args(**change))
-
-
-@needs_kernel
-def test_the_c_kernel_refuses_unknown_ids_itself():
-    """Past the Python checks, the C library still refuses an id it does not know."""
-    a = _bwd_args()
-    x = a["x"]
-    out = [torch.empty_like(x), torch.empty(8), torch.empty(8), torch.empty(8)]
-    with pytest.raises(RuntimeError, match="does not know this surrogate id"):
-        _cpu.backward(x, a["v0"], a["p"], a["th"], a["gs"], a["gv"], None, None, 1, True, True,
-                      False, 0.0, 13, 4.0, 0.0, 0.0, *out)
-    with pytest.raises(RuntimeError, match="no variant for this neuron kind"):
-        _cpu.forward(x, a["v0"], a["p"], a["th"], 9, True, True, 0.0, torch.empty_like(x), None,
-                     torch.empty(8))
-    with pytest.raises(RuntimeError, match="no variant for this neuron kind"):
-        _cpu.forward(x, a["v0"], a["p"], a["th"], 0, False, True, 0.0, torch.empty_like(x), None,
-                     torch.empty(8))
-
-
-def test_every_surrogate_id_is_known_to_the_c_kernel():
-    """The Python table and the C switch agree: each id computes, none falls through."""
-    ids = sorted(i for i, _ in _ops._SURROGATE_IDS.values())
-    assert ids == list(range(len(ids)))
-    source = (_cpu._HERE / "neuron_impl.h").read_text()
-    for i in ids:
-        assert f"case {i}:" in source
+        torch.ops.snnfunc.defined_backward(**_bwd_args(**change))
 
 
 @needs_kernel
@@ -295,8 +268,8 @@ def test_ops_are_registered_at_import_and_an_exported_graph_loads_in_a_fresh_pro
     code = f"""
 import torch, snnfunc
 from snnfunc._fused import _cpu
-assert hasattr(torch.ops.snnfunc, "neuron_forward") and hasattr(torch.ops.snnfunc, "neuron_backward")
-assert _cpu._lib is None  # registered, not yet built
+assert hasattr(torch.ops.snnfunc, "defined_forward") and hasattr(torch.ops.snnfunc, "defined_backward")
+assert not _cpu._libs  # registered, not yet built
 x = torch.load({str(tmp_path / 'x.pt')!r})
 out = torch.export.load({str(path)!r}).module()(x)
 assert torch.equal(out, snnfunc.lif(x, tau=2.0, impl="reference").spikes)
@@ -306,21 +279,18 @@ print("ok")
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
+@needs_kernel
 def test_the_first_build_says_so(tmp_path, monkeypatch, caplog):
-    """Building the C kernel (up to a minute or two, once) is announced, not silent."""
+    """Compiling kernels (a second or so each, once per machine) is announced once per
+    process, not silent."""
     monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path))
-
-    def fake_run(cmd, **kw):
-        if "-o" in cmd:
-            open(cmd[cmd.index("-o") + 1], "wb").close()
-        return subprocess.CompletedProcess(cmd, 0, "cc 1.0", "")
-
-    monkeypatch.setattr(_cpu.subprocess, "run", fake_run)
+    monkeypatch.setattr(_cpu, "_announced", [])
+    source = "int snn_run(void *j, int b, int n) { (void)j; (void)b; (void)n; return 7; }\n"
     with caplog.at_level(logging.WARNING, logger="snnfunc"):
-        out = _cpu._build("cc")
-    assert out.exists() and out.parent == tmp_path
-    assert "building the fused CPU kernel" in caplog.text
+        lib = _cpu.build(source)
+    assert lib.snn_run(None, 0, 1) == 7
+    assert list(tmp_path.glob("snnfunc_gen_*.so")) and "compiling fused neuron kernels" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="snnfunc"):
-        _cpu._build("cc")  # cached: silent
+        _cpu.build(source.replace("7", "8"))  # another kernel in the same process: silent
     assert caplog.text == ""

@@ -1,5 +1,6 @@
 """The definition API: neurons written once (`snnfunc.neuron`), and the built-ins made with it."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,54 @@ def test_unknown_keywords_and_missing_parameters_are_named():
         snnfunc.alif(torch.rand(3, 2), tau_adapt=0.0)
     with pytest.raises(TypeError, match="CubaLIFState"):
         snnfunc.cuba_lif(torch.rand(3, 2), torch.zeros(2))
+
+
+# --------------------------------------------------------------------------- adapters
+
+from snnfunc import nn as snn  # noqa: E402
+
+ADAPTERS = {"cuba_lif": snn.CubaLIFNode, "alif": snn.ALIFNode, "qif": snn.QIFNode,
+            "eif": snn.EIFNode}
+
+
+def test_every_builtin_definition_has_an_adapter():
+    assert set(ADAPTERS) == set(DEFINITIONS)
+
+
+@pytest.mark.parametrize("name", sorted(DEFINITIONS))
+def test_adapters_hold_the_state_between_calls_in_both_step_modes(name):
+    x = 0.5 + 1.5 * torch.rand(6, 2, 5, dtype=torch.float64)
+    want = getattr(snnfunc, name)(x, return_h=True, **CASES[name])
+    multi = ADAPTERS[name](**CASES[name], monitor_state=True)
+    got = torch.cat([multi(x[:2]), multi(x[2:])])
+    assert torch.equal(got, want.spikes)
+    assert torch.equal(torch.tensor(np.array(multi.monitor["v"])), want.h)
+    single = ADAPTERS[name](**CASES[name], step_mode="s")
+    assert torch.equal(torch.stack([single(xt) for xt in x]), want.spikes)
+    for a, b in zip(torch.utils._pytree.tree_leaves(single.state),
+                    torch.utils._pytree.tree_leaves(want[1])):
+        assert torch.equal(a, b)
+    snn.reset_net(torch.nn.Sequential(single))
+    assert single.state is None
+    with pytest.raises(ValueError, match="reset"):
+        multi(torch.rand(3, 7, 5, dtype=torch.float64))
+
+
+def test_a_parameter_given_to_an_adapter_is_learned():
+    tau = torch.nn.Parameter(torch.full((5,), 2.0))
+    node = snn.CubaLIFNode(tau_syn=tau)
+    assert dict(node.named_parameters()) == {"tau_syn": tau}
+    node(2 * torch.rand(4, 3, 5)).sum().backward()
+    assert tau.grad is not None and tau.grad.abs().sum() > 0
+
+
+def test_a_user_neuron_gets_an_adapter():
+    @snnfunc.neuron
+    def leaky(x, v, *, tau=2.0, v_rest):
+        return v + (x - (v - v_rest)) / tau
+
+    node = snn.NeuronNode(leaky, tau=3.0, v_reset=None)
+    x = 2 * torch.rand(5, 4)
+    assert torch.equal(node(x), snnfunc.lif(x, tau=3.0, v_reset=None).spikes)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'beta'"):
+        snn.NeuronNode(leaky, beta=1.0)

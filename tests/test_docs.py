@@ -25,7 +25,7 @@ def test_pages_have_blocks():
     pages = {p.name for p, _, _ in BLOCKS}
     assert pages >= {"README.md", "adapters.md", "neurons.md", "compile.md", "per-sample-gradients.md",
                      "ensembles.md", "custom-surrogate.md", "state.md", "from-spikingjelly.md",
-                     "from-snntorch.md", "interop.md"}
+                     "from-snntorch.md", "interop.md", "custom-neuron.md", "half-precision.md"}
 
 
 @pytest.mark.parametrize("page,i,code", BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
@@ -82,7 +82,7 @@ def _public_objects():
     import griffe
 
     pkg = griffe.load("snnfunc", search_paths=[str(ROOT)], resolve_aliases=True)
-    for module in ("", "nn", "surrogate", "nir"):
+    for module in ("", "nn", "surrogate", "nir", "recurrent", "memory"):
         mod = pkg[module] if module else pkg
         for name in mod.exports:
             yield f"{mod.path}.{name}", mod[str(name)]

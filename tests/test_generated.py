@@ -151,19 +151,26 @@ class PerChannel(S.Surrogate):
         return torch.linspace(0.5, 1.5, x.shape[-1], dtype=x.dtype)
 
 
-def test_a_user_surrogate_is_fused_and_one_that_cannot_be_traced_falls_back():
-    neuron, kwargs, _ = NEURONS["cuba_lif"]
-    x, state, params, th = _inputs(neuron, kwargs, torch.float64)
-    for sg in (Gaussian(), PerChannel()):
+def test_a_user_surrogate_is_traced_into_the_kernel_or_evaluated_in_torch():
+    """A derivative in elementwise torch code is compiled in; any other (one value per
+    channel, say) is evaluated in torch on h - v_threshold and read by the kernel, which needs
+    the plain threshold: a neuron with its own threshold runs the reference loop then."""
+    for name, sg in (("cuba_lif", Gaussian()), ("cuba_lif", PerChannel()), ("alif", Gaussian())):
+        neuron, kwargs, _ = NEURONS[name]
+        x, state, params, th = _inputs(neuron, kwargs, torch.float64)
         grads = []
-        for impl in ("auto", "reference"):
+        for impl in ("fused", "reference"):
             out = neuron(x, state, surrogate=sg, impl=impl, **params)
             grads.append(torch.autograd.grad(out.spikes.sum() + out.state.v.sum(), x))
         torch.testing.assert_close(grads[0], grads[1])
     assert _fused._generated.why_not_surrogate(Gaussian()) is None
     assert "cannot be compiled" in _fused._generated.why_not_surrogate(PerChannel())
-    with pytest.raises(ValueError, match="PerChannel's derivative cannot be compiled"):
+    neuron, kwargs, _ = NEURONS["alif"]
+    x, state, params, th = _inputs(neuron, kwargs, torch.float64)
+    with pytest.raises(ValueError, match="PerChannel's derivative cannot be compiled.*threshold"):
         neuron(x, state, surrogate=PerChannel(), impl="fused", **params)
+    out = neuron(x, state, surrogate=PerChannel(), **params)  # auto: the reference loop
+    assert "Stack" in type(out.spikes.grad_fn).__name__
 
 
 @pytest.mark.parametrize("name", ["cuba_lif", "alif", "gated"])
@@ -262,7 +269,7 @@ def test_half_precision_is_computed_in_float32_on_both_paths(name, dtype):
         outs.append(out)
         grads.append(torch.autograd.grad(_loss(out, x.shape[0]), inputs))
     a, b = outs
-    assert a.spikes.dtype == a.h.dtype == dtype and leaves(a[1])[0].dtype == dtype
+    assert a.spikes.dtype == a.h.dtype == dtype and leaves(a[1])[0].dtype == torch.float32
     for p, q in zip([a.spikes, a.h, *leaves(a[1])], [b.spikes, b.h, *leaves(b[1])]):
         assert torch.equal(p, q)
     for p, q in zip(*grads):
@@ -306,7 +313,7 @@ def test_the_generated_ops_check_their_arguments():
         op(x, [torch.zeros(5), one], good["params"], one, sc, "snnfunc:cuba_lif",
            "decay_input=1", True, False)
     with pytest.raises(ValueError, match="need must hold 3"):
-        torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None,
+        torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None, None,
                                            [None, None], sc, "snnfunc:cuba_lif",
                                            "decay_input=1", _fused._generated.surrogate_token(S.Sigmoid()),
                                            True, False, [True])
@@ -323,7 +330,7 @@ def test_opcheck_the_generated_ops():
                           test_utils=("test_schema", "test_faketensor"))
     tok = _fused._generated.surrogate_token(S.ATan())
     torch.library.opcheck(torch.ops.snnfunc.defined_backward.default,
-                          (x, st, par, th, torch.randn_like(x), None, [torch.randn(2, 3, dtype=torch.float64), None],
+                          (x, st, par, th, torch.randn_like(x), None, None, [torch.randn(2, 3, dtype=torch.float64), None],
                            sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True]),
                           test_utils=("test_schema", "test_faketensor"))
 

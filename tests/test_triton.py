@@ -1,7 +1,8 @@
-"""The CUDA path without a GPU: the Triton kernels are registered as torch.library ops with
-vmap rules, and every kernel variant compiles for an H100/H200 (sm_90) down to PTX and cubin,
-with IEEE division and no FMA contraction in the forward (the bit-exactness promise).
-Running them against the reference needs a CUDA GPU: see test_cuda_equals_reference."""
+"""The CUDA path without a GPU: the Triton kernels generated from the neuron definitions are
+registered as torch.library ops with vmap rules, run under Triton's interpreter against the
+reference loop, and compile for an H100/H200 (sm_90) down to PTX and cubin, with IEEE
+division and no FMA contraction in the forward (the bit-exactness promise). Running them on
+a GPU: see test_cuda_equals_reference."""
 
 import itertools
 import os
@@ -14,11 +15,8 @@ import torch
 
 triton = pytest.importorskip("triton", reason="Triton not installed: the CUDA kernels need it")
 
-from snnfunc._fused import _triton as tr  # noqa: E402
+from snnfunc._fused import _generated_triton  # noqa: E402
 from conftest import NEURONS  # noqa: E402
-
-KIND_OPTIONS = [(k, d, h) for k in range(4) for d in ((True, False) if k in (1, 2) else (True,))
-                for h in (True, False)]
 
 
 def _compile(fn, signature, constexprs):
@@ -31,76 +29,11 @@ def _compile(fn, signature, constexprs):
                           options=dict(enable_fp_fusion=False))
 
 
-def _forward(dtype, kind, decay, hard, want_h=True, shared=(True, False, True)):
-    ptr = "*fp32" if dtype == "f32" else "*fp64"
-    sig = dict(x_ptr=ptr, v0_ptr=ptr, p_ptr=ptr, th_ptr=ptr, sc_ptr="*fp64", s_ptr=ptr,
-               h_ptr=ptr, v_ptr=ptr, T="i32", N="i32")
-    const = dict(V0_SHARED=shared[0], P_SHARED=shared[1], TH_SHARED=shared[2], KIND=kind,
-                 DECAY=decay, HARD=hard, WANT_H=want_h, BLOCK=256)
-    return _compile(tr._forward_kernel, sig, const)
-
-
-def _backward(dtype, kind, decay, hard, sg, detach=False, has_gh=False, has_sg=False,
-              need_p=True, need_th=True):
-    ptr = "*fp32" if dtype == "f32" else "*fp64"
-    sig = dict(x_ptr=ptr, v0_ptr=ptr, p_ptr=ptr, th_ptr=ptr, sc_ptr="*fp64", gs_ptr=ptr,
-               gv_ptr=ptr, gh_ptr=ptr, sg_ptr=ptr, hbuf_ptr=ptr, gx_ptr=ptr, gv0_ptr=ptr,
-               gp_ptr=ptr, gth_ptr=ptr, T="i32", N="i32")
-    const = dict(V0_SHARED=True, P_SHARED=False, TH_SHARED=False, KIND=kind, DECAY=decay,
-                 HARD=hard, DETACH=detach, SG=sg, HAS_GS=True, HAS_GV=not has_gh,
-                 HAS_GH=has_gh, HAS_SG=has_sg,
-                 NEED_P=need_p, NEED_TH=need_th, BLOCK=256)
-    return _compile(tr._backward_kernel, sig, const)
-
-
 def test_ops_registered_with_vmap_rules():
-    for name in ("neuron_forward_cuda", "neuron_backward_cuda"):
+    for name in ("defined_forward_cuda", "defined_backward_cuda"):
         op = getattr(torch.ops.snnfunc, name)
         assert op.default is not None
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"snnfunc::{name}", "FuncTorchBatched")
-    assert isinstance(tr._forward_kernel, triton.runtime.jit.JITFunction)
-
-
-@pytest.mark.parametrize("kind,decay,hard", KIND_OPTIONS)
-def test_forward_kernel_compiles_exact_for_sm90(kind, decay, hard):
-    k = _forward("f32", kind, decay, hard)
-    ptx = k.asm["ptx"]
-    assert "fma" not in ptx  # no contraction: the reference rounds every operation
-    if kind == 1:
-        assert "div.rn.f32" in ptx  # IEEE division, as torch's
-    assert len(k.asm["cubin"]) > 0
-
-
-def test_forward_kernel_float64_and_unshared():
-    k = _forward("f64", 1, True, False, want_h=False, shared=(False, False, False))
-    assert "div.rn.f64" in k.asm["ptx"] and "fma" not in k.asm["ptx"]
-
-
-@pytest.mark.parametrize("sg", range(13))
-def test_backward_kernel_compiles_every_surrogate(sg):
-    assert len(_backward("f32", 2, True, True, sg).asm["cubin"]) > 0
-
-
-@pytest.mark.parametrize("kind,decay,hard", KIND_OPTIONS)
-def test_backward_kernel_compiles_every_neuron(kind, decay, hard):
-    detach = kind % 2 == 0
-    k = _backward("f64" if hard else "f32", kind, decay, hard, 0, detach=detach,
-                  has_gh=not hard, has_sg=kind == 3, need_p=kind != 0, need_th=hard)
-    assert len(k.asm["cubin"]) > 0
-
-
-def test_unknown_ids_fail_when_the_kernel_is_built():
-    """An id the Triton kernels do not know is a compile-time error, never a fallthrough."""
-    def messages(exc):
-        while exc is not None:
-            yield str(exc)
-            exc = exc.__cause__ or exc.__context__
-
-    for build, text in [(lambda: _backward("f32", 2, True, True, 13), "unknown surrogate id"),
-                        (lambda: _forward("f32", 4, True, True), "unknown neuron kind")]:
-        with pytest.raises(Exception) as info:
-            build()
-        assert any(text in m for m in messages(info.value)), list(messages(info.value))
 
 
 def test_every_kernel_variant_under_the_interpreter():

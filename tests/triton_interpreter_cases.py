@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import snnfunc  # noqa: E402
 from snnfunc import surrogate as S  # noqa: E402
-from snnfunc._fused import _ops, _triton  # noqa: E402
+from snnfunc._fused import _generated  # noqa: E402
 from conftest import call  # noqa: E402
 from test_fused import Gaussian  # noqa: E402
 
@@ -94,7 +94,7 @@ def one_case(kind, kw, dtype, T, N, sg, pshape, use, edge, seed):
     opts = dict(kw, v_threshold=th, surrogate=sg, return_h=True)
     fused = call(kind, x, v0, p, impl="fused", **opts)
     ref = call(kind, x, v0, p, impl="reference", **opts)
-    if "Fused" not in type(fused.spikes.grad_fn).__name__:
+    if "Defined" not in type(fused.spikes.grad_fn).__name__:
         return "the fused path did not run"
     for f in ("spikes", "h", "v"):
         if not torch.equal(bits(getattr(fused, f)), bits(getattr(ref, f))):
@@ -141,14 +141,17 @@ def cases(quick):
 
 def main():
     quick = "--quick" in sys.argv
-    if "--cpu" in sys.argv:  # the same cases against the C kernel
-        _ops._ops_for = lambda device: (_ops.neuron_forward, _ops.neuron_backward)
+    if "--cpu" in sys.argv:  # the same cases against the C kernels
+        pass
     elif os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("set TRITON_INTERPRET=1: the kernels must be built for Triton's interpreter")
     warnings.simplefilter("ignore")  # numpy warns about the masked lanes' 0/0
     np.seterr(all="ignore")
     if "--cpu" not in sys.argv:  # route the public functions' CPU tensors to the Triton ops
-        _ops._ops_for = lambda device: (_triton.neuron_forward_cuda, _triton.neuron_backward_cuda)
+        from snnfunc._fused import _generated_triton
+
+        _generated._ops_for = lambda device: (_generated_triton.defined_forward_cuda,
+                                              _generated_triton.defined_backward_cuda)
     start, failures, n = time.time(), [], 0
     for case in cases(quick):
         n += 1

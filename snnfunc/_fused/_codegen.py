@@ -32,6 +32,24 @@ _HEADER = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef SNN_NO_MVEC  /* vector exp/log/sin/cos from glibc's libmvec, as the loop vectorises */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+float logf(float);
+#pragma omp declare simd notinbranch
+double log(double);
+#pragma omp declare simd notinbranch
+float sinf(float);
+#pragma omp declare simd notinbranch
+double sin(double);
+#pragma omp declare simd notinbranch
+float cosf(float);
+#pragma omp declare simd notinbranch
+double cos(double);
+#endif
 typedef {io} IO;
 typedef {real} REAL;
 #define BLK 512
@@ -46,12 +64,14 @@ static inline uint16_t bf16_store(float f) {{
 typedef struct {{
   int64_t T, N, block;
   double vr;
-  const IO *x, *th, *gs, *gh;
-  const IO *st[{k}], *par[{m}], *gst[{k}];
+  const IO *x, *th, *gs, *gh, *sg;
+  const REAL *st[{k}];  /* states in the compute type: float32 for half precision */
+  const IO *par[{m}];
+  const REAL *gst[{k}];
   int64_t sst[{k}], spar[{m}], sth;
   IO *s, *h, *gx;
   REAL *gth;  /* gradients of step tensors in the compute type: summed over broadcast */
-  IO *st_out[{k}];
+  REAL *st_out[{k}];
   REAL *gst0[{k}], *gpar[{m}];  /* dimensions in it before the input's dtype */
 }} job_t;
 """
@@ -215,7 +235,7 @@ def _load_block(neuron) -> list[str]:
     out = []
     for k in range(len(neuron.states)):
         out.append(f"REAL S{k}[BLK];")
-        out.append(f"for (int64_t i = 0; i < n; i++) S{k}[i] = LD(j->st[{k}][(i0 + i) * j->sst[{k}]]);")
+        out.append(f"for (int64_t i = 0; i < n; i++) S{k}[i] = j->st[{k}][(i0 + i) * j->sst[{k}]];")
     for k in range(len(neuron.parameters)):
         out.append(f"REAL P{k}[BLK];")
         out.append(f"for (int64_t i = 0; i < n; i++) P{k}[i] = LD(j->par[{k}][(i0 + i) * j->spar[{k}]]);")
@@ -240,7 +260,7 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str) 
     if want_h:
         stores.append(f"ht[i] = ST({em.name(outs['h'])});")
     stores += [f"S{k}[i] = {em.name(o)};" for k, o in enumerate(outs["states"])]
-    finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = ST(S{k}[i]);"
+    finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = S{k}[i];"
               for k in range(len(neuron.states))]
     src = _preamble(neuron, dtype) + f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
@@ -325,6 +345,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         inputs = _step_inputs(neuron, ids, single, "buf[({k} * T + t) * n + i]")
         inputs["cot:s"] = "LD(gst[i])"
         inputs["cot:h"] = "LD(ght[i])"
+        inputs["sg"] = "LD(sgt[i])"  # a surrogate derivative computed in torch
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}[i]"
         em = _Emitter(g, inputs, single, "n")
@@ -378,7 +399,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + [f"S{k}[i] = {rem.name(o)};" for k, o in enumerate(routs["states"])])
     init = "\n  ".join(
         [f"REAL G{k}[BLK]; for (int64_t i = 0; i < n; i++) G{k}[i] = "
-         f"{'LD(j->gst[%d][i0 + i])' % k if has_gv[k] else '(REAL)0'};" for k in range(K)]
+         f"{'j->gst[%d][i0 + i]' % k if has_gv[k] else '(REAL)0'};" for k in range(K)]
         + [f"REAL GP{k}[BLK]; for (int64_t i = 0; i < n; i++) GP{k}[i] = 0;" for k in range(M)]
         + ["REAL GTH[BLK]; for (int64_t i = 0; i < n; i++) GTH[i] = 0;"])
     finals = "\n  ".join(
@@ -404,8 +425,9 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     const IO *restrict xt = j->x + t * N + i0;
     const IO *restrict gst = j->gs ? j->gs + t * N + i0 : NULL;
     const IO *restrict ght = j->gh ? j->gh + t * N + i0 : NULL;
+    const IO *restrict sgt = j->sg ? j->sg + t * N + i0 : NULL;
     IO *restrict gxt = j->gx + t * N + i0;
-    (void)gst; (void)ght;
+    (void)gst; (void)ght; (void)sgt;
     {pre}
     {dispatch}
   }}

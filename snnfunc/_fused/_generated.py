@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import hashlib
 import importlib
 import json
-import logging
 import os
-import subprocess
-import tempfile
-import threading
 from typing import Optional
 
 import torch
@@ -32,9 +27,6 @@ from torch import Tensor
 from snnfunc import _ir
 from snnfunc._fused import _codegen, _cpu, _ops
 
-_log = logging.getLogger("snnfunc")
-_lock = threading.Lock()
-_libs: dict[str, ctypes.CDLL] = {}
 _sources: dict = {}
 COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
@@ -43,42 +35,7 @@ DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "fl
 
 # --------------------------------------------------------------------------- building
 
-
-def _build(source: str) -> ctypes.CDLL:
-    cc = _cpu._compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
-    key = hashlib.sha256(source.encode())
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key.update(" ".join([cc, version, *_cpu._FLAGS, _cpu._cpu_id()]).encode())
-    digest = key.hexdigest()[:20]
-    if digest in _libs:
-        return _libs[digest]
-    with _lock:
-        if digest in _libs:
-            return _libs[digest]
-        out = _cpu._cache_dir() / f"snnfunc_gen_{digest}.so"
-        if not out.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _log.info("snnfunc: compiling a generated neuron kernel into %s", out)
-            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-                src = os.path.join(tmp, "kernel.c")
-                with open(src, "w") as f:
-                    f.write(source)
-                so = os.path.join(tmp, "kernel.so")
-                cmd = [cc, *_cpu._FLAGS, "-march=native", "-o", so, src, "-lm"]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    cmd = [cc, *_cpu._FLAGS, "-o", so, src, "-lm"]
-                    proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-                os.replace(so, out)
-        lib = ctypes.CDLL(str(out))
-        lib.snn_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-        lib.snn_run.restype = ctypes.c_int
-        _libs[digest] = lib
-        return lib
+_build = _cpu.build
 
 
 def _job_type(k: int, m: int):
@@ -87,7 +44,7 @@ def _job_type(k: int, m: int):
 
     class Job(ctypes.Structure):
         _fields_ = [("T", I), ("N", I), ("block", I), ("vr", ctypes.c_double), ("x", P),
-                    ("th", P), ("gs", P), ("gh", P), ("st", P * k), ("par", P * m),
+                    ("th", P), ("gs", P), ("gh", P), ("sg", P), ("st", P * k), ("par", P * m),
                     ("gst", P * k), ("sst", I * k), ("spar", I * m), ("sth", I), ("s", P),
                     ("h", P), ("gx", P), ("gth", P), ("st_out", P * k), ("gst0", P * k),
                     ("gpar", P * m)]
@@ -218,7 +175,10 @@ def _check(neuron_name, x, states, params, th, scalars, device_type="cpu"):
     if len(params) != len(neuron.parameters):
         raise ValueError(f"params must hold {len(neuron.parameters)} tensors "
                          f"{tuple(neuron.parameters)}, got {len(params)}")
-    for name, t in [*zip(neuron.states, states), *zip(neuron.parameters, params), ("th", th)]:
+    compute = COMPUTE.get(x.dtype, x.dtype)  # states are held in it (float32 for half)
+    for name, t in zip(neuron.states, states):
+        _ops._check_step(name, t, x, dtype=compute)
+    for name, t in [*zip(neuron.parameters, params), ("th", th)]:
         _ops._check_step(name, t, x)
     if (not isinstance(scalars, Tensor) or scalars.dtype != torch.float64
             or scalars.shape != (1,) or not (scalars.device == x.device or device_type == "cpu"
@@ -253,7 +213,7 @@ def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: T
     x, states, params, th = _io(x, states, params, th)
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape if want_h else (0,))
-    out = [x.new_empty(x.shape[1:]) for _ in states]
+    out = [x.new_empty(x.shape[1:], dtype=COMPUTE.get(x.dtype, x.dtype)) for _ in states]
     lib = _forward_lib(nrn, opts_text, hard, want_h, x.dtype)
     _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else out[0].numel(),
                         vr=scalars.tolist()[0], x=_ptr(x), th=_ptr(th),
@@ -266,23 +226,24 @@ def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: T
 
 @defined_forward.register_fake
 def _(x, states, params, th, scalars, neuron, options, hard, want_h):
-    _check(neuron, x, states, params, th, scalars)
+    _parse_options(_check(neuron, x, states, params, th, scalars), options)
     return [x.new_empty(x.shape), x.new_empty(x.shape if want_h else (0,)),
-            *[x.new_empty(x.shape[1:]) for _ in states]]
+            *[x.new_empty(x.shape[1:], dtype=COMPUTE.get(x.dtype, x.dtype)) for _ in states]]
 
 
 # --------------------------------------------------------------------------- backward op
 
 
-def _check_backward(neuron, x, gs, gh, gstates, need):
-    for name, t in (("gs", gs), ("gh", gh)):
+def _check_backward(neuron, x, gs, gh, sg, gstates, need):
+    for name, t in (("gs", gs), ("gh", gh), ("sg", sg)):
         if t is not None:
             _ops._check_seq(name, t, x)
     if len(gstates) != len(neuron.states):
         raise ValueError(f"gstates must hold {len(neuron.states)} entries, got {len(gstates)}")
     for n, t in zip(neuron.states, gstates):
         if t is not None:
-            _ops._check_step(f"gstates[{n}]", t, x, shared_ok=False)
+            _ops._check_step(f"gstates[{n}]", t, x, shared_ok=False,
+                             dtype=COMPUTE.get(x.dtype, x.dtype))
     if gs is None and gh is None and all(t is None for t in gstates):
         raise ValueError("the backward op needs at least one of gs, gh and gstates")
     if len(need) != len(neuron.parameters) + 1 or not all(isinstance(b, bool) for b in need):
@@ -290,16 +251,25 @@ def _check_backward(neuron, x, gs, gh, gstates, need):
                          f"then the threshold), got {need!r}")
 
 
-def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_gv, need, dtype):
-    key = ("b", neuron, opts_text, hard, detach, token, has_gs, has_gh, has_gv, need, dtype)
+def derivative_rule_for(token: str, has_sg: bool):
+    """How the kernel gets g'(u): from the `sg` tensor, or the surrogate's traced derivative."""
+    if has_sg:
+        return lambda g, u: g.add("input", "sg")
+    surrogate = _surrogate(token)
+    reason = why_not_surrogate(surrogate)
+    if reason is not None:
+        raise ValueError(f"{reason}: pass sg, its derivative at every step")
+    return _derivative_rule(surrogate)
+
+
+def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg, has_gv, need,
+                  dtype):
+    key = ("b", neuron, opts_text, hard, detach, None if has_sg else token, has_gs, has_gh,
+           has_sg, has_gv, need, dtype)
     if key not in _sources:
-        surrogate = _surrogate(token)
-        reason = why_not_surrogate(surrogate)
-        if reason is not None:
-            raise ValueError(reason)
         src = _codegen.backward_source(
             neuron, _parse_options(neuron, opts_text), hard=hard, detach=detach,
-            surrogate_derivative=_derivative_rule(surrogate), has_gs=has_gs, has_gh=has_gh,
+            surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
             has_gv=has_gv, need=need, dtype=DTYPES[dtype])
         _sources[key] = _build(src)
     return _sources[key]
@@ -307,14 +277,14 @@ def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_gv
 
 @torch.library.custom_op("snnfunc::defined_backward", mutates_args=())
 def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
-                     gs: Optional[Tensor], gh: Optional[Tensor], gstates: list[Optional[Tensor]],
-                     scalars: Tensor, neuron: str, options: str, surrogate: str, hard: bool,
-                     detach: bool, need: list[bool]) -> list[Tensor]:
+                     gs: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor],
+                     gstates: list[Optional[Tensor]], scalars: Tensor, neuron: str, options: str,
+                     surrogate: str, hard: bool, detach: bool, need: list[bool]) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars)
-    _check_backward(nrn, x, gs, gh, gstates, need)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need)
     opts_text = options_string(_parse_options(nrn, options))
     x, states, params, th = _io(x, states, params, th)
-    gs, gh = (None if t is None else t.contiguous() for t in (gs, gh))
+    gs, gh, sg = (None if t is None else t.contiguous() for t in (gs, gh, sg))
     gstates = [None if t is None else t.contiguous() for t in gstates]
     step = x.shape[1:]
     gx = x.new_empty(x.shape)
@@ -324,9 +294,10 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
     gpar = [x.new_empty(step if need[k] else (0,), dtype=compute) for k in range(M)]
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
-                        tuple(t is not None for t in gstates), tuple(need), x.dtype)
+                        sg is not None, tuple(t is not None for t in gstates), tuple(need),
+                        x.dtype)
     _run(lib, nrn, dict(T=x.shape[0], N=gst0[0].numel(), vr=scalars.tolist()[0], x=_ptr(x),
-                        th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh),
+                        th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh), sg=_ptr(sg),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
                         par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
                         sth=_stride(th), gst=[_ptr(t) for t in gstates], gx=_ptr(gx),
@@ -336,10 +307,13 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
 
 
 @defined_backward.register_fake
-def _(x, states, params, th, gs, gh, gstates, scalars, neuron, options, surrogate, hard, detach,
-      need):
+def _(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, options, surrogate, hard,
+      detach, need):
     nrn = _check(neuron, x, states, params, th, scalars)
-    _check_backward(nrn, x, gs, gh, gstates, need)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need)
+    _parse_options(nrn, options)
+    if sg is None:
+        _surrogate(surrogate)
     step = x.shape[1:]
     M = len(params)
     c = COMPUTE.get(x.dtype, x.dtype)
@@ -368,18 +342,18 @@ def _forward_vmap(op):
 
 
 def _backward_vmap(op):
-    def rule(info, in_dims, x, states, params, th, gs, gh, gstates, scalars, *config):
+    def rule(info, in_dims, x, states, params, th, gs, gh, sg, gstates, scalars, *config):
         B = info.batch_size
         x = _ops._batched_seq(x, in_dims[0], B)
-        gs, gh = _ops._batched_seq(gs, in_dims[4], B), _ops._batched_seq(gh, in_dims[5], B)
+        gs, gh, sg = (_ops._batched_seq(t, in_dims[i], B) for t, i in ((gs, 4), (gh, 5), (sg, 6)))
         step = x.shape[1:]
         states = [_ops._batched_step(t, d, step) for t, d in zip(states, _dims(in_dims[1], len(states)))]
         params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
         th = _ops._batched_step(th, in_dims[3], step)
         gstates = [None if t is None else _ops._batched_step(t, d, step)
-                   for t, d in zip(gstates, _dims(in_dims[6], len(gstates)))]
-        out = op(x, states, params, th, gs, gh, gstates, _ops._unbatched(scalars, in_dims[7]),
-                 *config)
+                   for t, d in zip(gstates, _dims(in_dims[7], len(gstates)))]
+        out = op(x, states, params, th, gs, gh, sg, gstates,
+                 _ops._unbatched(scalars, in_dims[8]), *config)
         return out, [1, *[0 if t.dim() else None for t in out[1:]]]
     return rule
 
@@ -440,7 +414,10 @@ class DefinedNeuron(torch.autograd.Function):
     @staticmethod
     def forward(x, th, scalars, cfg: Config, *tensors):
         k = cfg.n_states
-        step = [_step(t, x) for t in (th, *tensors)]
+        shape = x.shape[1:]
+        step = []
+        for t in (th, *tensors):
+            step.append(t.reshape(()) if t.numel() == 1 else t.expand(shape))
         out = _ops_for(x.device)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
                                     cfg.neuron, cfg.options, cfg.hard, cfg.want_h)
         return tuple(out)
@@ -465,14 +442,23 @@ class DefinedNeuron(torch.autograd.Function):
         gh = gh if cfg.want_h else None
         if gs is None and gh is None and all(g is None for g in gstates):
             return (None,) * (4 + len(tensors))
+        sg = None
+        surrogate = _surrogate(cfg.surrogate)
+        if _surrogate_reason(surrogate):  # its derivative is evaluated in torch, on h - th,
+            # through the Function (not the bare op), so torch.func transforms can trace it
+            h = DefinedNeuron.apply(x, th, scalars, dataclasses.replace(cfg, want_h=True),
+                                    *tensors)[1]
+            from snnfunc import surrogate as _sg
+
+            sg = _sg.derivative(surrogate, h - th).contiguous()
         if torch.compiler.is_compiling():  # the op itself (no torch.func transform to see)
             grads = _ops_for(x.device)[1](
                 x, [_step(t, x) for t in tensors[:k]], [_step(t, x) for t in tensors[k:]],
-                _step(th, x), gs, gh, list(gstates), scalars, cfg.neuron, cfg.options,
+                _step(th, x), gs, gh, sg, list(gstates), scalars, cfg.neuron, cfg.options,
                 cfg.surrogate, cfg.hard, cfg.detach, list(need))
         else:
             config = (cfg.neuron, cfg.options, cfg.surrogate, cfg.hard, cfg.detach, k, *need)
-            grads = DefinedNeuronBackward.apply(x, _step(th, x), scalars, config, gs, gh,
+            grads = DefinedNeuronBackward.apply(x, _step(th, x), scalars, config, gs, gh, sg,
                                                 *gstates, *(_step(t, x) for t in tensors))
         gx, gst0 = grads[0], grads[1:1 + k]
         gpar, gth = grads[1 + k:1 + k + n_params], grads[1 + k + n_params]
@@ -489,11 +475,11 @@ class DefinedNeuronBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, th, scalars, config, gs, gh, *rest):
+    def forward(x, th, scalars, config, gs, gh, sg, *rest):
         neuron, options, surrogate, hard, detach, k = config[:6]
         need = config[6:]
         gstates, states, params = list(rest[:k]), list(rest[k:2 * k]), list(rest[2 * k:])
-        return tuple(_ops_for(x.device)[1](x, states, params, th, gs, gh, gstates, scalars,
+        return tuple(_ops_for(x.device)[1](x, states, params, th, gs, gh, sg, gstates, scalars,
                                            neuron, options, surrogate, hard, detach, list(need)))
 
     @staticmethod
@@ -511,11 +497,6 @@ class DefinedNeuronBackward(torch.autograd.Function):
 
 
 @torch.compiler.assume_constant_result
-def _no_compiler() -> bool:
-    return _cpu._compiler() is None
-
-
-@torch.compiler.assume_constant_result
 def _token(surrogate) -> str:
     return surrogate_token(surrogate)
 
@@ -525,7 +506,7 @@ def _surrogate_reason(surrogate) -> str:
     return why_not_surrogate(surrogate) or ""
 
 
-def why_not(x_seq, surrogate) -> str | None:
+def why_not(x_seq, surrogate, neuron=None) -> str | None:
     """Why the generated kernels cannot take this call, or None when they can."""
     from snnfunc import _fused
 
@@ -536,13 +517,16 @@ def why_not(x_seq, surrogate) -> str | None:
             return _fused._cuda_error()
     elif x_seq.device.type != "cpu":
         return f"no fused kernel for device {x_seq.device.type}"
-    elif _no_compiler():
-        return "no C compiler found (set CC, or install gcc or clang)"
+    elif _fused._cpu_error() is not None:
+        return _fused._cpu_error()
     if x_seq.shape[0] == 0:
         return "T = 0"
     if not torch.compiler.is_compiling() and _fused._forward_ad_active():
         return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
-    return _surrogate_reason(surrogate) or None
+    reason = _surrogate_reason(surrogate)
+    if reason and neuron is not None and neuron.threshold is not None:
+        return reason + ", and the neuron's threshold is not v_threshold"
+    return None
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
@@ -550,7 +534,7 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
     """The fused neuron `(spikes, h or None, states)`, or None where it does not apply."""
     from snnfunc import _fused
 
-    reason = why_not(x_seq, surrogate)
+    reason = why_not(x_seq, surrogate, neuron)
     if reason is not None:
         if force:
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
@@ -561,7 +545,13 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
     zero = torch.full((1,), -0.0, dtype=torch.float64,  # -0.0 + v is v, even -0.0
                       device=x_seq.device if x_seq.device.type == "cuda" else "cpu")
     scalars = zero + (0.0 if v_reset is None else v_reset)
-    out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *states,
-                              *(params[n] for n in neuron.parameters))
+    tensors = (*states, *(params[n] for n in neuron.parameters))
+    if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x_seq, v_threshold, *tensors))):
+        # nothing to differentiate: the op itself (Dynamo would pass the Function's apply a
+        # context its forward does not take)
+        out = DefinedNeuron.forward(x_seq, v_threshold, scalars, cfg, *tensors)
+    else:
+        out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *tensors)
     s, h, *st = out
     return s, (h if return_h else None), tuple(st)

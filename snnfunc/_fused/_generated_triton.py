@@ -66,7 +66,7 @@ def defined_forward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor], 
     T, N = x.shape[0], x.shape[1:].numel()
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape if want_h else (0,))
-    out = [x.new_empty(x.shape[1:]) for _ in states]
+    out = [x.new_empty(x.shape[1:], dtype=COMPUTE.get(x.dtype, x.dtype)) for _ in states]
     key = ("f", nrn, options_string(opts), hard, want_h, x.dtype)
     if key not in _kernels:
         _kernels[key] = _load(_triton_codegen.forward_source(nrn, opts, hard=hard, want_h=want_h,
@@ -79,16 +79,16 @@ def defined_forward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor], 
 
 @triton_op("snnfunc::defined_backward_cuda", mutates_args=())
 def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
-                          gs: Optional[Tensor], gh: Optional[Tensor],
+                          gs: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor],
                           gstates: list[Optional[Tensor]], scalars: Tensor, neuron: str,
                           options: str, surrogate: str, hard: bool, detach: bool,
                           need: list[bool]) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars, "cuda")
-    _check_backward(nrn, x, gs, gh, gstates, need)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need)
     opts = _parse_options(nrn, options)
     x, th = x.contiguous(), th.contiguous()
     states, params = [t.contiguous() for t in states], [t.contiguous() for t in params]
-    gs, gh = (None if t is None else t.contiguous() for t in (gs, gh))
+    gs, gh, sg = (None if t is None else t.contiguous() for t in (gs, gh, sg))
     gstates = [None if t is None else t.contiguous() for t in gstates]
     T, N = x.shape[0], x.shape[1:].numel()
     step = x.shape[1:]
@@ -100,22 +100,20 @@ def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor],
     gst0 = [x.new_empty(step, dtype=compute) for _ in states]
     gpar = [x.new_empty(step if need[k] else (0,), dtype=compute) for k in range(M)]
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
-    sg = _generated._surrogate(surrogate)
-    reason = _generated.why_not_surrogate(sg)
-    if reason is not None:
-        raise ValueError(reason)
     has_gv = tuple(t is not None for t in gstates)
-    key = ("b", nrn, options_string(opts), hard, detach, surrogate, gs is not None,
-           gh is not None, has_gv, tuple(need), x.dtype)
+    key = ("b", nrn, options_string(opts), hard, detach, None if sg is not None else surrogate,
+           gs is not None, gh is not None, sg is not None, has_gv, tuple(need), x.dtype)
     if key not in _kernels:
         _kernels[key] = _load(_triton_codegen.backward_source(
             nrn, opts, hard=hard, detach=detach,
-            surrogate_derivative=_generated._derivative_rule(sg), has_gs=gs is not None,
+            surrogate_derivative=_generated.derivative_rule_for(surrogate, sg is not None),
+            has_gs=gs is not None,
             has_gh=gh is not None, has_gv=has_gv, need=tuple(need), dtype=DTYPES[x.dtype]))
     dummy = gx
     wrap_triton(_kernels[key])[_grid(N)](
         x, th, scalars, *states, *params, dummy if gs is None else gs,
-        dummy if gh is None else gh, *(dummy if t is None else t for t in gstates), buf, gx,
+        dummy if gh is None else gh, dummy if sg is None else sg,
+        *(dummy if t is None else t for t in gstates), buf, gx,
         *gst0, *(dummy if t.numel() == 0 else t for t in gpar),
         dummy if gth.numel() == 0 else gth, T, N, **_shared(nrn, th, states, params),
         BLOCK=_BLOCK, **_OPTIONS)

@@ -194,8 +194,7 @@ def _forward_source(neuron, opts, *, hard, want_h, dtype):
     if want_h:
         body.append(f"tl.store(h_ptr + at, {em.name(outs['h'])}.to(h_ptr.dtype.element_ty@RND@), mask=mask)")
     body += [f"S{k} = {em.name(o)}" for k, o in enumerate(outs["states"])]
-    ends = [f"tl.store(out{k}_ptr + offs, S{k}.to(out{k}_ptr.dtype.element_ty@RND@), mask=mask)"
-            for k in range(K)]
+    ends = [f"tl.store(out{k}_ptr + offs, S{k}, mask=mask)" for k in range(K)]  # compute type
     sig = _signature(neuron, ["s_ptr", "h_ptr", *(f"out{k}_ptr" for k in range(K))])
     return (_PRELUDE.format(name=neuron.name, real="float32" if f32 else "float64") + f"""
 @triton.jit
@@ -234,6 +233,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
         inputs = _inputs(neuron, "tl.load(buf_ptr + ({k} * T + tl.cast(t, tl.int64)) * N + offs, mask=mask)")
         inputs["cot:s"] = "tl.load(gs_ptr + at, mask=mask).to(REAL)"
         inputs["cot:h"] = "tl.load(gh_ptr + at, mask=mask).to(REAL)"
+        inputs["sg"] = "tl.load(sg_ptr + at, mask=mask).to(REAL)"
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}"
         em = _Emitter(g, inputs, f32, f"b{b}_")
@@ -283,7 +283,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
              for k in range(M) if need[k]]
     if need[M]:
         ends.append("tl.store(gth_ptr + offs, GTH, mask=mask)")
-    extra = ["gs_ptr", "gh_ptr", *(f"gst{k}_ptr" for k in range(K)), "buf_ptr", "gx_ptr",
+    extra = ["gs_ptr", "gh_ptr", "sg_ptr", *(f"gst{k}_ptr" for k in range(K)), "buf_ptr", "gx_ptr",
              *(f"gst0{k}_ptr" for k in range(K)), *(f"gpar{k}_ptr" for k in range(M)), "gth_ptr"]
     return (_PRELUDE.format(name=neuron.name, real="float32" if f32 else "float64") + f"""
 @triton.jit

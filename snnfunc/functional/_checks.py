@@ -47,7 +47,14 @@ def _check_broadcast(name: str, shape: torch.Size, step_shape: torch.Size, what:
         )
 
 
-def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shape, what):
+def state_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a neuron's state is held in: float32 for float16/bfloat16 inputs (computed in
+    float32, so that a sequence run in pieces equals the whole), else the input's."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shape, what,
+                      dtype=None):
     if value.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
     if not value.is_floating_point():
@@ -55,7 +62,7 @@ def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shap
     if value.device != x.device:
         raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
     _check_broadcast(name, value.shape, step_shape, what)
-    return value.to(x.dtype)
+    return value.to(x.dtype if dtype is None else dtype)
 
 
 def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: str,
@@ -63,7 +70,7 @@ def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: s
     """V_0 as a tensor in `x`'s dtype; None (rest) becomes a 0-d tensor shared by every
     neuron. A number is refused: `lif(x, 2.0)` is the natural slip for `tau=2.0`."""
     if v is None:
-        return x.new_full((), rest)
+        return x.new_full((), rest, dtype=state_dtype(x))
     if _is_number(v):
         hint = (f"did you mean {parameter}={v!r}? The neuron's parameters are keyword-only. "
                 if parameter else "")
@@ -73,7 +80,7 @@ def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: s
             f"torch.tensor({v!r})")
     if not isinstance(v, torch.Tensor):
         raise TypeError(f"v must be a torch.Tensor or None, got {type(v).__name__}")
-    return check_tensor_like("v", v, x, step_shape, what)
+    return check_tensor_like("v", v, x, step_shape, what, dtype=state_dtype(x))
 
 
 def _can_inspect(value: torch.Tensor) -> bool:

@@ -18,13 +18,14 @@ the spike in the reset is detached from the graph (the gradient still flows thro
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
-from snnfunc import memory
+from snnfunc.definition import neuron
 from snnfunc.functional import _checks
-from snnfunc.surrogate import Sigmoid, Surrogate, spike
+from snnfunc.functional._core import (NeuronOutput, NeuronOutputWithH, StepOutput,
+                                      StepOutputWithH, reset)
+from snnfunc.surrogate import Sigmoid
 
 __all__ = [
     "NeuronOutput",
@@ -42,170 +43,43 @@ __all__ = [
 ]
 
 _PARAMETRIZATIONS = ("reciprocal", "sigmoid")
-_IMPLS = ("auto", "fused", "reference")
+__reexported__ = (reset,)  # the reset the reference loops use lives in _core
 
 
-class NeuronOutput(NamedTuple):
-    """Result of a multi-step neuron: `spikes` `[T, *shape]` and the final state `v`."""
-
-    spikes: torch.Tensor
-    v: torch.Tensor
+# --------------------------------------------------------------------------- the definitions
+# Each neuron is its charge, H_t from V_{t-1} and X_t; the fire and the reset are the same for
+# all of them. The reference loop, the step functions and the fused kernels come from these.
 
 
-class NeuronOutputWithH(NamedTuple):
-    """`NeuronOutput` plus `h` `[T, *shape]`, the voltage after charge and before reset."""
-
-    spikes: torch.Tensor
-    v: torch.Tensor
-    h: torch.Tensor
+@neuron(name="snnfunc:if")
+def _if(x, v):
+    return v + x
 
 
-class StepOutput(NamedTuple):
-    """Result of one time step: `spike` and the next state `v`."""
-
-    spike: torch.Tensor
-    v: torch.Tensor
-
-
-class StepOutputWithH(NamedTuple):
-    """`StepOutput` plus `h`, the voltage after charge and before reset."""
-
-    spike: torch.Tensor
-    v: torch.Tensor
-    h: torch.Tensor
+@neuron(positive=("tau",), name="snnfunc:lif")
+def _lif(x, v, *, tau=2.0, decay_input=True, v_rest):
+    if decay_input:
+        return v + (x - (v - v_rest)) / tau
+    return v - (v - v_rest) / tau + x
 
 
-# --------------------------------------------------------------------------- the equations
+@neuron(name="snnfunc:plif")
+def _plif(x, v, *, w, decay_input=True, v_rest):  # w is k here, after the parametrization
+    if decay_input:
+        return v + (x - (v - v_rest)) * w
+    return v - (v - v_rest) * w + x
 
 
-def charge(kind: str, x, v, p, v_rest: float, decay_input: bool):
-    """H_t from V_{t-1} and X_t. `p` is tau (lif), k (plif), w (rif) or unused (if)."""
-    if kind == "if":
-        return v + x
-    if kind == "lif":
-        if decay_input:
-            return v + (x - (v - v_rest)) / p
-        return v - (v - v_rest) / p + x
-    if kind == "plif":
-        if decay_input:
-            return v + (x - (v - v_rest)) * p
-        return v - (v - v_rest) * p + x
-    return v + p * (v - v_rest) + x  # rif
+@neuron(name="snnfunc:rif")
+def _rif(x, v, *, w, v_rest):
+    return v + w * (v - v_rest) + x
 
 
-class _Reset(torch.autograd.Function):
-    """V_t from H_t and the spike S_t (the reset; used under torch.compile).
-
-    Forward, a select: where S = 1, `v_reset` (hard) or `H - V_th` (soft); where S = 0, H
-    itself, bit for bit (-0.0, inf and NaN included). Backward, the derivative of the blend
-    `H (1 - S) + V_reset S` (hard) or `H - V_th S` (soft): dV/dH = 1 - S or 1,
-    dV/dS = V_reset - H or -V_th, dV/dV_th = -S. The same expressions as the fused kernels.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(h, r, th, v_reset):
-        if v_reset is None:
-            return torch.where(r > 0, h - th, h)
-        return torch.where(r > 0, v_reset, h)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        h, r, th, v_reset = inputs
-        ctx.save_for_backward(h, r, th)
-        ctx.v_reset = v_reset
-
-    @staticmethod
-    def backward(ctx, g):
-        h, r, th = ctx.saved_tensors
-        need_h, need_r, need_th = ctx.needs_input_grad[:3]
-        fire = r > 0
-        if ctx.v_reset is None:
-            gh = g
-            gr = g * -th if need_r else None
-            gth = torch.where(fire, -g, 0.0).sum_to_size(th.shape) if need_th else None
-        else:
-            gh = torch.where(fire, 0.0, g) if need_h else None
-            gr = g * (ctx.v_reset - h) if need_r else None
-            gth = None
-        return gh, gr, gth, None
-
-
-class _ResetForwardAD(_Reset):
-    """The reset with a forward-mode rule (eager mode; Dynamo refuses a custom `jvp`)."""
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _Reset.setup_context(ctx, inputs, output)
-        ctx.save_for_forward(*inputs[:3])
-
-    @staticmethod
-    def jvp(ctx, th_, tr, tth, _):
-        h, r, th = ctx.saved_tensors
-        fire = r > 0
-        if ctx.v_reset is None:
-            out = torch.zeros_like(h) if th_ is None else th_
-            if tr is not None:
-                out = out + tr * -th
-            if tth is not None:
-                out = out - torch.where(fire, tth, 0.0)
-            return out
-        out = torch.zeros_like(h) if th_ is None else torch.where(fire, 0.0, th_)
-        if tr is not None:
-            out = out + tr * (ctx.v_reset - h)
-        return out
-
-
-def reset(h, s, v_threshold, v_reset, detach_reset: bool):
-    """V_t from H_t and S_t: hard (`v_reset` a number) or soft (`None`) reset."""
-    r = s.detach() if detach_reset else s
-    if torch.compiler.is_compiling():
-        return _Reset.apply(h, r, v_threshold, v_reset)
-    return _ResetForwardAD.apply(h, r, v_threshold, v_reset)
-
-
-def fire_reset(h, v_threshold, v_reset, surrogate: Surrogate, detach_reset: bool):
-    """(S_t, V_t) from H_t."""
-    s = memory.register_spikes(spike(h - v_threshold, surrogate))  # fire
-    return s, reset(h, s, v_threshold, v_reset, detach_reset)
-
-
-def reference(kind, x_seq, v, p, *, v_threshold, v_reset, surrogate, detach_reset,
-              decay_input, return_h):
-    """The plain unrolled loop: the definition every fused path is tested against."""
-    v_rest = 0.0 if v_reset is None else v_reset
-    spikes, hs = [], []
-    for x in x_seq.unbind(0):
-        h = charge(kind, x, v, p, v_rest, decay_input)
-        s, v = fire_reset(h, v_threshold, v_reset, surrogate, detach_reset)
-        spikes.append(s)
-        hs.append(h)
-    if not spikes:  # T == 0
-        empty = x_seq.new_empty(x_seq.shape)
-        v = v.expand(x_seq.shape[1:])
-        return NeuronOutputWithH(empty, v, empty) if return_h else NeuronOutput(empty, v)
-    if return_h:
-        return NeuronOutputWithH(torch.stack(spikes), v, torch.stack(hs))
-    return NeuronOutput(torch.stack(spikes), v)
+DEFINITIONS = {"if": _if, "lif": _lif, "plif": _plif, "rif": _rif}
+"""SpikingFlow's four neurons as definitions, by kind."""
 
 
 # --------------------------------------------------------------------------- argument handling
-
-
-def _prepare(kind, x, v, p, *, name, v_threshold, v_reset, surrogate, detach_reset,
-             decay_input, return_h, sequence, positive=False):
-    step_shape = _checks.check_input("x_seq" if sequence else "x", x, sequence=sequence)
-    _checks.check_options(v_reset, surrogate, detach_reset, decay_input=decay_input,
-                          return_h=return_h)
-    what = "one time step of x_seq, shape" if sequence else "the input x, shape"
-    if kind != "if":
-        p = _checks.check_param(name, p, x, step_shape, what, positive=positive)
-    v_threshold = _checks.check_param("v_threshold", v_threshold, x, step_shape, what)
-    rest = 0.0 if v_reset is None else float(v_reset)
-    v = _checks.check_state(v, x, step_shape, rest, what, parameter=name)
-    v_reset = None if v_reset is None else float(v_reset)
-    return v, p, v_threshold, v_reset
 
 
 def _sigmoid(w: float) -> float:
@@ -230,38 +104,12 @@ def _plif_k(w, parametrization):
     return w  # rejected with a clear message by _prepare
 
 
-def _multi(kind, x_seq, v, p, *, name, v_threshold, v_reset, surrogate, detach_reset,
-           decay_input, return_h, impl, positive=False):
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
-    v, p, v_threshold, v_reset = _prepare(
-        kind, x_seq, v, p, name=name, v_threshold=v_threshold, v_reset=v_reset,
-        surrogate=surrogate, detach_reset=detach_reset, decay_input=decay_input,
-        return_h=return_h, sequence=True, positive=positive)
-    options = dict(v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                   detach_reset=detach_reset, decay_input=decay_input, return_h=return_h)
-    if impl != "reference":
-        from snnfunc import _fused
-
-        out = _fused.run(kind, x_seq, v, p, force=impl == "fused", **options)
-        if out is not None:
-            memory.register_spikes(out.spikes)
-            return out
-    out = reference(kind, x_seq, v, p, **options)
-    memory.register_spikes(out.spikes)
-    return out
+def _multi(kind, x_seq, v, params, *, impl, **options):
+    return DEFINITIONS[kind](x_seq, v, impl=impl, **params, **options)
 
 
-def _single(kind, x, v, p, *, name, v_threshold, v_reset, surrogate, detach_reset,
-            decay_input, return_h, positive=False):
-    v, p, v_threshold, v_reset = _prepare(
-        kind, x, v, p, name=name, v_threshold=v_threshold, v_reset=v_reset,
-        surrogate=surrogate, detach_reset=detach_reset, decay_input=decay_input,
-        return_h=return_h, sequence=False, positive=positive)
-    v_rest = 0.0 if v_reset is None else v_reset
-    h = charge(kind, x, v, p, v_rest, decay_input)
-    s, v = fire_reset(h, v_threshold, v_reset, surrogate, detach_reset)
-    return StepOutputWithH(s, v, h) if return_h else StepOutput(s, v)
+def _single(kind, x, v, params, **options):
+    return DEFINITIONS[kind].step(x, v, **params, **options)
 
 
 # --------------------------------------------------------------------------- public API
@@ -296,9 +144,8 @@ def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
-    return _multi("if", x_seq, v, None, name=None, v_threshold=v_threshold, v_reset=v_reset,
-                  surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
-                  return_h=return_h, impl=impl)
+    return _multi("if", x_seq, v, {}, v_threshold=v_threshold, v_reset=v_reset,
+                  surrogate=surrogate, detach_reset=detach_reset, return_h=return_h, impl=impl)
 
 
 def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
@@ -335,9 +182,9 @@ def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.
         `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
-    return _multi("lif", x_seq, v, tau, name="tau", v_threshold=v_threshold, v_reset=v_reset,
-                  surrogate=surrogate, detach_reset=detach_reset, decay_input=decay_input,
-                  return_h=return_h, impl=impl, positive=True)
+    return _multi("lif", x_seq, v, dict(tau=tau, decay_input=decay_input),
+                  v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
+                  detach_reset=detach_reset, return_h=return_h, impl=impl)
 
 
 def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_threshold=1.0,
@@ -375,10 +222,9 @@ def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_
         `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
-    return _multi("plif", x_seq, v, _plif_k(w, parametrization), name="w",
+    return _multi("plif", x_seq, v, dict(w=_plif_k(w, parametrization), decay_input=decay_input),
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                  detach_reset=detach_reset, decay_input=decay_input, return_h=return_h,
-                  impl=impl)
+                  detach_reset=detach_reset, return_h=return_h, impl=impl)
 
 
 def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
@@ -410,9 +256,8 @@ def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
-    return _multi("rif", x_seq, v, w, name="w", v_threshold=v_threshold, v_reset=v_reset,
-                  surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
-                  return_h=return_h, impl=impl)
+    return _multi("rif", x_seq, v, dict(w=w), v_threshold=v_threshold, v_reset=v_reset,
+                  surrogate=surrogate, detach_reset=detach_reset, return_h=return_h, impl=impl)
 
 
 def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
@@ -431,9 +276,8 @@ def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
     Returns:
       `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
     """
-    return _single("if", x, v, None, name=None, v_threshold=v_threshold, v_reset=v_reset,
-                   surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
-                   return_h=return_h)
+    return _single("if", x, v, {}, v_threshold=v_threshold, v_reset=v_reset,
+                   surrogate=surrogate, detach_reset=detach_reset, return_h=return_h)
 
 
 def lif_step(x, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
@@ -454,9 +298,9 @@ def lif_step(x, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0
     Returns:
       `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
     """
-    return _single("lif", x, v, tau, name="tau", v_threshold=v_threshold, v_reset=v_reset,
-                   surrogate=surrogate, detach_reset=detach_reset, decay_input=decay_input,
-                   return_h=return_h, positive=True)
+    return _single("lif", x, v, dict(tau=tau, decay_input=decay_input),
+                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
+                   detach_reset=detach_reset, return_h=return_h)
 
 
 def plif_step(x, v=None, *, w, parametrization="reciprocal", decay_input=True,
@@ -479,9 +323,9 @@ def plif_step(x, v=None, *, w, parametrization="reciprocal", decay_input=True,
     Returns:
       `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
     """
-    return _single("plif", x, v, _plif_k(w, parametrization), name="w",
+    return _single("plif", x, v, dict(w=_plif_k(w, parametrization), decay_input=decay_input),
                    v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                   detach_reset=detach_reset, decay_input=decay_input, return_h=return_h)
+                   detach_reset=detach_reset, return_h=return_h)
 
 
 def rif_step(x, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
@@ -501,6 +345,5 @@ def rif_step(x, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
     Returns:
       `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
     """
-    return _single("rif", x, v, w, name="w", v_threshold=v_threshold, v_reset=v_reset,
-                   surrogate=surrogate, detach_reset=detach_reset, decay_input=True,
-                   return_h=return_h)
+    return _single("rif", x, v, dict(w=w), v_threshold=v_threshold, v_reset=v_reset,
+                   surrogate=surrogate, detach_reset=detach_reset, return_h=return_h)
