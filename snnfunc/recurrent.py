@@ -141,6 +141,222 @@ def _unpack(state) -> list:
     return [state] if isinstance(state, Tensor) else list(state)
 
 
+# --------------------------------------------------------------------------- the fast path
+#
+# For the library's neurons (and any made with `snnfunc.neuron`), the operator's bodies call
+# the neuron's generated kernels directly, one step at a time: the arguments are checked and
+# prepared once per call of the layer, not once per step. Forward, per step: I_t from one
+# matmul into a buffer and one add (the operations of `x + F.linear(s, W, b)`, so the same
+# values bit for bit), then `defined_forward` with T = 1. The inputs I_t are saved. Backward,
+# per step in reverse: the spikes' cotangent plus the recurrent path g_{I_{t+1}} W (one addmm),
+# then `defined_backward` with T = 1 (one step's VJP from the saved I_t and the state before
+# it); the weight's gradient is one matmul over all steps at the end.
+
+_FIRE = ("v_threshold", "v_reset", "surrogate", "detach_reset")
+_FAST_DTYPES = (torch.float32, torch.float64)
+_DEFINED: dict = {}  # neuron function -> (Neuron, its keyword defaults, adapt) or None
+
+
+def _plif_adapt(kw):
+    from snnfunc.functional.neurons import _plif_k
+
+    kw = dict(kw)
+    kw["w"] = _plif_k(kw.get("w"), kw.pop("parametrization", "reciprocal"))
+    return kw
+
+
+def _definition_of(fn):
+    """`(Neuron, keyword defaults, adapt)` when `fn` is one of the library's neuron functions
+    or a `Neuron` (from `snnfunc.neuron`), else None."""
+    try:
+        return _DEFINED[fn]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable
+        return None
+    import inspect
+
+    from snnfunc.definition import Neuron
+    from snnfunc.functional import defined, neurons
+
+    found = None
+    if isinstance(fn, Neuron):
+        found = (fn, None)
+    else:
+        for module in (neurons, defined):
+            for kind, definition in module.DEFINITIONS.items():
+                if fn is getattr(module, "if_" if kind == "if" else kind, None):
+                    found = (definition, _plif_adapt if fn is neurons.plif else None)
+    if found is not None:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            found = None
+        else:
+            nrn, adapt = found
+            takes = {*nrn.parameters, *nrn.options, *_FIRE,
+                     *(("parametrization",) if adapt is _plif_adapt else ())}
+            defaults = {n: p.default for n, p in sig.parameters.items()
+                        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+                        and n in takes}  # not return_h, impl, ...
+            found = (found[0], defaults, found[1])
+    _DEFINED[fn] = found
+    return found
+
+
+class _Kernel(NamedTuple):
+    """A neuron call prepared for its generated kernels (the arguments of the ops)."""
+
+    neuron: str
+    options: str
+    hard: bool
+    detach: bool
+    surrogate: str
+    params: list  # kernel-ready: [*S] contiguous, or 0-d (one shared value)
+    th: Tensor
+    scalars: Tensor
+
+
+def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
+    """The neuron of `spec` prepared for the generated kernels, or None where they do not
+    apply (another neuron function, half precision, a surrogate whose derivative cannot be
+    compiled, no compiler, ...; any argument error is left to the general path to raise)."""
+    from snnfunc._fused import _generated
+
+    if x_seq.dtype not in _FAST_DTYPES:
+        return None
+    found = _definition_of(spec[0])
+    if found is None:
+        return None
+    nrn, defaults, adapt = found
+    try:
+        kw = {**defaults, **_kwargs(spec, tensors, floats)}
+        if adapt is not None:
+            kw = adapt(kw)
+        fire = {name: kw.pop(name) for name in _FIRE if name in kw}
+        _, params, opts, th, v_reset = nrn._prepare(x_seq, None, kw, return_h=False,
+                                                    sequence=True, **fire)
+        surrogate = fire["surrogate"]
+        if (_generated.why_not(x_seq, surrogate, nrn) is not None
+                or _generated.why_not_surrogate(surrogate) is not None):
+            return None
+        ready = lambda t: _generated._step(t, x_seq).contiguous()  # noqa: E731
+        scalars = torch.full((1,), -0.0, dtype=torch.float64)  # -0.0 + v is v, even -0.0
+        scalars = scalars + (0.0 if v_reset is None else v_reset)
+        return _Kernel(nrn.name, _generated.options_string(opts), v_reset is not None,
+                       bool(fire["detach_reset"]), _generated.surrogate_token(surrogate),
+                       [ready(params[n]) for n in nrn.parameters], ready(th), scalars)
+    except Exception:
+        return None
+
+
+def _recurrent_input(out, x, s, weight, wt, bias, buf):
+    """`out = x + F.linear(s, weight, bias)`, with the same operations as F.linear (addmm or
+    mm for a 2-d s, into `buf`), so the same values bit for bit."""
+    if s.dim() == 2 and buf is not None and s.shape == buf.shape:
+        if bias is None:
+            torch.mm(s, wt, out=buf)
+        else:
+            torch.addmm(bias, s, wt, out=buf)
+        torch.add(x, buf, out=out)
+    else:
+        torch.add(x, torch.nn.functional.linear(s, weight, bias), out=out)
+
+
+def _takes(op, name: str) -> bool:
+    """Whether the op's schema has the argument `name` (optional ones, added later)."""
+    return any(a.name == name for a in op.default._schema.arguments)
+
+
+def _fast_forward(k: _Kernel, x_seq, state, s0, weight, bias):
+    """Spikes `[T, ...]`, the states after every step, and the inputs I `[T, ...]`."""
+    forward = torch.ops.snnfunc.defined_forward
+    T = x_seq.shape[0]
+    I = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
+    wt = weight.t()
+    buf = x_seq.new_empty(x_seq.shape[1:]) if x_seq.dim() == 3 else None
+    st = [p.contiguous() for p in state]
+    spikes, states = [], [[] for _ in st]
+    s = s0
+    for t in range(T):
+        if s is None:
+            if bias is None:
+                I[t].copy_(x_seq[t])
+            else:
+                torch.add(x_seq[t], bias, out=I[t])
+        else:
+            _recurrent_input(I[t], x_seq[t], s, weight, wt, bias, buf)
+        out = forward(I[t:t + 1], st, k.params, k.th, k.scalars, k.neuron, k.options, k.hard,
+                      False)
+        spikes.append(out[0])
+        st = out[2:2 + len(st)]  # [s, h, *final states, ...]
+        for acc, p in zip(states, st):
+            acc.append(p)
+        s = out[0][0]
+    return torch.cat(spikes), [torch.stack(acc) for acc in states], I
+
+
+def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spikes, states, I,
+                   g_spikes, g_states):
+    """BPTT, one step's VJP per call of the kernel in reverse: `(g_I [T, ...], g_state0,
+    g_s0 or None, g_weight, g_neuron [one per kernel parameter, then the threshold; None
+    where not needed], each summed over T)`."""
+    backward = torch.ops.snnfunc.defined_backward
+    T, n = x_seq.shape[0], len(state)
+    two_d = x_seq.dim() == 3
+    extra = {"gtraces": [None] * n} if _takes(backward, "gtraces") else {}
+    g_st = [g[T - 1] for g in g_states]  # the cotangent of the state after the last step
+    acc = [None] * len(need)
+    g_inputs = [None] * T
+    g_next = None  # g_{I_{t+1}}
+    for t in range(T - 1, -1, -1):
+        gs = g_spikes[t]
+        if g_next is not None and not detach:  # S_t feeds I_{t+1} = X + S_t W^T + b
+            gs = torch.addmm(gs, g_next, weight) if two_d else gs + g_next @ weight
+        before = state if t == 0 else [p[t - 1] for p in states]
+        out = backward(I[t:t + 1], before, k.params, k.th, gs[None], None, None, g_st,
+                       k.scalars, k.neuron, k.options, k.surrogate, k.hard, k.detach, need,
+                       **extra)
+        g_next = out[0][0]
+        g_inputs[t] = out[0]
+        g_st = list(out[1:1 + n])
+        if t > 0:
+            g_st = [a + g[t - 1] for a, g in zip(g_st, g_states)]
+        for j, flag in enumerate(need):
+            if flag:
+                g = out[1 + n + j]
+                acc[j] = g if acc[j] is None else acc[j] + g
+    g_I = torch.cat(g_inputs)
+    N = x_seq.shape[-1]
+    flat = lambda t: t.reshape(-1, N)  # noqa: E731
+    g_w = flat(g_I[1:]).t() @ flat(spikes[:-1]) if T > 1 else torch.zeros_like(weight)
+    g_s0 = None
+    if s0 is not None:
+        step_s0 = s0.expand(x_seq.shape[1:])
+        g_w = g_w + flat(g_I[0]).t() @ flat(step_s0)
+        g_s0 = torch.zeros_like(s0) if detach else (g_I[0] @ weight).sum_to_size(s0.shape)
+    return g_I, g_st, g_s0, g_w, acc
+
+
+def _neuron_grads(k_live: _Kernel, acc, leaves):
+    """The gradients of the neuron's tensor options (the leaves) from those of the kernel's
+    parameters and threshold (`acc`, per neuron, summed over T), through the preparation
+    (`k_live`, computed from the leaves with autograd recording)."""
+    outs, grads = [], []
+    for t, g in zip([*k_live.params, k_live.th], acc):
+        if g is not None:
+            outs.append(t)
+            grads.append(g.sum().reshape(t.shape) if t.shape != g.shape else g)
+    wanted = [p for p in leaves if p.requires_grad]
+    got = iter(torch.autograd.grad(outs, wanted, grads, allow_unused=True)
+               if outs and wanted else [])
+    out = []
+    for p in leaves:
+        g = next(got) if p.requires_grad else None
+        out.append(torch.zeros_like(p) if p.requires_grad and g is None else g)
+    return out
+
+
 # --------------------------------------------------------------------------- the operator
 
 
@@ -154,28 +370,36 @@ def _step_input(x, s, weight, bias):
 @torch.library.custom_op("snnfunc::rnn_forward", mutates_args=())
 def _rnn_forward(key: str, x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor],
                  weight: Tensor, bias: Optional[Tensor], params: list[Tensor],
-                 floats: list[float]) -> tuple[Tensor, list[Tensor]]:
-    """Spikes `[T, B, N]` and the neuron's state after every step (one `[T, ...]` per part)."""
+                 floats: list[float]) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Spikes `[T, B, N]`, the inputs $I_t$ `[T, B, N]` (saved for the backward) and the
+    neuron's state after every step (one `[T, ...]` per part)."""
     spec = _SPECS[key]
+    k = _kernel(spec, x_seq, params, floats)
+    if k is not None:  # the neuron's generated kernel, called one step at a time
+        spikes, states, I = _fast_forward(k, x_seq, state, s0, weight, bias)
+        return spikes, I, states
     neuron, state_type = spec[0], spec[2]
     kwargs = _kwargs(spec, params, floats)
     T = x_seq.shape[0]
     spikes = torch.empty_like(x_seq)
+    I = torch.empty_like(x_seq)
     states = [x_seq.new_empty((T, *p.shape)) for p in state]
     u, s = _pack(state_type, state), s0
     for t in range(T):
-        out, u = neuron(_step_input(x_seq[t], s, weight, bias)[None], u, **kwargs)
+        I[t] = _step_input(x_seq[t], s, weight, bias)
+        out, u = neuron(I[t][None], u, **kwargs)
         spikes[t] = out[0]
         for k, part in enumerate(_unpack(u)):
             states[k][t] = part
         s = spikes[t]
-    return spikes, states
+    return spikes, I, states
 
 
 @_rnn_forward.register_fake
 def _(key, x_seq, state, s0, weight, bias, params, floats):
     T = x_seq.shape[0]
-    return torch.empty_like(x_seq), [x_seq.new_empty((T, *p.shape)) for p in state]
+    return (torch.empty_like(x_seq), torch.empty_like(x_seq),
+            [x_seq.new_empty((T, *p.shape)) for p in state])
 
 
 def _autograd_back_on():
@@ -192,14 +416,32 @@ def _autograd_back_on():
 @torch.library.custom_op("snnfunc::rnn_backward", mutates_args=())
 def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, state: list[Tensor],
                   s0: Optional[Tensor], weight: Tensor, bias: Optional[Tensor],
-                  params: list[Tensor], floats: list[float], spikes: Tensor, states: list[Tensor],
-                  g_spikes: Tensor, g_states: list[Tensor]) -> list[Tensor]:
-    """BPTT: the forward loop recomputed with autograd (the same operations, so the same
-    values bit for bit) and differentiated once.
+                  params: list[Tensor], floats: list[float], spikes: Tensor, I: Tensor,
+                  states: list[Tensor], g_spikes: Tensor, g_states: list[Tensor]) -> list[Tensor]:
+    """BPTT. For a neuron with generated kernels, a loop over the steps in reverse, one
+    step's VJP per kernel call from the saved inputs I and states; for any other neuron, the
+    forward loop recomputed with autograd (the same operations, so the same values bit for
+    bit) and differentiated once.
 
     Returns the gradients of x_seq, state (one per part), s0, weight, bias and params, in
     this order; an empty tensor where `needs` says none is wanted."""
     spec = _SPECS[key]
+    with _autograd_back_on(), torch.enable_grad():  # the preparation, recorded for params
+        leaves = [p.detach().requires_grad_(bool(need)) for p, need in zip(params, needs[5:])]
+        k_live = _kernel(spec, x_seq, leaves, floats)
+    if k_live is not None:
+        k = k_live._replace(params=[t.detach() for t in k_live.params], th=k_live.th.detach())
+        need_k = [t.requires_grad for t in (*k_live.params, k_live.th)]
+        g_I, g_st, g_s0, g_w, acc = _fast_backward(k, need_k, detach, x_seq, state, s0, weight,
+                                                   spikes, states, I, g_spikes, g_states)
+        with _autograd_back_on(), torch.enable_grad():
+            g_params = _neuron_grads(k_live, acc, leaves)
+        pick = lambda g, flag: (g if flag and g is not None  # noqa: E731
+                                else x_seq.new_empty(0))  # (outputs may not alias)
+        g_b = None if bias is None else g_I.reshape(-1, bias.shape[0]).sum(0)
+        return [pick(g_I, needs[0]), *(pick(g, needs[1]) for g in g_st), pick(g_s0, needs[2]),
+                pick(g_w, needs[3]), pick(g_b, needs[4]),
+                *(pick(g, need) for g, need in zip(g_params, needs[5:]))]
     neuron, state_type = spec[0], spec[2]
     n = len(state)
     with _autograd_back_on(), torch.enable_grad():
@@ -238,7 +480,7 @@ def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, stat
 
 
 @_rnn_backward.register_fake
-def _(key, detach, needs, x_seq, state, s0, weight, bias, params, floats, spikes, states,
+def _(key, detach, needs, x_seq, state, s0, weight, bias, params, floats, spikes, I, states,
       g_spikes, g_states):
     like = lambda t, need: (torch.empty_like(t) if need and t is not None  # noqa: E731
                             else x_seq.new_empty(0))
@@ -256,23 +498,24 @@ class _RNN(torch.autograd.Function):
     def forward(key, floats, x_seq, weight, *rest):
         layout = _SPECS[key][4]
         state, s0, bias, params = _split(layout, rest)
-        spikes, states = _rnn_forward(key, x_seq, state, s0, weight, bias, params, floats)
-        return (spikes, *states)
+        spikes, I, states = _rnn_forward(key, x_seq, state, s0, weight, bias, params, floats)
+        return (spikes, I, *states)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         key, floats, x_seq, weight, *rest = inputs
         ctx.key, ctx.floats, ctx.layout = key, floats, _SPECS[key][4]
         ctx.save_for_backward(x_seq, weight, *rest, *output)
+        ctx.mark_non_differentiable(output[1])  # I, saved for the backward
 
     @staticmethod
-    def backward(ctx, g_spikes, *g_states):
+    def backward(ctx, g_spikes, g_I, *g_states):
         n, has_s0, has_bias, m = ctx.layout
         saved = ctx.saved_tensors
         x_seq, weight = saved[:2]
         k = 2 + n + has_s0 + has_bias + m
         state, s0, bias, params = _split(ctx.layout, saved[2:k])
-        spikes, states = saved[k], list(saved[k + 1:])
+        spikes, I, states = saved[k], saved[k + 1], list(saved[k + 2:])
         need = ctx.needs_input_grad[2:]  # x_seq, weight, *state, [s0], [bias], *params
         need_state = need[2:2 + n]
         need_params = need[2 + n + has_s0 + has_bias:]
@@ -284,11 +527,11 @@ class _RNN(torch.autograd.Function):
         needs = tuple(bool(f) for f in needs)
         if torch.compiler.is_compiling():  # the operator itself: one node of the backward graph
             grads = _rnn_backward(ctx.key, _SPECS[ctx.key][3], list(needs), x_seq, state, s0,
-                                  weight, bias, params, list(ctx.floats), spikes, states,
+                                  weight, bias, params, list(ctx.floats), spikes, I, states,
                                   g_spikes, g_states)
         else:  # through a Function, so that torch.func transforms see through it
             grads = _RNNBackward.apply(ctx.key, needs, ctx.floats, x_seq, weight, *saved[2:k],
-                                       spikes, *states, g_spikes, *g_states)
+                                       spikes, I, *states, g_spikes, *g_states)
         pick = lambda g, flag: g if flag else None  # noqa: E731
         g_x, g_state = grads[0], grads[1:1 + n]
         g_s0, g_w, g_b = grads[1 + n:4 + n]
@@ -312,10 +555,10 @@ class _RNNBackward(torch.autograd.Function):
         n, has_s0, has_bias, m = layout
         k = n + has_s0 + has_bias + m
         state, s0, bias, params = _split(layout, rest[:k])
-        spikes, states = rest[k], list(rest[k + 1:k + 1 + n])
-        g_spikes, g_states = rest[k + 1 + n], list(rest[k + 2 + n:])
+        spikes, I, states = rest[k], rest[k + 1], list(rest[k + 2:k + 2 + n])
+        g_spikes, g_states = rest[k + 2 + n], list(rest[k + 3 + n:])
         return tuple(_rnn_backward(key, detach, list(needs), x_seq, state, s0, weight, bias, params,
-                                   floats, spikes, states, g_spikes, g_states))
+                                   floats, spikes, I, states, g_spikes, g_states))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -485,7 +728,7 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
                                 f"impl='loop'") from None
         else:
             key = _register(spec)
-            spikes, *states = _RNN.apply(key, tuple(floats), x_seq, weight, *parts,
+            spikes, _, *states = _RNN.apply(key, tuple(floats), x_seq, weight, *parts,
                                          *([s0] if s0 is not None else []),
                                          *([bias] if bias is not None else []), *tensors)
             u = _pack(state_type, [p[-1] for p in states])
