@@ -260,3 +260,132 @@ def test_compiled_network_one_graph_whatever_T():
             torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
         first = first or len(sizes)
         assert len(sizes) == first and len(set(sizes.values())) == 1, sizes  # no recompile
+
+
+# --------------------------------------------------------------------------- the fast path
+# For the library's neurons and those made with snnfunc.neuron, the operator calls the
+# neuron's generated kernels one step at a time (forward) and runs a hand-written BPTT loop
+# of one-step VJPs (backward); other neurons take the general path.
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    """Counts the calls of the fast forward and backward loops."""
+    from snnfunc import recurrent as R
+
+    calls = {"forward": 0, "backward": 0}
+    for name in ("forward", "backward"):
+        fn = getattr(R, f"_fast_{name}")
+
+        def counted(*a, _fn=fn, _name=name, **k):
+            calls[_name] += 1
+            return _fn(*a, **k)
+
+        monkeypatch.setattr(R, f"_fast_{name}", counted)
+    return calls
+
+
+@snnfunc.neuron(positive=("tau",), on_spike=lambda s, v, a: {"a": a + s},
+                threshold=lambda v, a, *, v_threshold, beta=0.3: v_threshold + beta * a)
+def adaptive(x, v, a, *, tau=2.0, decay=0.8, v_rest):
+    """A user neuron: LIF with a threshold raised by a decaying trace of its spikes."""
+    return v + (x - (v - v_rest)) / tau, decay * a
+
+
+def check_against_loop(multi, step, kw, *, state=None, extra=(), detach=False, dtype=torch.float64,
+                       scale=3.0, shape=(B, N)):
+    """rnn (the operator) against the loop of step functions: spikes and states bit for bit,
+    gradients of every input, parameter and tensor option to rounding."""
+    n = shape[-1]
+    x = (scale * torch.rand(T, *shape, dtype=dtype)).requires_grad_()
+    w = (0.6 * torch.randn(n, n, dtype=dtype)).requires_grad_()
+    b = (0.1 * torch.randn(n, dtype=dtype)).requires_grad_()
+    out = rnn(x, state, weight=w, bias=b, neuron=multi, detach_recurrent=detach, impl="op", **kw)
+    ref = loop(x, step, w, b, *(state or (None, None)), detach=detach, **kw)
+    parts = lambda u: [u] if isinstance(u, torch.Tensor) else list(u)  # noqa: E731
+    assert torch.equal(out.spikes, ref[0]) and 0 < out.spikes.mean() < 1
+    assert all(torch.equal(a, c) for a, c in zip(parts(out.state.neuron), parts(ref[1])))
+    params = [p for p in kw.values() if isinstance(p, torch.Tensor) and p.requires_grad]
+    wrt = [x, w, b, *params, *extra]
+    got = grads(out.spikes, parts(out.state.neuron), wrt)
+    want = grads(ref[0], parts(ref[1]), wrt)
+    for a, c in zip(got, want):
+        if c is None:
+            assert a is None or not a.abs().sum()
+        else:
+            torch.testing.assert_close(a, c)
+    return got
+
+
+def per_neuron(value, n=N, dtype=torch.float64):
+    return torch.linspace(value, 1.3 * value, n, dtype=dtype).requires_grad_()
+
+
+FAST = {
+    "lif per-neuron tau and threshold": (snnfunc.lif, snnfunc.lif_step,
+                                         lambda: {"tau": per_neuron(2.0),
+                                                  "v_threshold": per_neuron(1.0)}),
+    "lif as the benchmark": (snnfunc.lif, snnfunc.lif_step,
+                             lambda: {"tau": 2.0, "decay_input": False, "v_reset": None,
+                                      "surrogate": S.ATan()}),
+    "plif sigmoid": (snnfunc.plif, snnfunc.plif_step,
+                     lambda: {"w": per_neuron(-0.5), "parametrization": "sigmoid",
+                              "detach_reset": True}),
+    "cuba_lif per-neuron": (snnfunc.cuba_lif, snnfunc.cuba_lif_step,
+                            lambda: {"tau_syn": per_neuron(3.0), "tau_mem": 2.0, "v_reset": -0.1}),
+    "alif": (snnfunc.alif, snnfunc.alif_step, lambda: {"tau": 2.0, "beta": 0.4}),
+    "user neuron": (adaptive, adaptive.step, lambda: {"tau": per_neuron(2.5), "beta": 0.2}),
+}
+
+
+@pytest.mark.parametrize("name", list(FAST))
+@pytest.mark.parametrize("detach", [False, True], ids=["", "detach_recurrent"])
+def test_fast_path_equals_the_loop(name, detach, fast_calls):
+    multi, step, make = FAST[name]
+    torch.manual_seed(3)
+    check_against_loop(multi, step, make(), detach=detach, scale=2.0)
+    assert fast_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("neuron", ["lif", "cuba_lif"])
+def test_fast_path_from_a_given_state(neuron, fast_calls):
+    torch.manual_seed(4)
+    multi, step = getattr(snnfunc, neuron), getattr(snnfunc, f"{neuron}_step")
+    s0 = (torch.rand(B, N, dtype=torch.float64) < 0.5).double().requires_grad_()
+    if neuron == "lif":
+        u0 = torch.rand(B, N, dtype=torch.float64, requires_grad=True)
+        extra = [u0, s0]
+    else:
+        u0 = snnfunc.CubaLIFState(torch.rand(B, N, dtype=torch.float64, requires_grad=True),
+                                  torch.rand(N, dtype=torch.float64, requires_grad=True))
+        extra = [*u0, s0]
+    for detach in (False, True):
+        got = check_against_loop(multi, step, {"tau": 2.0} if neuron == "lif" else {},
+                                 state=RecurrentState(u0, s0), extra=extra, detach=detach)
+        assert got[-1].abs().sum() > 0 if not detach else not got[-1].abs().sum()
+    assert fast_calls["backward"] == 2
+
+
+@pytest.mark.parametrize("shape", [(N,), (2, B, N)], ids=["[T, N]", "[T, B1, B2, N]"])
+def test_fast_path_other_step_shapes_and_float32(shape, fast_calls):
+    torch.manual_seed(5)
+    check_against_loop(snnfunc.lif, snnfunc.lif_step, {"tau": per_neuron(2.0)}, shape=shape)
+    x = 3 * torch.rand(T, B, N)
+    w, b = 0.6 * torch.randn(N, N), 0.1 * torch.randn(N)
+    kw = dict(tau=2.0, decay_input=False, v_reset=None, surrogate=S.ATan())
+    assert torch.equal(rnn(x, weight=w, bias=b, **kw).spikes, loop(x, snnfunc.lif_step, w, b, **kw)[0])
+    assert fast_calls["forward"] == 2
+
+
+def test_general_path_for_protocol_neurons_and_torch_func(fast_calls):
+    x, w, b = inputs()
+    rnn(x, weight=w, bias=b, neuron=adlif, tau=2.0).spikes.sum().backward()
+    assert fast_calls == {"forward": 0, "backward": 0}  # a plain function: the general path
+    tau = per_neuron(2.0).detach()
+    f = lambda tau_: rnn(x.detach(), weight=w.detach(), tau=tau_).spikes.sum()  # noqa: E731
+    got = torch.func.grad(f)(tau)
+    tau_ = tau.clone().requires_grad_()
+    want = torch.autograd.grad(loop(x.detach(), snnfunc.lif_step, w.detach(), tau=tau_)[0].sum(),
+                               tau_)[0]
+    torch.testing.assert_close(got, want)
+    assert fast_calls["backward"] == 1
