@@ -306,6 +306,9 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
     two_d = x_seq.dim() == 3
     extra = {"gtraces": [None] * n} if _takes(backward, "gtraces") else {}
     g_st = [g[T - 1] for g in g_states]  # the cotangent of the state after the last step
+    # the states before the last step are outputs too; their cotangents are usually zero
+    # (rnn returns the last state only): then nothing to add at every step
+    g_before = T > 1 and any(bool(g[:-1].any()) for g in g_states)
     acc = [None] * len(need)
     g_inputs = [None] * T
     g_next = None  # g_{I_{t+1}}
@@ -320,7 +323,7 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
         g_next = out[0][0]
         g_inputs[t] = out[0]
         g_st = list(out[1:1 + n])
-        if t > 0:
+        if t > 0 and g_before:
             g_st = [a + g[t - 1] for a, g in zip(g_st, g_states)]
         for j, flag in enumerate(need):
             if flag:
