@@ -8,11 +8,12 @@ from snnfunc import recurrent
 from snnfunc.recurrent import rnn
 from snnfunc._info import info
 from snnfunc.definition import (DefinitionError, Neuron, StatesOutput, StatesOutputWithH,
-                                StepStatesOutput, StepStatesOutputWithH, neuron)
+                                StepStatesOutput, StepStatesOutputWithH, TraceOutput, neuron)
 
 __version__ = "0.1.0"
 
 __all__ = ["functional", "memory", "surrogate", "recurrent", "rnn", "info", "neuron", "Neuron",
            "DefinitionError",
-           "StatesOutput", "StatesOutputWithH", "StepStatesOutput", "StepStatesOutputWithH",
+           "StatesOutput", "StatesOutputWithH", "TraceOutput", "StepStatesOutput",
+           "StepStatesOutputWithH",
            *_functional_all]

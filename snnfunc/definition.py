@@ -39,7 +39,7 @@ from snnfunc.functional._core import (NeuronOutput, NeuronOutputWithH, StepOutpu
 from snnfunc.surrogate import Sigmoid, Surrogate, spike
 
 __all__ = ["Neuron", "neuron", "DefinitionError", "StatesOutput", "StatesOutputWithH",
-           "StepStatesOutput", "StepStatesOutputWithH"]
+           "TraceOutput", "StepStatesOutput", "StepStatesOutputWithH"]
 
 _RESERVED = ("x", "s", "v_rest", "v_threshold", "v_reset", "surrogate", "detach_reset",
              "return_h", "return_states", "impl", "state")
@@ -61,6 +61,17 @@ class StatesOutputWithH(NamedTuple):
     spikes: torch.Tensor
     state: tuple
     h: torch.Tensor
+
+
+class TraceOutput(NamedTuple):
+    """Result with `return_states=True`: `spikes`, the final `state`, `h` (all `[T, *shape]`
+    but the state) and `trace`, the state after every step (a tensor `[T, *shape]` for a
+    neuron with the one state `v`, else the state NamedTuple of `[T, *shape]` tensors)."""
+
+    spikes: torch.Tensor
+    state: object
+    h: torch.Tensor
+    trace: object
 
 
 class StepStatesOutput(NamedTuple):
@@ -299,10 +310,14 @@ class Neuron:
         return states[0] if self.State is None else self.State(*states)
 
     def __call__(self, x_seq, state=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-                 detach_reset=False, return_h=False, impl="auto", **kwargs):
-        """The multi-step neuron over `x_seq` `[T, *shape]`; see the class docstring."""
+                 detach_reset=False, return_h=False, return_states=False, impl="auto",
+                 **kwargs):
+        """The multi-step neuron over `x_seq` `[T, *shape]`; see the class docstring.
+        `return_states=True` also returns the state after every step (`TraceOutput`)."""
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+        if not isinstance(return_states, bool):
+            raise TypeError(f"return_states must be True or False, got {return_states!r}")
         states, params, opts, v_threshold, v_reset = self._prepare(
             x_seq, state, kwargs, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
             detach_reset=detach_reset, return_h=return_h, sequence=True)
@@ -313,13 +328,16 @@ class Neuron:
             out = _generated.run(self, x_seq, states, params, opts, v_threshold=v_threshold,
                                  v_reset=v_reset, surrogate=surrogate,
                                  detach_reset=detach_reset, return_h=return_h,
-                                 force=impl == "fused")
+                                 force=impl == "fused", return_states=return_states)
         if out is None:
             out = self._reference(x_seq, states, params, opts, v_threshold=v_threshold,
                                   v_reset=v_reset, surrogate=surrogate,
                                   detach_reset=detach_reset)
-        spikes, h, states = out
+        spikes, h, states, trace = out
         memory.register_spikes(spikes)
+        if return_states:
+            trace = trace[0] if self.State is None else self.State(*trace)
+            return TraceOutput(spikes, self._pack(states), h, trace)
         if self.State is None:
             return NeuronOutputWithH(spikes, states[0], h) if return_h else NeuronOutput(
                 spikes, states[0])
@@ -334,7 +352,8 @@ class Neuron:
             f32 = torch.float32
             params = {k: p.to(f32) for k, p in params.items()}
             v_threshold = v_threshold.to(f32)
-        spikes, hs = [], []
+        spikes, hs, trace = [], [], []
+        shape = x_seq.shape[1:]
         for x in x_seq.unbind(0):
             s, h, states = self.step_values(x.float() if io in _HALF else x, states, params,
                                             v_threshold=v_threshold, v_reset=v_reset,
@@ -342,12 +361,13 @@ class Neuron:
                                             opts=opts)
             spikes.append(s)
             hs.append(h)
-        shape = x_seq.shape[1:]
+            trace.append(tuple(t.expand(shape) for t in states))
         states = tuple(s.expand(shape) for s in states)  # float32 for half precision
         if not spikes:  # T == 0
             empty = x_seq.new_empty(x_seq.shape)
-            return empty, empty, states
-        return torch.stack(spikes).to(io), torch.stack(hs).to(io), states
+            return empty, empty, states, tuple(t.new_empty((0, *shape)) for t in states)
+        trace = tuple(torch.stack(ts) for ts in zip(*trace))
+        return torch.stack(spikes).to(io), torch.stack(hs).to(io), states, trace
 
     def step(self, x, state=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
              detach_reset=False, return_h=False, **kwargs):

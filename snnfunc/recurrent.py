@@ -17,11 +17,15 @@ snnTorch's `RLeaky`/`RSynaptic` with `all_to_all=True` and SpikingJelly's
 
 With a weight tensor (or a `torch.nn.Linear`) the whole time loop is one custom operator,
 `torch.ops.snnfunc.rnn_forward`, with a BPTT backward operator: `torch.compile` sees one node
-whatever T. Its body runs, per step, one matmul and one call of the neuron's multi-step
-function on a one-step slice, so the neuron's fused kernel does the step. The backward pass
-recomputes the loop with autograd (the same operations, so the same values bit for bit) and
-differentiates it in one pass.
-Any other callable map runs as a Python loop of the same calls (unrolled under
+whatever T. For the library's neurons and those made with `snnfunc.neuron`, its body prepares
+the neuron's arguments once, then runs, per step, one matmul into a buffer, one add and one
+call of the neuron's generated kernel (`torch.ops.snnfunc.defined_forward` on one step),
+saving the inputs $I_t$; the backward operator is a hand-written BPTT loop, per step in
+reverse one addmm (the recurrent path $g_{I_{t+1}} W$) and one call of the kernel's one-step
+VJP (`defined_backward`), and $W$'s gradient one matmul over all steps. Any other neuron
+function runs, per step, the neuron on a one-step slice, and its backward recomputes the loop
+with autograd (the same operations, so the same values bit for bit) and differentiates it in
+one pass. Any other callable map runs as a Python loop of the same calls (unrolled under
 `torch.compile`).
 
 Any neuron that follows the library's protocol works: `neuron(x_seq, state, **kwargs)`

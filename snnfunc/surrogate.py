@@ -275,8 +275,8 @@ class Erf(Surrogate):
 class SuperSpike(Surrogate):
     r"""$g'(x) = 1 / (\alpha |x| + 1)^2$ (Zenke & Ganguli 2018), peak 1.
 
-    Equals snnTorch's `fast_sigmoid(slope=alpha)` and Norse's `superspike` with the same
-    `alpha`.
+    Equals snnTorch's `fast_sigmoid(slope=alpha)`, and Norse 1.1's `superspike` at
+    `alpha=1` (Norse's backward is $1/(|x| + 1)^2$ whatever its alpha).
     """
 
     alpha: float = 10.0

@@ -25,7 +25,7 @@ def test_pages_have_blocks():
     pages = {p.name for p, _, _ in BLOCKS}
     assert pages >= {"README.md", "adapters.md", "neurons.md", "compile.md", "per-sample-gradients.md",
                      "ensembles.md", "custom-surrogate.md", "state.md", "from-spikingjelly.md",
-                     "from-snntorch.md", "interop.md", "custom-neuron.md", "half-precision.md"}
+                     "from-snntorch.md", "interop.md", "custom-neuron.md", "half-precision.md", "from-norse.md"}
 
 
 @pytest.mark.parametrize("page,i,code", BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])

@@ -316,7 +316,7 @@ def test_the_generated_ops_check_their_arguments():
         torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None, None,
                                            [None, None], sc, "snnfunc:cuba_lif",
                                            "decay_input=1", _fused._generated.surrogate_token(S.Sigmoid()),
-                                           True, False, [True])
+                                           True, False, [True], [None, None])
 
 
 def test_opcheck_the_generated_ops():
@@ -326,12 +326,13 @@ def test_opcheck_the_generated_ops():
     th = torch.full((2, 3), 0.9, dtype=torch.float64)
     sc = torch.zeros(1, dtype=torch.float64)
     torch.library.opcheck(torch.ops.snnfunc.defined_forward.default,
-                          (x, st, par, th, sc, "snnfunc:cuba_lif", "decay_input=1", True, True),
+                          (x, st, par, th, sc, "snnfunc:cuba_lif", "decay_input=1", True, True, True),
                           test_utils=("test_schema", "test_faketensor"))
     tok = _fused._generated.surrogate_token(S.ATan())
     torch.library.opcheck(torch.ops.snnfunc.defined_backward.default,
                           (x, st, par, th, torch.randn_like(x), None, None, [torch.randn(2, 3, dtype=torch.float64), None],
-                           sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True]),
+                           sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True],
+                           [None, torch.randn_like(x)]),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -347,3 +348,29 @@ def test_autocast_runs_a_network_fused_end_to_end():
     assert sum(_fused.fallbacks.values()) == before
     y.sum().backward()
     assert fc.weight.grad is not None and fc.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif", "jumpy"])
+def test_return_states_traces_every_state_on_both_paths(name, dtype):
+    neuron, kwargs, exact = NEURONS[name]
+    x, state, params, th = _inputs(neuron, kwargs, dtype)
+    inputs = [x, th, *leaves(state)]
+    outs, grads = [], []
+    for impl in ("fused", "reference"):
+        out = neuron(x, state, v_threshold=th, return_states=True, impl=impl, **params)
+        assert isinstance(out, snnfunc.TraceOutput)
+        outs.append(out)
+        w = torch.linspace(-1, 1, x.shape[0], dtype=torch.float64).view(-1, 1, 1)
+        loss = sum(((k + 1) * w * t.double()).sum() for k, t in enumerate(leaves(out.trace)))
+        grads.append(torch.autograd.grad(loss + out.spikes.double().sum(), inputs))
+    a, b = outs
+    for p, q in zip(leaves(a.trace), leaves(b.trace)):
+        assert p.shape == x.shape and p.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        check_same(p, q, exact)
+    for p, q, r in zip(leaves(a.state), leaves(b.state), leaves(a.trace)):
+        check_same(p, q, exact)
+        assert torch.equal(p, r[-1])  # the final state is the trace's last step
+    for p, q in zip(*grads):
+        torch.testing.assert_close(p.double(), q.double(), rtol=2e-2 if dtype != torch.float64 else 1e-9,
+                                   atol=2e-2 if dtype != torch.float64 else 1e-10)

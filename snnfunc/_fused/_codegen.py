@@ -68,6 +68,8 @@ typedef struct {{
   const REAL *st[{k}];  /* states in the compute type: float32 for half precision */
   const IO *par[{m}];
   const REAL *gst[{k}];
+  REAL *tr[{k}];          /* the states after every step [T, N] (return_states), or NULL */
+  const REAL *gtr[{k}];   /* their cotangents, or NULL */
   int64_t sst[{k}], spar[{m}], sth;
   IO *s, *h, *gx;
   REAL *gth;  /* gradients of step tensors in the compute type: summed over broadcast */
@@ -246,7 +248,8 @@ def _load_block(neuron) -> list[str]:
     return out
 
 
-def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str) -> str:
+def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
+                   want_trace: bool = False) -> str:
     """The C source of the forward kernel of one configuration."""
     g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
     single = IO_TYPES[dtype][1] == "float"
@@ -260,6 +263,11 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str) 
     if want_h:
         stores.append(f"ht[i] = ST({em.name(outs['h'])});")
     stores += [f"S{k}[i] = {em.name(o)};" for k, o in enumerate(outs["states"])]
+    K = len(neuron.states)
+    traces = ""
+    if want_trace:
+        stores += [f"tr{k}t[i] = {em.name(o)};" for k, o in enumerate(outs["states"])]
+        traces = " ".join(f"REAL *restrict tr{k}t = j->tr[{k}] + t * N + i0;" for k in range(K))
     finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = S{k}[i];"
               for k in range(len(neuron.states))]
     src = _preamble(neuron, dtype) + f"""
@@ -270,6 +278,7 @@ static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
     IO *restrict st = j->s + t * N + i0;
     IO *restrict ht = {'j->h + t * N + i0' if want_h else 'NULL'};
     (void)ht;
+    {traces}
     for (int64_t i = 0; i < n; i++) {{
         {body}
         {' '.join(stores)}
@@ -283,11 +292,13 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void
 
 
 def backward_patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
-                      has_gv):
+                      has_gv, has_gtr=None):
     """The presence patterns of the state cotangents from the last step back: a list of
-    `(present state cotangents in, present state cotangents out)` ending at a fixpoint."""
+    `(present state cotangents in, present state cotangents out)` ending at a fixpoint. A
+    state whose trace has a cotangent (`has_gtr`) has one at every step."""
+    has_gtr = tuple(has_gtr or (False,) * len(has_gv))
     patterns = []
-    present = tuple(has_gv)
+    present = tuple(a or b for a, b in zip(has_gv, has_gtr))
     seen = {}
     while present not in seen:
         seen[present] = len(patterns)
@@ -295,7 +306,7 @@ def backward_patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_g
                          surrogate_derivative=surrogate_derivative, has_gs=has_gs,
                          has_gh=has_gh, present=present)[1]
         patterns.append((present, out))
-        present = out
+        present = tuple(a or b for a, b in zip(out, has_gtr))
     return patterns, seen[present]
 
 
@@ -329,14 +340,19 @@ def _find_input(g, name):
 
 
 def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_derivative,
-                    has_gs: bool, has_gh: bool, has_gv: tuple, need: tuple, dtype: str) -> str:
+                    has_gs: bool, has_gh: bool, has_gv: tuple, need: tuple, dtype: str,
+                    has_gtr: tuple | None = None) -> str:
     """The C source of the backward kernel of one configuration; `need` says, for each
     parameter and then the threshold, whether its gradient is wanted."""
     single = IO_TYPES[dtype][1] == "float"
     patterns, fix = backward_patterns(neuron, opts, hard=hard, detach=detach,
                                       surrogate_derivative=surrogate_derivative, has_gs=has_gs,
-                                      has_gh=has_gh, has_gv=has_gv)
+                                      has_gh=has_gh, has_gv=has_gv, has_gtr=has_gtr)
     K, M = len(neuron.states), len(neuron.parameters)
+    has_gtr = tuple(has_gtr or (False,) * K)
+    add_traces = " ".join(
+        f"for (int64_t i = 0; i < n; i++) G{k}[i] += j->gtr[{k}][t * N + i0 + i];"
+        for k in range(K) if has_gtr[k])
     blocks = []
     for b, (present, out) in enumerate(patterns):
         (g, ids, outs, res, wrt), _ = _vjp_block(
@@ -428,6 +444,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     const IO *restrict sgt = j->sg ? j->sg + t * N + i0 : NULL;
     IO *restrict gxt = j->gx + t * N + i0;
     (void)gst; (void)ght; (void)sgt;
+    {add_traces}
     {pre}
     {dispatch}
   }}

@@ -45,7 +45,7 @@ def _job_type(k: int, m: int):
     class Job(ctypes.Structure):
         _fields_ = [("T", I), ("N", I), ("block", I), ("vr", ctypes.c_double), ("x", P),
                     ("th", P), ("gs", P), ("gh", P), ("sg", P), ("st", P * k), ("par", P * m),
-                    ("gst", P * k), ("sst", I * k), ("spar", I * m), ("sth", I), ("s", P),
+                    ("gst", P * k), ("tr", P * k), ("gtr", P * k), ("sst", I * k), ("spar", I * m), ("sth", I), ("s", P),
                     ("h", P), ("gx", P), ("gth", P), ("st_out", P * k), ("gst0", P * k),
                     ("gpar", P * m)]
 
@@ -195,46 +195,50 @@ def _io(x, states, params, th):
 # --------------------------------------------------------------------------- forward op
 
 
-def _forward_lib(neuron, opts_text, hard, want_h, dtype):
-    key = ("f", neuron, opts_text, hard, want_h, dtype)
+def _forward_lib(neuron, opts_text, hard, want_h, want_states, dtype):
+    key = ("f", neuron, opts_text, hard, want_h, want_states, dtype)
     if key not in _sources:
         src = _codegen.forward_source(neuron, _parse_options(neuron, opts_text), hard=hard,
-                                      want_h=want_h, dtype=DTYPES[dtype])
+                                      want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states)
         _sources[key] = _build(src)
     return _sources[key]
 
 
 @torch.library.custom_op("snnfunc::defined_forward", mutates_args=())
 def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
-                    scalars: Tensor, neuron: str, options: str, hard: bool,
-                    want_h: bool) -> list[Tensor]:
+                    scalars: Tensor, neuron: str, options: str, hard: bool, want_h: bool,
+                    want_states: bool = False) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars)
     opts_text = options_string(_parse_options(nrn, options))
     x, states, params, th = _io(x, states, params, th)
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape if want_h else (0,))
-    out = [x.new_empty(x.shape[1:], dtype=COMPUTE.get(x.dtype, x.dtype)) for _ in states]
-    lib = _forward_lib(nrn, opts_text, hard, want_h, x.dtype)
+    compute = COMPUTE.get(x.dtype, x.dtype)
+    out = [x.new_empty(x.shape[1:], dtype=compute) for _ in states]
+    tr = [x.new_empty(x.shape if want_states else (0,), dtype=compute) for _ in states]
+    lib = _forward_lib(nrn, opts_text, hard, want_h, want_states, x.dtype)
     _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else out[0].numel(),
                         vr=scalars.tolist()[0], x=_ptr(x), th=_ptr(th),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
                         par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
                         sth=_stride(th), s=_ptr(s), h=_ptr(h) if want_h else None,
-                        st_out=[_ptr(t) for t in out]), backward=False)
-    return [s, h, *out]
+                        st_out=[_ptr(t) for t in out], tr=[_ptr(t) for t in tr]), backward=False)
+    return [s, h, *out, *tr]
 
 
 @defined_forward.register_fake
-def _(x, states, params, th, scalars, neuron, options, hard, want_h):
+def _(x, states, params, th, scalars, neuron, options, hard, want_h, want_states=False):
     _parse_options(_check(neuron, x, states, params, th, scalars), options)
+    c = COMPUTE.get(x.dtype, x.dtype)
     return [x.new_empty(x.shape), x.new_empty(x.shape if want_h else (0,)),
-            *[x.new_empty(x.shape[1:], dtype=COMPUTE.get(x.dtype, x.dtype)) for _ in states]]
+            *[x.new_empty(x.shape[1:], dtype=c) for _ in states],
+            *[x.new_empty(x.shape if want_states else (0,), dtype=c) for _ in states]]
 
 
 # --------------------------------------------------------------------------- backward op
 
 
-def _check_backward(neuron, x, gs, gh, sg, gstates, need):
+def _check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None):
     for name, t in (("gs", gs), ("gh", gh), ("sg", sg)):
         if t is not None:
             _ops._check_seq(name, t, x)
@@ -244,8 +248,14 @@ def _check_backward(neuron, x, gs, gh, sg, gstates, need):
         if t is not None:
             _ops._check_step(f"gstates[{n}]", t, x, shared_ok=False,
                              dtype=COMPUTE.get(x.dtype, x.dtype))
-    if gs is None and gh is None and all(t is None for t in gstates):
-        raise ValueError("the backward op needs at least one of gs, gh and gstates")
+    gtraces = [None] * len(neuron.states) if gtraces is None else gtraces
+    if len(gtraces) != len(neuron.states):
+        raise ValueError(f"gtraces must hold {len(neuron.states)} entries, got {len(gtraces)}")
+    for n, t in zip(neuron.states, gtraces):
+        if t is not None:
+            _ops._check_seq(f"gtraces[{n}]", t, x, dtype=COMPUTE.get(x.dtype, x.dtype))
+    if gs is None and gh is None and all(t is None for t in (*gstates, *gtraces)):
+        raise ValueError("the backward op needs at least one of gs, gh, gstates and gtraces")
     if len(need) != len(neuron.parameters) + 1 or not all(isinstance(b, bool) for b in need):
         raise ValueError(f"need must hold {len(neuron.parameters) + 1} bools (each parameter, "
                          f"then the threshold), got {need!r}")
@@ -263,14 +273,14 @@ def derivative_rule_for(token: str, has_sg: bool):
 
 
 def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg, has_gv, need,
-                  dtype):
+                  dtype, has_gtr):
     key = ("b", neuron, opts_text, hard, detach, None if has_sg else token, has_gs, has_gh,
-           has_sg, has_gv, need, dtype)
+           has_sg, has_gv, need, dtype, has_gtr)
     if key not in _sources:
         src = _codegen.backward_source(
             neuron, _parse_options(neuron, opts_text), hard=hard, detach=detach,
             surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
-            has_gv=has_gv, need=need, dtype=DTYPES[dtype])
+            has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr)
         _sources[key] = _build(src)
     return _sources[key]
 
@@ -279,9 +289,12 @@ def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg
 def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
                      gs: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor],
                      gstates: list[Optional[Tensor]], scalars: Tensor, neuron: str, options: str,
-                     surrogate: str, hard: bool, detach: bool, need: list[bool]) -> list[Tensor]:
+                     surrogate: str, hard: bool, detach: bool, need: list[bool],
+                     gtraces: list[Optional[Tensor]]) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars)
-    _check_backward(nrn, x, gs, gh, sg, gstates, need)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces)
+    gtraces = [None if t is None else t.contiguous()
+               for t in (gtraces or [None] * len(nrn.states))]
     opts_text = options_string(_parse_options(nrn, options))
     x, states, params, th = _io(x, states, params, th)
     gs, gh, sg = (None if t is None else t.contiguous() for t in (gs, gh, sg))
@@ -295,12 +308,13 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
                         sg is not None, tuple(t is not None for t in gstates), tuple(need),
-                        x.dtype)
+                        x.dtype, tuple(t is not None for t in gtraces))
     _run(lib, nrn, dict(T=x.shape[0], N=gst0[0].numel(), vr=scalars.tolist()[0], x=_ptr(x),
                         th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh), sg=_ptr(sg),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
                         par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
-                        sth=_stride(th), gst=[_ptr(t) for t in gstates], gx=_ptr(gx),
+                        sth=_stride(th), gst=[_ptr(t) for t in gstates],
+                        gtr=[_ptr(t) for t in gtraces], gx=_ptr(gx),
                         gth=_ptr(gth), gst0=[_ptr(t) for t in gst0],
                         gpar=[_ptr(t) for t in gpar]), backward=True)
     return [gx, *gst0, *gpar, gth]
@@ -308,9 +322,9 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
 
 @defined_backward.register_fake
 def _(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, options, surrogate, hard,
-      detach, need):
+      detach, need, gtraces):
     nrn = _check(neuron, x, states, params, th, scalars)
-    _check_backward(nrn, x, gs, gh, sg, gstates, need)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces)
     _parse_options(nrn, options)
     if sg is None:
         _surrogate(surrogate)
@@ -337,12 +351,15 @@ def _forward_vmap(op):
         params = [_ops._batched_step(t, d, step) for t, d in zip(params, _dims(in_dims[2], len(params)))]
         th = _ops._batched_step(th, in_dims[3], step)
         out = op(x, states, params, th, _ops._unbatched(scalars, in_dims[4]), *config)
-        return out, [1, 1 if out[1].dim() else None, *[0] * len(states)]
+        k = len(states)
+        return out, [1, 1 if out[1].dim() else None, *[0] * k,
+                     *[1 if t.dim() > 1 else None for t in out[2 + k:]]]
     return rule
 
 
 def _backward_vmap(op):
-    def rule(info, in_dims, x, states, params, th, gs, gh, sg, gstates, scalars, *config):
+    def rule(info, in_dims, x, states, params, th, gs, gh, sg, gstates, scalars, neuron,
+             options, surrogate, hard, detach, need, gtraces):
         B = info.batch_size
         x = _ops._batched_seq(x, in_dims[0], B)
         gs, gh, sg = (_ops._batched_seq(t, in_dims[i], B) for t, i in ((gs, 4), (gh, 5), (sg, 6)))
@@ -352,8 +369,12 @@ def _backward_vmap(op):
         th = _ops._batched_step(th, in_dims[3], step)
         gstates = [None if t is None else _ops._batched_step(t, d, step)
                    for t, d in zip(gstates, _dims(in_dims[7], len(gstates)))]
+        if gtraces is not None:
+            gtraces = [_ops._batched_seq(t, d, B) if t is not None else None
+                       for t, d in zip(gtraces, _dims(in_dims[15], len(gtraces)))]
         out = op(x, states, params, th, gs, gh, sg, gstates,
-                 _ops._unbatched(scalars, in_dims[8]), *config)
+                 _ops._unbatched(scalars, in_dims[8]), neuron, options, surrogate, hard, detach,
+                 need, gtraces)
         return out, [1, *[0 if t.dim() else None for t in out[1:]]]
     return rule
 
@@ -389,6 +410,7 @@ class Config:
     want_h: bool
     surrogate: str
     n_states: int
+    want_states: bool = False
 
 
 def _step(t, x):
@@ -419,7 +441,8 @@ class DefinedNeuron(torch.autograd.Function):
         for t in (th, *tensors):
             step.append(t.reshape(()) if t.numel() == 1 else t.expand(shape))
         out = _ops_for(x.device)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
-                                    cfg.neuron, cfg.options, cfg.hard, cfg.want_h)
+                                    cfg.neuron, cfg.options, cfg.hard, cfg.want_h,
+                                    cfg.want_states)
         return tuple(out)
 
     @staticmethod
@@ -429,24 +452,29 @@ class DefinedNeuron(torch.autograd.Function):
         ctx.cfg = cfg
         if not cfg.want_h:
             ctx.mark_non_differentiable(output[1])
+        if not cfg.want_states:
+            ctx.mark_non_differentiable(*output[2 + cfg.n_states:])
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx, gs, gh, *gstates):
+    def backward(ctx, gs, gh, *rest):
         x, th, scalars, *tensors = ctx.saved_tensors
         cfg = ctx.cfg
         k = cfg.n_states
+        gstates = rest[:k]
+        gtraces = list(rest[k:2 * k]) if cfg.want_states else [None] * k
         n_params = len(tensors) - k
         need = tuple(bool(ctx.needs_input_grad[4 + k + j]) for j in range(n_params)) + (
             bool(ctx.needs_input_grad[1]),)
         gh = gh if cfg.want_h else None
-        if gs is None and gh is None and all(g is None for g in gstates):
+        if gs is None and gh is None and all(g is None for g in (*gstates, *gtraces)):
             return (None,) * (4 + len(tensors))
         sg = None
         surrogate = _surrogate(cfg.surrogate)
         if _surrogate_reason(surrogate):  # its derivative is evaluated in torch, on h - th,
             # through the Function (not the bare op), so torch.func transforms can trace it
-            h = DefinedNeuron.apply(x, th, scalars, dataclasses.replace(cfg, want_h=True),
+            h = DefinedNeuron.apply(x, th, scalars,
+                                    dataclasses.replace(cfg, want_h=True, want_states=False),
                                     *tensors)[1]
             from snnfunc import surrogate as _sg
 
@@ -455,11 +483,12 @@ class DefinedNeuron(torch.autograd.Function):
             grads = _ops_for(x.device)[1](
                 x, [_step(t, x) for t in tensors[:k]], [_step(t, x) for t in tensors[k:]],
                 _step(th, x), gs, gh, sg, list(gstates), scalars, cfg.neuron, cfg.options,
-                cfg.surrogate, cfg.hard, cfg.detach, list(need))
+                cfg.surrogate, cfg.hard, cfg.detach, list(need), gtraces)
         else:
             config = (cfg.neuron, cfg.options, cfg.surrogate, cfg.hard, cfg.detach, k, *need)
             grads = DefinedNeuronBackward.apply(x, _step(th, x), scalars, config, gs, gh, sg,
-                                                *gstates, *(_step(t, x) for t in tensors))
+                                                *gstates, *gtraces,
+                                                *(_step(t, x) for t in tensors))
         gx, gst0 = grads[0], grads[1:1 + k]
         gpar, gth = grads[1 + k:1 + k + n_params], grads[1 + k + n_params]
         states, params = tensors[:k], tensors[k:]
@@ -478,9 +507,11 @@ class DefinedNeuronBackward(torch.autograd.Function):
     def forward(x, th, scalars, config, gs, gh, sg, *rest):
         neuron, options, surrogate, hard, detach, k = config[:6]
         need = config[6:]
-        gstates, states, params = list(rest[:k]), list(rest[k:2 * k]), list(rest[2 * k:])
+        gstates, gtraces = list(rest[:k]), list(rest[k:2 * k])
+        states, params = list(rest[2 * k:3 * k]), list(rest[3 * k:])
         return tuple(_ops_for(x.device)[1](x, states, params, th, gs, gh, sg, gstates, scalars,
-                                           neuron, options, surrogate, hard, detach, list(need)))
+                                           neuron, options, surrogate, hard, detach, list(need),
+                                           gtraces))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -530,8 +561,9 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
-        return_h, force):
-    """The fused neuron `(spikes, h or None, states)`, or None where it does not apply."""
+        return_h, force, return_states=False):
+    """The fused neuron `(spikes, h or None, states, traces or None)`, or None where it does
+    not apply."""
     from snnfunc import _fused
 
     reason = why_not(x_seq, surrogate, neuron)
@@ -540,8 +572,8 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
         _fused._fell_back(reason)
         return None
-    cfg = Config(neuron.name, options_string(opts), v_reset is not None, detach_reset, return_h,
-                 _token(surrogate), len(states))
+    cfg = Config(neuron.name, options_string(opts), v_reset is not None, detach_reset,
+                 return_h or return_states, _token(surrogate), len(states), return_states)
     zero = torch.full((1,), -0.0, dtype=torch.float64,  # -0.0 + v is v, even -0.0
                       device=x_seq.device if x_seq.device.type == "cuda" else "cpu")
     scalars = zero + (0.0 if v_reset is None else v_reset)
@@ -553,5 +585,6 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
         out = DefinedNeuron.forward(x_seq, v_threshold, scalars, cfg, *tensors)
     else:
         out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *tensors)
-    s, h, *st = out
-    return s, (h if return_h else None), tuple(st)
+    k = len(states)
+    s, h, st, tr = out[0], out[1], tuple(out[2:2 + k]), tuple(out[2 + k:])
+    return s, (h if return_h or return_states else None), st, (tr if return_states else None)

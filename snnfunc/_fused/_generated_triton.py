@@ -57,8 +57,8 @@ def _shared(neuron, th, states, params):
 
 @triton_op("snnfunc::defined_forward_cuda", mutates_args=())
 def defined_forward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
-                         scalars: Tensor, neuron: str, options: str, hard: bool,
-                         want_h: bool) -> list[Tensor]:
+                         scalars: Tensor, neuron: str, options: str, hard: bool, want_h: bool,
+                         want_states: bool = False) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars, "cuda")
     opts = _parse_options(nrn, options)
     x, th = x.contiguous(), th.contiguous()
@@ -66,15 +66,18 @@ def defined_forward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor], 
     T, N = x.shape[0], x.shape[1:].numel()
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape if want_h else (0,))
-    out = [x.new_empty(x.shape[1:], dtype=COMPUTE.get(x.dtype, x.dtype)) for _ in states]
-    key = ("f", nrn, options_string(opts), hard, want_h, x.dtype)
+    compute = COMPUTE.get(x.dtype, x.dtype)
+    out = [x.new_empty(x.shape[1:], dtype=compute) for _ in states]
+    tr = [x.new_empty(x.shape if want_states else (0,), dtype=compute) for _ in states]
+    key = ("f", nrn, options_string(opts), hard, want_h, want_states, x.dtype)
     if key not in _kernels:
-        _kernels[key] = _load(_triton_codegen.forward_source(nrn, opts, hard=hard, want_h=want_h,
-                                                             dtype=DTYPES[x.dtype]))
+        _kernels[key] = _load(_triton_codegen.forward_source(
+            nrn, opts, hard=hard, want_h=want_h, dtype=DTYPES[x.dtype], want_trace=want_states))
     wrap_triton(_kernels[key])[_grid(N)](
-        x, th, scalars, *states, *params, s, h if want_h else s, *out, T, N,
+        x, th, scalars, *states, *params, s, h if want_h else s, *out,
+        *(t if want_states else out[0] for t in tr), T, N,
         **_shared(nrn, th, states, params), BLOCK=_BLOCK, **_OPTIONS)
-    return [s, h, *out]
+    return [s, h, *out, *tr]
 
 
 @triton_op("snnfunc::defined_backward_cuda", mutates_args=())
@@ -82,9 +85,12 @@ def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor],
                           gs: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor],
                           gstates: list[Optional[Tensor]], scalars: Tensor, neuron: str,
                           options: str, surrogate: str, hard: bool, detach: bool,
-                          need: list[bool]) -> list[Tensor]:
+                          need: list[bool],
+                          gtraces: list[Optional[Tensor]]) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars, "cuda")
-    _check_backward(nrn, x, gs, gh, sg, gstates, need)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces)
+    gtraces = [None if t is None else t.contiguous()
+               for t in (gtraces or [None] * len(states))]
     opts = _parse_options(nrn, options)
     x, th = x.contiguous(), th.contiguous()
     states, params = [t.contiguous() for t in states], [t.contiguous() for t in params]
@@ -101,19 +107,22 @@ def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor],
     gpar = [x.new_empty(step if need[k] else (0,), dtype=compute) for k in range(M)]
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     has_gv = tuple(t is not None for t in gstates)
+    has_gtr = tuple(t is not None for t in gtraces)
     key = ("b", nrn, options_string(opts), hard, detach, None if sg is not None else surrogate,
-           gs is not None, gh is not None, sg is not None, has_gv, tuple(need), x.dtype)
+           gs is not None, gh is not None, sg is not None, has_gv, tuple(need), x.dtype, has_gtr)
     if key not in _kernels:
         _kernels[key] = _load(_triton_codegen.backward_source(
             nrn, opts, hard=hard, detach=detach,
             surrogate_derivative=_generated.derivative_rule_for(surrogate, sg is not None),
             has_gs=gs is not None,
-            has_gh=gh is not None, has_gv=has_gv, need=tuple(need), dtype=DTYPES[x.dtype]))
+            has_gh=gh is not None, has_gv=has_gv, need=tuple(need), dtype=DTYPES[x.dtype],
+            has_gtr=has_gtr))
     dummy = gx
     wrap_triton(_kernels[key])[_grid(N)](
         x, th, scalars, *states, *params, dummy if gs is None else gs,
         dummy if gh is None else gh, dummy if sg is None else sg,
-        *(dummy if t is None else t for t in gstates), buf, gx,
+        *(dummy if t is None else t for t in gstates),
+        *(dummy if t is None else t for t in gtraces), buf, gx,
         *gst0, *(dummy if t.numel() == 0 else t for t in gpar),
         dummy if gth.numel() == 0 else gth, T, N, **_shared(nrn, th, states, params),
         BLOCK=_BLOCK, **_OPTIONS)

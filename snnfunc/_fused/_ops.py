@@ -20,11 +20,12 @@ def _device_ok(t: Tensor, device_type: str) -> bool:
     return t.device.type == device_type
 
 
-def _check_seq(name, t, x):
+def _check_seq(name, t, x, *, dtype=None):
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if t.dtype != x.dtype or t.device != x.device or t.layout != torch.strided:
-        raise ValueError(f"{name} must be a dense {x.dtype} tensor on {x.device} like x, got "
+    dtype = x.dtype if dtype is None else dtype
+    if t.dtype != dtype or t.device != x.device or t.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense {dtype} tensor on {x.device} like x, got "
                          f"{t.dtype} on {t.device} ({t.layout})")
     if t.shape != x.shape:
         raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(t.shape)}")

@@ -175,15 +175,16 @@ def _rounding(text: str, dtype: str) -> str:
     return text.replace("@RND@", "")
 
 
-def forward_source(neuron, opts, *, hard, want_h, dtype):
-    return _rounding(_forward_source(neuron, opts, hard=hard, want_h=want_h, dtype=dtype), dtype)
+def forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False):
+    return _rounding(_forward_source(neuron, opts, hard=hard, want_h=want_h, dtype=dtype,
+                                     want_trace=want_trace), dtype)
 
 
-def backward_source(neuron, opts, *, dtype, **kw):
+def backward_source(neuron, opts, *, dtype, **kw):  # kw: as _backward_source
     return _rounding(_backward_source(neuron, opts, dtype=dtype, **kw), dtype)
 
 
-def _forward_source(neuron, opts, *, hard, want_h, dtype):
+def _forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False):
     f32 = _codegen.IO_TYPES[dtype][1] == "float"
     g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
     K = len(neuron.states)
@@ -194,8 +195,11 @@ def _forward_source(neuron, opts, *, hard, want_h, dtype):
     if want_h:
         body.append(f"tl.store(h_ptr + at, {em.name(outs['h'])}.to(h_ptr.dtype.element_ty@RND@), mask=mask)")
     body += [f"S{k} = {em.name(o)}" for k, o in enumerate(outs["states"])]
+    if want_trace:  # the states after every step, in the compute type
+        body += [f"tl.store(tr{k}_ptr + at, S{k}, mask=mask)" for k in range(K)]
     ends = [f"tl.store(out{k}_ptr + offs, S{k}, mask=mask)" for k in range(K)]  # compute type
-    sig = _signature(neuron, ["s_ptr", "h_ptr", *(f"out{k}_ptr" for k in range(K))])
+    sig = _signature(neuron, ["s_ptr", "h_ptr", *(f"out{k}_ptr" for k in range(K)),
+                              *(f"tr{k}_ptr" for k in range(K))])
     return (_PRELUDE.format(name=neuron.name, real="float32" if f32 else "float64") + f"""
 @triton.jit
 def kernel({sig}):
@@ -208,12 +212,13 @@ def kernel({sig}):
 
 
 def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
-                     has_gv, need, dtype):
+                     has_gv, need, dtype, has_gtr=None):
     f32 = _codegen.IO_TYPES[dtype][1] == "float"
     K, M = len(neuron.states), len(neuron.parameters)
+    has_gtr = tuple(has_gtr or (False,) * K)
     patterns, fix = _codegen.backward_patterns(
         neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
-        has_gs=has_gs, has_gh=has_gh, has_gv=has_gv)
+        has_gs=has_gs, has_gh=has_gh, has_gv=has_gv, has_gtr=has_gtr)
     L, period = len(patterns), len(patterns) - fix
     # recompute the states before every step into the buffer [K, T, N]
     rg, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
@@ -259,10 +264,11 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
         gxv = em.name(gx) if gx is not None else "tl.zeros([BLOCK], REAL)"
         lines = em.lines + [f"tl.store(gx_ptr + at, {gxv}.to(gx_ptr.dtype.element_ty@RND@), mask=mask)"] + wants
         branches.append((b, lines))
+    walk = [f"G{k} += tl.load(gtr{k}_ptr + at, mask=mask).to(REAL)" for k in range(K) if has_gtr[k]]
     if L == 1:
-        walk = branches[0][1]
+        walk += branches[0][1]
     else:
-        walk = ["rb = r", f"if r >= {L}:", f"    rb = {fix} + (r - {fix}) % {period}"]
+        walk += ["rb = r", f"if r >= {L}:", f"    rb = {fix} + (r - {fix}) % {period}"]
         for k, (b, lines) in enumerate(branches):
             walk.append(f"{'if' if k == 0 else 'elif'} rb == {b}:")
             walk += ["    " + line for line in lines]
@@ -283,7 +289,8 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
              for k in range(M) if need[k]]
     if need[M]:
         ends.append("tl.store(gth_ptr + offs, GTH, mask=mask)")
-    extra = ["gs_ptr", "gh_ptr", "sg_ptr", *(f"gst{k}_ptr" for k in range(K)), "buf_ptr", "gx_ptr",
+    extra = ["gs_ptr", "gh_ptr", "sg_ptr", *(f"gst{k}_ptr" for k in range(K)),
+             *(f"gtr{k}_ptr" for k in range(K)), "buf_ptr", "gx_ptr",
              *(f"gst0{k}_ptr" for k in range(K)), *(f"gpar{k}_ptr" for k in range(M)), "gth_ptr"]
     return (_PRELUDE.format(name=neuron.name, real="float32" if f32 else "float64") + f"""
 @triton.jit

@@ -79,7 +79,8 @@ def _eif(x, v, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_rest):
 # --------------------------------------------------------------------------- public API
 
 def cuba_lif(x_seq, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True, v_threshold=1.0,
-             v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+             v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False,
+             return_states=False, impl="auto"):
     r"""Current-based LIF neuron (NIR's CubaLIF, snnTorch's `Synaptic`) over a sequence.
 
     A synaptic current $I$ integrates the input and charges the membrane:
@@ -105,6 +106,8 @@ def cuba_lif(x_seq, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True, v
       surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the membrane after charge and before reset at every step.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -113,7 +116,8 @@ def cuba_lif(x_seq, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True, v
     """
     return _cuba_lif(x_seq, state, tau_syn=tau_syn, tau_mem=tau_mem, decay_input=decay_input,
                      v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                     detach_reset=detach_reset, return_h=return_h, impl=impl)
+                     detach_reset=detach_reset, return_h=return_h,
+                     return_states=return_states, impl=impl)
 
 
 def cuba_lif_step(x, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True,
@@ -143,7 +147,7 @@ def cuba_lif_step(x, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True,
 
 def alif(x_seq, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=True,
          v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False,
-         impl="auto"):
+         return_states=False, impl="auto"):
     r"""Adaptive-threshold LIF neuron (Bellec et al. 2018; Norse's `LSNN`) over a sequence.
 
     An adaptation $A$ decays, raises the threshold and jumps by 1 at each spike:
@@ -169,6 +173,8 @@ def alif(x_seq, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=Tr
       surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
       detach_reset: detach the spike in the reset and in the adaptation's jump.
       return_h: also return `h`, the membrane after charge and before reset.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -176,7 +182,8 @@ def alif(x_seq, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=Tr
     """
     return _alif(x_seq, state, tau=tau, tau_adapt=tau_adapt, beta=beta, decay_input=decay_input,
                  v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                 detach_reset=detach_reset, return_h=return_h, impl=impl)
+                 detach_reset=detach_reset, return_h=return_h,
+                 return_states=return_states, impl=impl)
 
 
 def alif_step(x, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=True,
@@ -206,7 +213,8 @@ def alif_step(x, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=T
 
 
 def qif(x_seq, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0,
-        surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False,
+        impl="auto"):
     r"""Quadratic integrate-and-fire neuron (SpikingJelly's `QIFNode`) over a sequence.
 
     $$H_t = V_{t-1} + \tfrac{1}{\tau}\big(X_t + a_0 (V_{t-1} - V_r)(V_{t-1} - V_c)\big)$$
@@ -225,13 +233,16 @@ def qif(x_seq, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0
       surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the voltage after charge and before reset.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
       `NeuronOutput(spikes, v)`, or `NeuronOutputWithH(spikes, v, h)` with `return_h`.
     """
     return _qif(x_seq, v, tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_reset=v_reset,
-                surrogate=surrogate, detach_reset=detach_reset, return_h=return_h, impl=impl)
+                surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
+                return_states=return_states, impl=impl)
 
 
 def qif_step(x, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0,
@@ -258,7 +269,8 @@ def qif_step(x, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.
 
 
 def eif(x_seq, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v_reset=0.0,
-        surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False,
+        impl="auto"):
     r"""Exponential integrate-and-fire neuron (SpikingJelly's `EIFNode`) over a sequence.
 
     $$H_t = V_{t-1} + \tfrac{1}{\tau}\Big(X_t + V_r - V_{t-1}
@@ -278,6 +290,8 @@ def eif(x_seq, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v
       surrogate: the surrogate gradient, a `snnfunc.surrogate.Surrogate` instance.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the voltage after charge and before reset.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -285,7 +299,7 @@ def eif(x_seq, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v
     """
     return _eif(x_seq, v, tau=tau, delta_T=delta_T, theta_rh=theta_rh, v_threshold=v_threshold,
                 v_reset=v_reset, surrogate=surrogate, detach_reset=detach_reset,
-                return_h=return_h, impl=impl)
+                return_h=return_h, return_states=return_states, impl=impl)
 
 
 def eif_step(x, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v_reset=0.0,

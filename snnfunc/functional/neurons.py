@@ -116,7 +116,7 @@ def _single(kind, x, v, params, **options):
 
 
 def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-        detach_reset=False, return_h=False, impl="auto"):
+        detach_reset=False, return_h=False, return_states=False, impl="auto"):
     r"""Integrate-and-fire neuron over a time-major sequence.
 
     $$H_t = V_{t-1} + X_t$$
@@ -135,6 +135,8 @@ def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         instance such as `Sigmoid()`.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the voltage after charge and before reset at every step.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -145,11 +147,12 @@ def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
     return _multi("if", x_seq, v, {}, v_threshold=v_threshold, v_reset=v_reset,
-                  surrogate=surrogate, detach_reset=detach_reset, return_h=return_h, impl=impl)
+                  surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
+                  return_states=return_states, impl=impl)
 
 
 def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-        surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False, impl="auto"):
     r"""Leaky integrate-and-fire neuron over a time-major sequence.
 
     With $V_r$ = `v_reset` (0 for the soft reset):
@@ -173,6 +176,8 @@ def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.
         instance such as `Sigmoid()`.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the voltage after charge and before reset at every step.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -184,11 +189,13 @@ def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.
     """
     return _multi("lif", x_seq, v, dict(tau=tau, decay_input=decay_input),
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                  detach_reset=detach_reset, return_h=return_h, impl=impl)
+                  detach_reset=detach_reset, return_h=return_h,
+                  return_states=return_states, impl=impl)
 
 
 def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_threshold=1.0,
-         v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False, impl="auto"):
+         v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False,
+         return_states=False, impl="auto"):
     r"""Parametric LIF neuron (learnable time constant) over a time-major sequence.
 
     With $k = w$ (`parametrization="reciprocal"`, SpikingFlow's form: `w` holds $1/\tau$) or
@@ -213,6 +220,8 @@ def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_
         instance such as `Sigmoid()`.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the voltage after charge and before reset at every step.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -224,11 +233,12 @@ def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_
     """
     return _multi("plif", x_seq, v, dict(w=_plif_k(w, parametrization), decay_input=decay_input),
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                  detach_reset=detach_reset, return_h=return_h, impl=impl)
+                  detach_reset=detach_reset, return_h=return_h,
+                  return_states=return_states, impl=impl)
 
 
 def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-        detach_reset=False, return_h=False, impl="auto"):
+        detach_reset=False, return_h=False, return_states=False, impl="auto"):
     r"""Recurrent IF neuron (learnable self-weight) over a time-major sequence.
 
     $$H_t = V_{t-1} + w\,(V_{t-1} - V_r) + X_t$$
@@ -247,6 +257,8 @@ def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         instance such as `Sigmoid()`.
       detach_reset: detach the spike in the reset from the graph.
       return_h: also return `h`, the voltage after charge and before reset at every step.
+      return_states: also return the state after every step: `TraceOutput(spikes, state, h,
+        trace)`.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -257,7 +269,8 @@ def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
     return _multi("rif", x_seq, v, dict(w=w), v_threshold=v_threshold, v_reset=v_reset,
-                  surrogate=surrogate, detach_reset=detach_reset, return_h=return_h, impl=impl)
+                  surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
+                  return_states=return_states, impl=impl)
 
 
 def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
