@@ -17,6 +17,7 @@ from snnfunc import _fused
 from snnfunc import surrogate as S
 from snnfunc.definition import _option_values
 from snnfunc.functional.defined import DEFINITIONS
+from snnfunc.functional.neurons import DEFINITIONS as CLASSIC
 
 pytestmark = pytest.mark.skipif(
     not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
@@ -43,6 +44,10 @@ def jumpy(x, v, w, *, gain=0.5, v_rest):
 
 # every neuron: (the neuron, parameters for its tests, whether its forward is exact)
 NEURONS = {
+    "if": (CLASSIC["if"], {}, True),
+    "lif": (CLASSIC["lif"], dict(tau=1.7), True),
+    "plif": (CLASSIC["plif"], dict(w=0.55), True),
+    "rif": (CLASSIC["rif"], dict(w=-0.15), True),
     "cuba_lif": (DEFINITIONS["cuba_lif"], dict(tau_syn=1.5, tau_mem=2.5), True),
     "alif": (DEFINITIONS["alif"], dict(tau=2.0, tau_adapt=5.0, beta=0.3), True),
     "qif": (DEFINITIONS["qif"], dict(tau=2.0, v_c=0.5), True),
@@ -56,7 +61,7 @@ SURROGATES = [getattr(S, n)() for n in S.__all__
 
 
 def test_every_builtin_definition_is_tested():
-    assert set(DEFINITIONS) <= set(NEURONS)
+    assert set(DEFINITIONS) | set(CLASSIC) <= set(NEURONS)
 
 
 def leaves(state):
@@ -77,9 +82,10 @@ def _inputs(neuron, kwargs, dtype, N=6, T=12, seed=0):
              for _ in neuron.states]
     state = state[0] if len(state) == 1 else neuron.State(*state)
     params = dict(kwargs)
-    first = next(iter(params))  # the first parameter per neuron and learnable
-    params[first] = (params[first] * (1 + 0.2 * torch.rand(N, generator=g, dtype=dtype))
-                     ).requires_grad_()
+    first = next(iter(params), None)  # the first parameter per neuron and learnable
+    if first is not None:
+        params[first] = (params[first] * (1 + 0.2 * torch.rand(N, generator=g, dtype=dtype))
+                         ).requires_grad_()
     th = torch.full((N,), 0.9, dtype=dtype, requires_grad=True)
     return x, state, params, th
 
@@ -102,7 +108,7 @@ CASES = [(name, opts, v_reset, detach)
 def test_fused_equals_reference(name, opts, v_reset, detach, dtype):
     neuron, kwargs, exact = NEURONS[name]
     x, state, params, th = _inputs(neuron, kwargs, dtype)
-    inputs = [x, *leaves(state), params[next(iter(params))], th]
+    inputs = [x, *leaves(state), *[p for p in params.values() if isinstance(p, torch.Tensor)], th]
     scale = 0.4 if opts.get("decay_input") is False else 1.0  # without decay, currents add up
     outs, grads = [], []
     for impl in ("fused", "reference"):

@@ -51,9 +51,10 @@ def one_case(name, opts, kw, dtype, T, N, sg, use, edge, seed):
         state[0] = torch.where(torch.rand(shape, generator=g) < 0.2,
                                pool[torch.randint(5, shape, generator=g)], state[0])
     params = dict(params)
-    first = next(iter(params))
-    params[first] = (params[first] * (1 + 0.2 * torch.rand(shape, generator=g, dtype=torch.float64))
-                     ).to(dtype).requires_grad_(True)
+    first = next(iter(params), None)
+    if first is not None:
+        params[first] = (params[first] * (1 + 0.2 * torch.rand(shape, generator=g, dtype=torch.float64))
+                         ).to(dtype).requires_grad_(True)
     th = (0.8 + 0.4 * torch.rand(shape[-1:], generator=g, dtype=torch.float64)).to(dtype).requires_grad_(True)
     x.requires_grad_(True)
     for t in state:
@@ -83,7 +84,7 @@ def one_case(name, opts, kw, dtype, T, N, sg, use, edge, seed):
                                            atol=1e-2 if half else 1e-5)
             except AssertionError:
                 return f"{f} differs beyond rounding"
-    inputs = [x, th, params[first], *state]
+    inputs = [x, th, *([params[first]] if first is not None else []), *state]
     keys = [k for k in use if k in outs] or ["spikes"]
     if traced:
         keys += [k for k in outs if k.startswith("trace")]
