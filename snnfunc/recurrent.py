@@ -254,19 +254,6 @@ def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
         return None
 
 
-def _recurrent_input(out, x, s, weight, wt, bias, buf):
-    """`out = x + F.linear(s, weight, bias)`, with the same operations as F.linear (addmm or
-    mm for a 2-d s, into `buf`), so the same values bit for bit."""
-    if s.dim() == 2 and buf is not None and s.shape == buf.shape:
-        if bias is None:
-            torch.mm(s, wt, out=buf)
-        else:
-            torch.addmm(bias, s, wt, out=buf)
-        torch.add(x, buf, out=out)
-    else:
-        torch.add(x, torch.nn.functional.linear(s, weight, bias), out=out)
-
-
 def _takes(op, name: str) -> bool:
     """Whether the op's schema has the argument `name` (optional ones, added later)."""
     return any(a.name == name for a in op.default._schema.arguments)
@@ -275,25 +262,31 @@ def _takes(op, name: str) -> bool:
 def _fast_forward(k: _Kernel, x_seq, state, s0, weight, bias):
     """Spikes `[T, ...]`, the states after every step, and the inputs I `[T, ...]`."""
     forward = torch.ops.snnfunc.defined_forward
-    T = x_seq.shape[0]
     I = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
+    xs, Is, I1 = x_seq.unbind(0), I.unbind(0), I.split(1)  # the views, made once
     wt = weight.t()
     buf = x_seq.new_empty(x_seq.shape[1:]) if x_seq.dim() == 3 else None
     st = [p.contiguous() for p in state]
+    n = len(st)
     spikes, states = [], [[] for _ in st]
     s = s0
-    for t in range(T):
+    for t, (x_t, i_t) in enumerate(zip(xs, Is)):
         if s is None:
             if bias is None:
-                I[t].copy_(x_seq[t])
+                i_t.copy_(x_t)
             else:
-                torch.add(x_seq[t], bias, out=I[t])
-        else:
-            _recurrent_input(I[t], x_seq[t], s, weight, wt, bias, buf)
-        out = forward(I[t:t + 1], st, k.params, k.th, k.scalars, k.neuron, k.options, k.hard,
-                      False)
+                torch.add(x_t, bias, out=i_t)
+        elif buf is not None and s.shape == buf.shape:  # x + F.linear(s, W, b) as F.linear
+            if bias is None:  # computes it (mm or addmm), into the buffer, then the add
+                torch.mm(s, wt, out=buf)
+            else:
+                torch.addmm(bias, s, wt, out=buf)
+            torch.add(x_t, buf, out=i_t)
+        else:  # another step shape, or a state.spikes that broadcasts
+            torch.add(x_t, torch.nn.functional.linear(s, weight, bias), out=i_t)
+        out = forward(I1[t], st, k.params, k.th, k.scalars, k.neuron, k.options, k.hard, False)
         spikes.append(out[0])
-        st = out[2:2 + len(st)]  # [s, h, *final states, ...]
+        st = out[2:2 + n]  # [s, h, *final states, ...]
         for acc, p in zip(states, st):
             acc.append(p)
         s = out[0][0]
@@ -313,20 +306,24 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
     # the states before the last step are outputs too; their cotangents are usually zero
     # (rnn returns the last state only): then nothing to add at every step
     g_before = T > 1 and any(bool(g[:-1].any()) for g in g_states)
+    I1, gs1, gs_steps = I.split(1), g_spikes.split(1), g_spikes.unbind(0)
+    before = [list(p.unbind(0)) for p in states]  # before[k][t]: state k after step t
     acc = [None] * len(need)
     g_inputs = [None] * T
     g_next = None  # g_{I_{t+1}}
     for t in range(T - 1, -1, -1):
-        gs = g_spikes[t]
-        if g_next is not None and not detach:  # S_t feeds I_{t+1} = X + S_t W^T + b
-            gs = torch.addmm(gs, g_next, weight) if two_d else gs + g_next @ weight
-        before = state if t == 0 else [p[t - 1] for p in states]
-        out = backward(I[t:t + 1], before, k.params, k.th, gs[None], None, None, g_st,
-                       k.scalars, k.neuron, k.options, k.surrogate, k.hard, k.detach, need,
-                       **extra)
-        g_next = out[0][0]
+        if g_next is None or detach:
+            gs = gs1[t]
+        elif two_d:  # S_t feeds I_{t+1} = X + S_t W^T + b
+            gs = torch.addmm(gs_steps[t], g_next, weight).unsqueeze(0)
+        else:
+            gs = (gs_steps[t] + g_next @ weight).unsqueeze(0)
+        st = state if t == 0 else [b[t - 1] for b in before]
+        out = backward(I1[t], st, k.params, k.th, gs, None, None, g_st, k.scalars, k.neuron,
+                       k.options, k.surrogate, k.hard, k.detach, need, **extra)
         g_inputs[t] = out[0]
-        g_st = list(out[1:1 + n])
+        g_next = out[0][0]
+        g_st = out[1:1 + n]
         if t > 0 and g_before:
             g_st = [a + g[t - 1] for a, g in zip(g_st, g_states)]
         for j, flag in enumerate(need):
@@ -342,7 +339,7 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
         step_s0 = s0.expand(x_seq.shape[1:])
         g_w = g_w + flat(g_I[0]).t() @ flat(step_s0)
         g_s0 = torch.zeros_like(s0) if detach else (g_I[0] @ weight).sum_to_size(s0.shape)
-    return g_I, g_st, g_s0, g_w, acc
+    return g_I, list(g_st), g_s0, g_w, acc
 
 
 def _neuron_grads(k_live: _Kernel, acc, leaves):

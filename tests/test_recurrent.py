@@ -389,3 +389,12 @@ def test_general_path_for_protocol_neurons_and_torch_func(fast_calls):
                                tau_)[0]
     torch.testing.assert_close(got, want)
     assert fast_calls["backward"] == 1
+
+
+def test_fast_path_with_spikes_that_broadcast(fast_calls):
+    torch.manual_seed(6)
+    s0 = (torch.rand(N, dtype=torch.float64) < 0.5).double().requires_grad_()  # [N], not [B, N]
+    got = check_against_loop(snnfunc.lif, snnfunc.lif_step, {"tau": 2.0},
+                             state=RecurrentState(None, s0), extra=[s0])
+    assert got[-1].shape == s0.shape and got[-1].abs().sum() > 0
+    assert fast_calls["backward"] == 1
