@@ -256,12 +256,12 @@ def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
 
 def _takes(op, name: str) -> bool:
     """Whether the op's schema has the argument `name` (optional ones, added later)."""
-    return any(a.name == name for a in op.default._schema.arguments)
+    return any(a.name == name for a in op._schema.arguments)
 
 
 def _fast_forward(k: _Kernel, x_seq, state, s0, weight, bias):
     """Spikes `[T, ...]`, the states after every step, and the inputs I `[T, ...]`."""
-    forward = torch.ops.snnfunc.defined_forward
+    forward = torch.ops.snnfunc.defined_forward.default
     I = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     xs, Is, I1 = x_seq.unbind(0), I.unbind(0), I.split(1)  # the views, made once
     wt = weight.t()
@@ -298,14 +298,15 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
     """BPTT, one step's VJP per call of the kernel in reverse: `(g_I [T, ...], g_state0,
     g_s0 or None, g_weight, g_neuron [one per kernel parameter, then the threshold; None
     where not needed], each summed over T)`."""
-    backward = torch.ops.snnfunc.defined_backward
+    backward = torch.ops.snnfunc.defined_backward.default
     T, n = x_seq.shape[0], len(state)
     two_d = x_seq.dim() == 3
     extra = {"gtraces": [None] * n} if _takes(backward, "gtraces") else {}
-    g_st = [g[T - 1] for g in g_states]  # the cotangent of the state after the last step
-    # the states before the last step are outputs too; their cotangents are usually zero
-    # (rnn returns the last state only): then nothing to add at every step
-    g_before = T > 1 and any(bool(g[:-1].any()) for g in g_states)
+    # the cotangent of the state after the last step (None: none); the states before it are
+    # outputs too, whose cotangents are usually None or zero (rnn returns the last state
+    # only): then nothing to add at every step
+    g_st = [None if g is None else g[T - 1] for g in g_states]
+    g_before = T > 1 and any(g is not None and bool(g[:-1].any()) for g in g_states)
     I1, gs1, gs_steps = I.split(1), g_spikes.split(1), g_spikes.unbind(0)
     before = [list(p.unbind(0)) for p in states]  # before[k][t]: state k after step t
     acc = [None] * len(need)
@@ -325,7 +326,7 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
         g_next = out[0][0]
         g_st = out[1:1 + n]
         if t > 0 and g_before:
-            g_st = [a + g[t - 1] for a, g in zip(g_st, g_states)]
+            g_st = [a if g is None else a + g[t - 1] for a, g in zip(g_st, g_states)]
         for j, flag in enumerate(need):
             if flag:
                 g = out[1 + n + j]
@@ -421,7 +422,8 @@ def _autograd_back_on():
 def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, state: list[Tensor],
                   s0: Optional[Tensor], weight: Tensor, bias: Optional[Tensor],
                   params: list[Tensor], floats: list[float], spikes: Tensor, I: Tensor,
-                  states: list[Tensor], g_spikes: Tensor, g_states: list[Tensor]) -> list[Tensor]:
+                  states: list[Tensor], g_spikes: Tensor,
+                  g_states: list[Optional[Tensor]]) -> list[Tensor]:
     """BPTT. For a neuron with generated kernels, a loop over the steps in reverse, one
     step's VJP per kernel call from the saved inputs I and states; for any other neuron, the
     forward loop recomputed with autograd (the same operations, so the same values bit for
@@ -448,6 +450,7 @@ def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, stat
                 *(pick(g, need) for g, need in zip(g_params, needs[5:]))]
     neuron, state_type = spec[0], spec[2]
     n = len(state)
+    g_states = [torch.zeros_like(p) if g is None else g for g, p in zip(g_states, states)]
     with _autograd_back_on(), torch.enable_grad():
         leaf = lambda t, need: t.detach().requires_grad_(bool(need))  # noqa: E731
         x_l = leaf(x_seq, needs[0])
@@ -511,6 +514,7 @@ class _RNN(torch.autograd.Function):
         ctx.key, ctx.floats, ctx.layout = key, floats, _SPECS[key][4]
         ctx.save_for_backward(x_seq, weight, *rest, *output)
         ctx.mark_non_differentiable(output[1])  # I, saved for the backward
+        ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
 
     @staticmethod
     def backward(ctx, g_spikes, g_I, *g_states):
@@ -527,7 +531,7 @@ class _RNN(torch.autograd.Function):
                  need[1], bool(has_bias and need[2 + n + has_s0]), *need_params]
         if g_spikes is None:
             g_spikes = torch.zeros_like(spikes)
-        g_states = [torch.zeros_like(p) if g is None else g for g, p in zip(g_states, states)]
+        g_states = list(g_states)  # None where a state output has no cotangent
         needs = tuple(bool(f) for f in needs)
         if torch.compiler.is_compiling():  # the operator itself: one node of the backward graph
             grads = _rnn_backward(ctx.key, _SPECS[ctx.key][3], list(needs), x_seq, state, s0,
