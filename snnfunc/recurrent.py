@@ -254,9 +254,15 @@ def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
         return None
 
 
+_TAKES: dict = {}
+
+
 def _takes(op, name: str) -> bool:
     """Whether the op's schema has the argument `name` (optional ones, added later)."""
-    return any(a.name == name for a in op._schema.arguments)
+    key = (str(op), name)
+    if key not in _TAKES:
+        _TAKES[key] = any(a.name == name for a in op._schema.arguments)
+    return _TAKES[key]
 
 
 def _fast_forward(k: _Kernel, x_seq, state, s0, weight, bias):
