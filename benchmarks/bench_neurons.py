@@ -1,9 +1,26 @@
-"""Speed, memory and compile time of multi-step LIF and PLIF: snnfunc's fused kernel against
+"""Speed, memory and compile time of the multi-step neurons: snnfunc's fused kernels against
 the plain loop, torch.compile, SpikingJelly, snnTorch and Norse, side by side in one run.
 
-    python benchmarks/bench_neurons.py                  # 16 MiB and 64 MiB, T = 4 ... 1024
-    python benchmarks/bench_neurons.py --quick          # 16 MiB, fewer repeats
+    python benchmarks/bench_neurons.py                  # every table (about 10 minutes)
+    python benchmarks/bench_neurons.py --tables peers --sizes 16 64   # LIF/PLIF against peers
+    python benchmarks/bench_neurons.py --tables neurons --neurons lif alif --neuron-Ts 64
+    python benchmarks/bench_neurons.py --tables half --dtypes bfloat16
+    python benchmarks/bench_neurons.py --quick          # 16 MiB only, fewer repeats
     python benchmarks/bench_neurons.py --sizes 16 --Ts 8 64 --no-peers
+
+Three groups of tables (``--tables``):
+
+- ``peers``: LIF and PLIF, every contender below, by shape (``--sizes``, ``--Ts``);
+- ``neurons``: every neuron of the library's registries (``snnfunc.functional.neurons`` and
+  ``snnfunc.functional.defined``; ``--neurons`` picks some), the fused kernel against the
+  reference loop (``impl="reference"``), forward and forward+backward, their ratio, and the
+  bytes saved for backward per neuron-step (``--neuron-sizes``, ``--neuron-Ts``);
+- ``half``: the same neurons in float16 and bfloat16 (``--dtypes``), fused and reference,
+  against float32 fused, with the same number of neurons (``--half-mib`` MiB of float32).
+
+In ``neurons`` and ``half`` parameters keep their defaults (numbers); a parameter without a
+default (PLIF's and RIF's ``w``) is a learnable scalar ``nn.Parameter(0.5)``; the
+gradients are taken with ``torch.autograd.grad`` for the input and those parameters.
 
 Unit: one *pass* is the time of one read and write of ``x_seq`` into a preallocated tensor
 (``torch.add(x, 1, out=y)``); forward+backward of a neuron needs about 3 (read x, write the
@@ -18,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import time
 import warnings
@@ -166,6 +184,151 @@ def contenders(neuron, T, args):
     return out
 
 
+# --------------------------------------------------------------------------- every neuron
+
+
+def registry():
+    """Every neuron the library defines, by name: the registries, not a list kept here."""
+    from snnfunc.functional import defined, neurons
+
+    return {**neurons.DEFINITIONS, **defined.DEFINITIONS}
+
+
+def neuron_call(nrn, impl):
+    """`(fn, learnable parameters)`: defaults as numbers, required parameters learnable."""
+    params = {n: torch.nn.Parameter(torch.tensor(0.5, device=DEVICE))
+              for n, default in nrn.parameters.items() if default is None}
+
+    def f(x):
+        return nrn(x, impl=impl, **params).spikes
+
+    return f, list(params.values())
+
+
+def medians_ms(fns: dict, repeats, min_time=0.3):
+    """Median ms of each function, timed in rounds that alternate between them (a busy
+    moment of a shared machine falls on all of them alike)."""
+    for fn in fns.values():
+        fn()  # warm
+    times = {k: [] for k in fns}
+    start = time.perf_counter()
+    while (min(map(len, times.values())) < repeats
+           or (time.perf_counter() - start < min_time * len(fns)
+               and min(map(len, times.values())) < 50)):
+        for k, fn in fns.items():
+            _sync()
+            t0 = time.perf_counter()
+            fn()
+            _sync()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def time_neuron(nrn, x, repeats):
+    """{impl: (forward ms, fwd+bwd ms, bytes saved per neuron-step)} of one neuron on x,
+    fused and reference timed in alternating rounds."""
+    fns, saved = {}, {}
+    for impl in ("fused", "reference"):
+        fn, params = neuron_call(nrn, impl)
+        xg = x.clone().requires_grad_(True)
+        gout = torch.ones_like(x)
+
+        def fwd(fn=fn):
+            with torch.no_grad():
+                fn(x)
+
+        def fwd_bwd(fn=fn, xg=xg, gout=gout, inputs=(xg, *params)):
+            torch.autograd.grad(fn(xg), inputs, gout)
+
+        fns[impl, 0], fns[impl, 1] = fwd, fwd_bwd
+        saved[impl] = saved_bytes(lambda: fn(xg), x.numel())
+    rep = repeats if x.shape[0] < 512 else max(2, repeats // 2)
+    out = {}
+    for k in (0, 1):
+        ms = medians_ms({impl: fns[impl, k] for impl in saved}, rep)
+        for impl, value in ms.items():
+            out.setdefault(impl, []).append(value)
+    return {impl: (*out[impl], saved[impl]) for impl in saved}
+
+
+def run_neurons(args):
+    """{(name, mib, T, impl): (fwd ms, fwd+bwd ms, saved B)} for every selected neuron."""
+    reg, cells = registry(), {}
+    for mib in args.neuron_sizes:
+        for T in args.neuron_Ts:
+            N = mib * 2**20 // 4 // T
+            x = torch.rand(T, N, device=DEVICE) * 1.5
+            for name in args.neurons:
+                for impl, value in time_neuron(reg[name], x, args.repeats).items():
+                    cells[name, mib, T, impl] = value
+                f, r = cells[name, mib, T, "fused"], cells[name, mib, T, "reference"]
+                print(f"  {mib} MiB T={T:<5} {name:8} fwd+bwd fused {f[1]:8.2f} ms, reference "
+                      f"{r[1]:8.2f} ms ({r[1] / f[1]:.1f}x)", flush=True)
+            del x
+    return cells
+
+
+def report_neurons(args, cells):
+    cols = [(mib, T) for mib in args.neuron_sizes for T in args.neuron_Ts]
+    header = ["neuron"] + [f"{mib} MiB, T={T}" for mib, T in cols]
+    for k, mode in ((0, "forward"), (1, "fwd+bwd")):
+        body = []
+        for name in args.neurons:
+            row = [name]
+            for mib, T in cols:
+                f, r = cells[name, mib, T, "fused"][k], cells[name, mib, T, "reference"][k]
+                row.append(f"{f:.2f} / {r:.2f} ms ({r / f:.1f}x)")
+            body.append(row)
+        table(f"Every neuron, {mode}, float32: fused / reference loop (median ms; in brackets "
+              f"reference / fused, how many times faster the fused kernel is)", header, body)
+    body = []
+    for name in args.neurons:
+        f = {cells[name, mib, T, "fused"][2] for mib, T in cols}
+        r = {cells[name, mib, T, "reference"][2] for mib, T in cols}
+        span = lambda v: (f"{min(v):.1f}" if max(v) - min(v) < 0.05  # noqa: E731
+                          else f"{min(v):.1f}-{max(v):.1f}")
+        body.append([name, span(f), span(r)])
+    table("Every neuron, float32: bytes saved for backward per neuron-step (over the shapes "
+          "above)", ["neuron", "fused", "reference loop"], body)
+
+
+def run_half(args):
+    """{(name, T, dtype, impl): (fwd ms, fwd+bwd ms, saved B)}; the same number of neurons
+    for every dtype (that of --half-mib MiB of float32)."""
+    reg, cells = registry(), {}
+    for T in args.half_Ts:
+        N = args.half_mib * 2**20 // 4 // T
+        x32 = torch.rand(T, N, device=DEVICE) * 1.5
+        for dtype in ["float32", *args.dtypes]:
+            x = x32.to(getattr(torch, dtype))
+            for name in args.neurons:
+                for impl, value in time_neuron(reg[name], x, args.repeats).items():
+                    cells[name, T, dtype, impl] = value
+                f, r = cells[name, T, dtype, "fused"], cells[name, T, dtype, "reference"]
+                print(f"  half T={T:<5} {dtype:8} {name:8} fwd+bwd fused {f[1]:8.2f} ms, "
+                      f"reference {r[1]:8.2f} ms", flush=True)
+            del x
+        del x32
+    return cells
+
+
+def report_half(args, cells):
+    header = ["neuron", "dtype", "fused fwd", "reference fwd", "fused fwd+bwd",
+              "reference fwd+bwd", "reference / fused (fwd+bwd)", "fused / float32 fused "
+              "(fwd+bwd)", "saved B/neuron-step fused / reference"]
+    for T in args.half_Ts:
+        body = []
+        for name in args.neurons:
+            for dtype in ["float32", *args.dtypes]:
+                f, r = cells[name, T, dtype, "fused"], cells[name, T, dtype, "reference"]
+                f32 = cells[name, T, "float32", "fused"]
+                body.append([name, dtype, f"{f[0]:.2f} ms", f"{r[0]:.2f} ms", f"{f[1]:.2f} ms",
+                             f"{r[1]:.2f} ms", f"{r[1] / f[1]:.1f}x", f"{f[1] / f32[1]:.2f}x", f"{f[2]:.1f} / {r[2]:.1f}"])
+        n = args.half_mib * 2**20 // 4 // T
+        table(f"Half precision, T={T}, {n} neurons per step ({args.half_mib} MiB in float32, "
+              f"half that in float16/bfloat16): median ms", header, body)
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -253,8 +416,23 @@ def report(mib, Ts, rows, extra):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 64], help="MiB of x_seq")
-    ap.add_argument("--Ts", type=int, nargs="+", default=[4, 8, 64, 256, 1024])
+    ap.add_argument("--tables", nargs="+", default=["neurons", "half", "peers"],
+                    choices=["peers", "neurons", "half"], help="which groups of tables")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16],
+                    help="MiB of x_seq (peers tables)")
+    ap.add_argument("--Ts", type=int, nargs="+", default=[4, 8, 64, 256, 1024],
+                    help="T of the peers tables")
+    ap.add_argument("--neurons", nargs="+", default=None,
+                    help="neurons of the neurons and half tables (default: every registered one)")
+    ap.add_argument("--neuron-sizes", type=int, nargs="+", default=[1, 16, 64],
+                    help="MiB of x_seq (neurons tables)")
+    ap.add_argument("--neuron-Ts", type=int, nargs="+", default=[64],
+                    help="T of the neurons tables")
+    ap.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"],
+                    choices=["float16", "bfloat16"], help="half precisions of the half table")
+    ap.add_argument("--half-Ts", type=int, nargs="+", default=[64])
+    ap.add_argument("--half-mib", type=int, default=16,
+                    help="neurons of the half table: those of this many MiB of float32")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-compile-T", type=int, default=64,
                     help="largest T for torch.compile of the plain loop (its compile time grows with T)")
@@ -266,13 +444,26 @@ def main():
     DEVICE = torch.device(args.device)
     if args.quick:
         args.sizes, args.repeats, args.max_compile_T = [16], 3, 8
+        args.neuron_sizes = [16]
     args.max_peer_T = {}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if DEVICE.type == "cuda":
         print(torch.cuda.get_device_name())
-    for mib in args.sizes:
-        rows, extra = run_shape(mib, args.Ts, args)
-        report(mib, args.Ts, rows, extra)
+    if args.neurons is None:
+        args.neurons = list(registry())
+    unknown = set(args.neurons) - set(registry())
+    if unknown:
+        ap.error(f"unknown neurons {sorted(unknown)}; the registries hold {list(registry())}")
+    if "neurons" in args.tables:
+        report_neurons(args, run_neurons(args))
+    if "half" in args.tables:
+        report_half(args, run_half(args))
+    if "peers" in args.tables:
+        for mib in args.sizes:
+            rows, extra = run_shape(mib, args.Ts, args)
+            report(mib, args.Ts, rows, extra)
+    print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
