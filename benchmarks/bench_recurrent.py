@@ -1,5 +1,7 @@
-"""Forward+backward of a recurrent LIF layer: snnfunc's `rnn` (the time loop as one operator)
-against the plain Python loop of snnfunc step functions and snnTorch's `RLeaky`.
+"""Forward+backward of a recurrent LIF layer: snnfunc's `rnn` (the time loop as one operator:
+per step one matmul and one call of the neuron's generated kernel, and a hand-written BPTT
+loop of one-step VJPs) against the plain Python loop of snnfunc step functions and snnTorch's
+`RLeaky`.
 
     python benchmarks/bench_recurrent.py                       # B=32, N=256, T = 8, 64, 256
     python benchmarks/bench_recurrent.py --Ts 8 64 --repeats 5
