@@ -223,11 +223,12 @@ class _Kernel(NamedTuple):
 
 def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
     """The neuron of `spec` prepared for the generated kernels, or None where they do not
-    apply (another neuron function, half precision, a surrogate whose derivative cannot be
-    compiled, no compiler, ...; any argument error is left to the general path to raise)."""
+    apply (another neuron function, half precision, not on the CPU, a surrogate whose
+    derivative cannot be compiled, no compiler, ...; any argument error is left to the general
+    path to raise)."""
     from snnfunc._fused import _generated
 
-    if x_seq.dtype not in _FAST_DTYPES:
+    if x_seq.dtype not in _FAST_DTYPES or x_seq.device.type != "cpu":  # the CPU kernels' ops
         return None
     found = _definition_of(spec[0])
     if found is None:
