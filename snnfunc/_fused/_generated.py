@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -38,6 +39,7 @@ DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "fl
 _build = _cpu.build
 
 
+@functools.lru_cache(maxsize=None)
 def _job_type(k: int, m: int):
     P, I = ctypes.c_void_p, ctypes.c_int64
     m = max(m, 1)
