@@ -18,9 +18,8 @@ snnTorch's `RLeaky`/`RSynaptic` with `all_to_all=True` and SpikingJelly's
 With a weight tensor (or a `torch.nn.Linear`) the whole time loop is one custom operator,
 `torch.ops.snnfunc.rnn_forward`, with a BPTT backward operator: `torch.compile` sees one node
 whatever T. For the library's neurons and those made with `snnfunc.neuron` (on the CPU, in
-float32 or float64), its body prepares
-the neuron's arguments once, then runs, per step, one matmul into a buffer, one add and one
-call of the neuron's generated kernel (`torch.ops.snnfunc.defined_forward` on one step),
+float32 or float64), its body prepares the neuron's arguments once, then runs, per step, one
+matmul into a buffer, one add and one call of the neuron's generated kernel (`torch.ops.snnfunc.defined_forward` on one step),
 saving the inputs $I_t$; the backward operator is a hand-written BPTT loop, per step in
 reverse one addmm (the recurrent path $g_{I_{t+1}} W$) and one call of the kernel's one-step
 VJP (`defined_backward`), and $W$'s gradient one matmul over all steps. Any other neuron
