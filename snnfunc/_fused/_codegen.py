@@ -23,7 +23,7 @@ from snnfunc import _ir
 IO_TYPES = {  # torch dtype name -> (C type in memory, compute type, load, store)
     "float32": ("float", "float", "({x})", "({x})"),
     "float64": ("double", "double", "({x})", "({x})"),
-    "float16": ("_Float16", "float", "((float)({x}))", "((_Float16)({x}))"),
+    "float16": ("uint16_t", "float", None, None),  # its bits; LD/ST in _F16
     "bfloat16": ("uint16_t", "float", "bf16_load({x})", "bf16_store({x})"),
 }
 
@@ -217,7 +217,7 @@ class _Emitter:
 
 def _step_inputs(neuron, ids, single, states_from: str) -> dict[str, str]:
     """C expressions for the step's inputs inside the loop over neurons `i`."""
-    exprs = {"x": "LD(xt[i])", "v_threshold": "TH[i]", "v_rest": "vr"}
+    exprs = {"x": "GET(xt, XF)", "v_threshold": "TH[i]", "v_rest": "vr"}
     for k, n in enumerate(neuron.states):
         exprs[f"state:{n}"] = states_from.format(k=k)
     for k, n in enumerate(neuron.parameters):
@@ -225,12 +225,56 @@ def _step_inputs(neuron, ids, single, states_from: str) -> dict[str, str]:
     return exprs
 
 
+_F16 = r"""
+#if defined(__F16C__)  /* float16 rows converted 8 at a time with F16C (gcc does not vectorise
+                          _Float16 conversions); scalars with its scalar instructions */
+#include <immintrin.h>
+#define LD(x) _cvtsh_ss(x)
+#define ST(x) _cvtss_sh((x), _MM_FROUND_TO_NEAREST_INT)
+static inline void h2f_row(const IO *restrict a, float *restrict b, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(b + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))));
+  for (; i < n; i++) b[i] = _cvtsh_ss(a[i]);
+}
+static inline void f2h_row(const float *restrict a, IO *restrict b, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(b + i), _mm256_cvtps_ph(_mm256_loadu_ps(a + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++) b[i] = _cvtss_sh(a[i], _MM_FROUND_TO_NEAREST_INT);
+}
+#else
+#define LD(x) ((float)*(const _Float16 *)&(x))
+#define ST(x) f2h_scalar(x)
+static inline IO f2h_scalar(float f) { _Float16 h = (_Float16)f; IO o; memcpy(&o, &h, 2); return o; }
+static inline void h2f_row(const IO *restrict a, float *restrict b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) b[i] = LD(a[i]);
+}
+static inline void f2h_row(const float *restrict a, IO *restrict b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) b[i] = f2h_scalar(a[i]);
+}
+#endif
+#define IN(p, tmp) h2f_row((p), (tmp), n)
+#define GET(p, tmp) ((tmp)[i])
+#define PUT(p, tmp, v) ((tmp)[i] = (v))
+#define OUT(p, tmp) f2h_row((tmp), (p), n)
+"""
+
+_DIRECT = r"""
+#define IN(p, tmp) ((void)0)
+#define GET(p, tmp) LD((p)[i])
+#define PUT(p, tmp, v) ((p)[i] = ST(v))
+#define OUT(p, tmp) ((void)0)
+"""
+
+
 def _preamble(neuron, dtype: str) -> str:
     io, real, ld, st = IO_TYPES[dtype]
     k, m = len(neuron.states), max(len(neuron.parameters), 1)
     head = _HEADER.format(io=io, real=real, k=k, m=m)
-    return (head + f"#define NSTATES {k}\n#define NPARAMS {len(neuron.parameters)}\n"
-            f"#define LD(x) {ld.format(x='x')}\n#define ST(x) {st.format(x='x')}\n")
+    head += f"#define NSTATES {k}\n#define NPARAMS {len(neuron.parameters)}\n"
+    if dtype == "float16":
+        return head + _F16
+    return head + f"#define LD(x) {ld.format(x='x')}\n#define ST(x) {st.format(x='x')}\n" + _DIRECT
 
 
 def _load_block(neuron) -> list[str]:
@@ -259,9 +303,9 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
     for i in [outs["s"], outs["h"], *outs["states"]]:
         em.emit(i)
     body = "\n        ".join(em.lines)
-    stores = [f"st[i] = ST({em.name(outs['s'])});"]
+    stores = [f"PUT(st, SF, {em.name(outs['s'])});"]
     if want_h:
-        stores.append(f"ht[i] = ST({em.name(outs['h'])});")
+        stores.append(f"PUT(ht, HF, {em.name(outs['h'])});")
     stores += [f"S{k}[i] = {em.name(o)};" for k, o in enumerate(outs["states"])]
     K = len(neuron.states)
     traces = ""
@@ -272,6 +316,8 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
               for k in range(len(neuron.states))]
     src = _preamble(neuron, dtype) + f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
+  REAL XF[BLK], SF[BLK], HF[BLK];  /* rows in the compute type (float16 only) */
+  (void)XF; (void)SF; (void)HF;
   {chr(10).join('  ' + line for line in _load_block(neuron)).strip()}
   for (int64_t t = 0; t < T; t++) {{
     const IO *restrict xt = j->x + t * N + i0;
@@ -279,10 +325,12 @@ static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
     IO *restrict ht = {'j->h + t * N + i0' if want_h else 'NULL'};
     (void)ht;
     {traces}
+    IN(xt, XF);
     for (int64_t i = 0; i < n; i++) {{
         {body}
         {' '.join(stores)}
     }}
+    OUT(st, SF);{' OUT(ht, HF);' if want_h else ''}
   }}
   {chr(10).join('  ' + line for line in finals).strip()}
 }}
@@ -359,9 +407,9 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
             neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
             has_gs=has_gs, has_gh=has_gh, present=present)
         inputs = _step_inputs(neuron, ids, single, "buf[({k} * T + t) * n + i]")
-        inputs["cot:s"] = "LD(gst[i])"
-        inputs["cot:h"] = "LD(ght[i])"
-        inputs["sg"] = "LD(sgt[i])"  # a surrogate derivative computed in torch
+        inputs["cot:s"] = "GET(gst, GSF)"
+        inputs["cot:h"] = "GET(ght, GHF)"
+        inputs["sg"] = "GET(sgt, SGF)"  # a surrogate derivative computed in torch
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}[i]"
         em = _Emitter(g, inputs, single, "n")
@@ -380,7 +428,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         cth = res[ids["v_threshold"]]
         if cth is not None and need[M]:
             em.emit(cth)
-        writes.append(f"gxt[i] = ST({em.name(gx) if gx is not None else '(REAL)0'});")
+        writes.append(f"PUT(gxt, GXF, {em.name(gx) if gx is not None else '(REAL)0'});")
         for k, n in enumerate(neuron.states):
             c = res[ids[f"state:{n}"]]
             if c is not None:
@@ -428,9 +476,12 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
 static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{ (void)j; (void)i0; (void)n; }}
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
+  REAL XF[BLK], GSF[BLK], GHF[BLK], SGF[BLK], GXF[BLK];  /* rows in the compute type (float16) */
+  (void)XF; (void)GSF; (void)GHF; (void)SGF; (void)GXF;
   {load}
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
     const IO *restrict xt = j->x + t * N + i0;
+    IN(xt, XF);
     for (int64_t i = 0; i < n; i++) {{
         {rbody}
     }}
@@ -444,9 +495,14 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     const IO *restrict sgt = j->sg ? j->sg + t * N + i0 : NULL;
     IO *restrict gxt = j->gx + t * N + i0;
     (void)gst; (void)ght; (void)sgt;
+    IN(xt, XF);
+    if (gst) IN(gst, GSF);
+    if (ght) IN(ght, GHF);
+    if (sgt) IN(sgt, SGF);
     {add_traces}
     {pre}
     {dispatch}
+    OUT(gxt, GXF);
   }}
   const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : {fix} + (rl - {fix}) % {period};
   const int *present0 = OUT_PRESENT[last];
