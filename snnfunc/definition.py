@@ -348,10 +348,7 @@ class Neuron:
                    detach_reset):
         """The definition run step by step (half precision computed in float32)."""
         io = x_seq.dtype
-        if io in _HALF:  # upcast, compute in float32, cast back: as the kernels do
-            f32 = torch.float32
-            params = {k: p.to(f32) for k, p in params.items()}
-            v_threshold = v_threshold.to(f32)
+        params, v_threshold = _upcast(params, v_threshold, io)
         spikes, hs, trace = [], [], []
         shape = x_seq.shape[1:]
         for x in x_seq.unbind(0):
@@ -376,11 +373,8 @@ class Neuron:
             x, state, kwargs, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
             detach_reset=detach_reset, return_h=return_h, sequence=False)
         io = x.dtype
-        if io in _HALF:
-            f32 = torch.float32
-            params = {k: p.to(f32) for k, p in params.items()}
-            v_threshold, x = v_threshold.to(f32), x.to(f32)
-        s, h, states = self.step_values(x, states, params, v_threshold=v_threshold,
+        params, v_threshold = _upcast(params, v_threshold, io)
+        s, h, states = self.step_values(x.float() if io in _HALF else x, states, params, v_threshold=v_threshold,
                                         v_reset=v_reset, surrogate=surrogate,
                                         detach_reset=detach_reset, opts=opts)
         s, h = s.to(io), h.to(io)
@@ -392,6 +386,13 @@ class Neuron:
 
     def __repr__(self):
         return f"<neuron {self.name} states={self.states} parameters={self.parameters}>"
+
+
+def _upcast(params, v_threshold, io):
+    """Half precision computes in float32 (the kernels' rule): parameters and threshold too."""
+    if io not in _HALF:
+        return params, v_threshold
+    return {k: p.float() for k, p in params.items()}, v_threshold.float()
 
 
 def neuron(charge=None, *, threshold=None, on_spike=None, positive=(), rest=None, name=None,

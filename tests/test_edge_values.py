@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(
 INF, NAN = math.inf, math.nan
 EDGE = [0.0, -0.0, INF, -INF, NAN, 0.5, 1.0, 1.5, -1.0, 1e-30]
 RESETS = [dict(v_reset=0.0), dict(v_reset=-0.0), dict(v_reset=-0.2), dict(v_reset=None)]
-INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+       torch.bfloat16: torch.int16}
 
 
 def bits(t):

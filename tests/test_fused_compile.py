@@ -30,6 +30,25 @@ def test_graph_size_does_not_grow_with_T():
     assert sizes[4] == sizes[64] < 20, sizes
 
 
+def _compiled_over_T(net, params):
+    """Compiles `net(x, impl)` with a dynamic T and runs it at T = 3, 9, 40 against the
+    reference loop (outputs equal, gradients to rounding); the frames compiled after each T."""
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(net, backend=counter, fullgraph=True, dynamic=True)
+    frames = []
+    for T in (3, 9, 40):
+        x = torch.rand(T, 2, 5) * 2
+        out = compiled(x)
+        ref = net(x, impl="reference")
+        assert torch.equal(out, ref)
+        got = torch.autograd.grad(out.sum(), params)
+        want = torch.autograd.grad(ref.sum(), params)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        frames.append(counter.frame_count)
+    return frames, counter
+
+
 def test_changing_T_does_not_recompile_and_equals_reference():
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -40,19 +59,8 @@ def test_changing_T_does_not_recompile_and_equals_reference():
         s = snnfunc.lif(fc1(x), tau=2.0, v_threshold=0.3, impl=impl).spikes
         return snnfunc.plif(fc2(s), w=w, v_threshold=0.2, impl=impl).spikes
 
-    counter = CompileCounterWithBackend("inductor")
-    compiled = torch.compile(net, backend=counter, fullgraph=True, dynamic=True)
-    params = [fc1.weight, fc1.bias, fc2.weight, fc2.bias, w]
-    for T in (3, 9, 40):
-        x = torch.rand(T, 2, 5) * 2
-        out = compiled(x)
-        ref = net(x, impl="reference")
-        assert torch.equal(out, ref)
-        got = torch.autograd.grad(out.sum(), params)
-        want = torch.autograd.grad(ref.sum(), params)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert counter.frame_count == 1
+    frames, counter = _compiled_over_T(net, [fc1.weight, fc1.bias, fc2.weight, fc2.bias, w])
+    assert frames == [1, 1, 1]
 
 
 def test_neurons_made_from_definitions_compile_once_for_every_T():
@@ -67,20 +75,7 @@ def test_neurons_made_from_definitions_compile_once_for_every_T():
         s = snnfunc.cuba_lif(fc1(x), tau_syn=tau, tau_mem=1.5, v_threshold=0.3, impl=impl).spikes
         return snnfunc.alif(fc2(s), beta=0.2, v_threshold=0.2, impl=impl).spikes
 
-    counter = CompileCounterWithBackend("inductor")
-    compiled = torch.compile(net, backend=counter, fullgraph=True, dynamic=True)
-    params = [fc1.weight, fc1.bias, fc2.weight, tau]
-    frames = []
-    for T in (3, 9, 40):
-        x = torch.rand(T, 2, 5) * 2
-        out = compiled(x)
-        ref = net(x, impl="reference")
-        assert torch.equal(out, ref)
-        got = torch.autograd.grad(out.sum(), params)
-        want = torch.autograd.grad(ref.sum(), params)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        frames.append(counter.frame_count)
+    frames, counter = _compiled_over_T(net, [fc1.weight, fc1.bias, fc2.weight, tau])
     # the first compile restarts its analysis once (Dynamo's scalar tensorification), then
     # a new T compiles nothing
     assert frames[0] == frames[1] == frames[2] <= 2, frames

@@ -18,6 +18,7 @@ from snnfunc import surrogate as S
 from snnfunc.definition import _option_values
 from snnfunc.functional.defined import DEFINITIONS
 from snnfunc.functional.neurons import DEFINITIONS as CLASSIC
+from test_edge_values import EDGE, bits
 
 pytestmark = pytest.mark.skipif(
     not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
@@ -196,17 +197,6 @@ def test_gradients_are_right_whichever_outputs_the_loss_uses(name, use):
             assert p is None or not p.any()
         else:
             torch.testing.assert_close(p, q)
-
-
-INF, NAN = math.inf, math.nan
-EDGE = [0.0, -0.0, INF, -INF, NAN, 0.5, 1.0, 1.5, -1.0, 1e-30]
-INT = {torch.float32: torch.int32, torch.float64: torch.int64}
-
-
-def bits(t):
-    """Bit patterns, every NaN as one canonical NaN (IEEE leaves NaN payloads open)."""
-    t = torch.where(t.isnan(), torch.full_like(t, NAN), t)
-    return t.contiguous().view(INT[t.dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -763,8 +763,6 @@ def test_recurrent_layer_exports_with_its_cycle_and_round_trips(name, tmp_path):
     import snnfunc
 
     function, options = RECURRENT[name]
-    if not hasattr(snnfunc, function):
-        pytest.skip(f"snnfunc.{function} is not in this version")
     net = recurrent_net(getattr(snnfunc, function), **options)
     x = torch.rand(60, 4, 5) * 2
     with torch.no_grad():

@@ -25,16 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from snnfunc._fused import _generated  # noqa: E402
 from snnfunc.definition import _option_values  # noqa: E402
+from test_edge_values import bits  # noqa: E402
 from test_generated import NEURONS, SURROGATES, Gaussian, leaves  # noqa: E402
 
 INF, NAN = math.inf, math.nan
-INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
-       torch.bfloat16: torch.int16}
-
-
-def bits(t):
-    t = torch.where(t.isnan(), torch.full_like(t, NAN), t)
-    return t.contiguous().view(INT[t.dtype])
 
 
 def one_case(name, opts, kw, dtype, T, N, sg, use, edge, seed):

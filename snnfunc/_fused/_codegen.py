@@ -342,18 +342,19 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void
 def backward_patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
                       has_gv, has_gtr=None):
     """The presence patterns of the state cotangents from the last step back: a list of
-    `(present state cotangents in, present state cotangents out)` ending at a fixpoint. A
-    state whose trace has a cotangent (`has_gtr`) has one at every step."""
+    `(present state cotangents in, present state cotangents out, the block's traced VJP)`
+    ending at a fixpoint. A state whose trace has a cotangent (`has_gtr`) has one at every
+    step."""
     has_gtr = tuple(has_gtr or (False,) * len(has_gv))
     patterns = []
     present = tuple(a or b for a, b in zip(has_gv, has_gtr))
     seen = {}
     while present not in seen:
         seen[present] = len(patterns)
-        out = _vjp_block(neuron, opts, hard=hard, detach=detach,
-                         surrogate_derivative=surrogate_derivative, has_gs=has_gs,
-                         has_gh=has_gh, present=present)[1]
-        patterns.append((present, out))
+        block, out = _vjp_block(neuron, opts, hard=hard, detach=detach,
+                                surrogate_derivative=surrogate_derivative, has_gs=has_gs,
+                                has_gh=has_gh, present=present)
+        patterns.append((present, out, block))
         present = tuple(a or b for a, b in zip(out, has_gtr))
     return patterns, seen[present]
 
@@ -402,10 +403,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         f"for (int64_t i = 0; i < n; i++) G{k}[i] += j->gtr[{k}][t * N + i0 + i];"
         for k in range(K) if has_gtr[k])
     blocks = []
-    for b, (present, out) in enumerate(patterns):
-        (g, ids, outs, res, wrt), _ = _vjp_block(
-            neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
-            has_gs=has_gs, has_gh=has_gh, present=present)
+    for b, (present, out, (g, ids, outs, res, wrt)) in enumerate(patterns):
         inputs = _step_inputs(neuron, ids, single, "buf[({k} * T + t) * n + i]")
         inputs["cot:s"] = "GET(gst, GSF)"
         inputs["cot:h"] = "GET(ght, GHF)"
@@ -452,7 +450,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
     pre = f"const int64_t rb = r < {L} ? r : {fix} + (r - {fix}) % {period};"
     # present cotangents of the initial state: those going out of the block that ran at t = 0
     out_table = ", ".join("{" + ", ".join("1" if p else "0" for p in out) + "}"
-                          for _, out in patterns)
+                          for _, out, _ in patterns)
     load = "\n  ".join(_load_block(neuron))
     recompute_g, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
     rem = _Emitter(recompute_g, _step_inputs(neuron, rids, single, "S{k}[i]"), single, "n")

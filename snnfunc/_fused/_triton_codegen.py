@@ -231,10 +231,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
             for k in range(K)]
     init += [f"GP{k} = tl.zeros([BLOCK], REAL)" for k in range(M)] + ["GTH = tl.zeros([BLOCK], REAL)"]
     branches = []
-    for b, (present, _) in enumerate(patterns):
-        (g, ids, outs, res, wrt), _ = _codegen._vjp_block(
-            neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
-            has_gs=has_gs, has_gh=has_gh, present=present)
+    for b, (present, _, (g, ids, outs, res, wrt)) in enumerate(patterns):
         inputs = _inputs(neuron, "tl.load(buf_ptr + ({k} * T + tl.cast(t, tl.int64)) * N + offs, mask=mask)")
         inputs["cot:s"] = "tl.load(gs_ptr + at, mask=mask).to(REAL)"
         inputs["cot:h"] = "tl.load(gh_ptr + at, mask=mask).to(REAL)"
@@ -276,7 +273,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
     if L > 1:
         ends += [f"if rl >= {L}:", f"    rl = {fix} + (rl - {fix}) % {period}"]
     for k in range(K):
-        ok = [b for b, (_, out) in enumerate(patterns) if out[k]]
+        ok = [b for b, (_, out, _) in enumerate(patterns) if out[k]]
         if len(ok) == L:
             ends.append(f"tl.store(gst0{k}_ptr + offs, G{k}, mask=mask)")
         elif not ok:
