@@ -358,8 +358,8 @@ def vjp(g: Graph, cotangents: dict[int, int | None], wrt: list[int], surrogate_d
                 acc(b, g.add("mul", gi, a))
         elif op == "div":
             a, b = args
-            if dep[a]:
-                acc(a, g.add("div", gi, b))
+            if dep[a]:  # g * (1 / b): one division per block where b is a parameter
+                acc(a, g.add("mul", gi, g.add("reciprocal", b)))
             if dep[b]:  # -g a / b^2
                 acc(b, g.add("div", g.add("mul", g.add("neg", gi), a), g.add("mul", b, b)))
         elif op == "neg":

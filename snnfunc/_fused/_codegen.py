@@ -52,7 +52,7 @@ double cos(double);
 #endif
 typedef {io} IO;
 typedef {real} REAL;
-#define BLK 512
+#define BLK {blk}
 #define BUF_BYTES 524288
 static inline float bf16_load(uint16_t b) {{ uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }}
 static inline uint16_t bf16_store(float f) {{
@@ -80,20 +80,25 @@ typedef struct {{
 
 _RUN = r"""
 static int run(job_t *j, int backward, int nthreads) {
-  int64_t per = (int64_t)sizeof(REAL) * (j->T > 0 ? j->T : 1) * (backward ? NSTATES : 1);
-  int64_t block = BUF_BYTES / per;
-  block = block < 16 ? 16 : (block > BLK ? BLK : (block / 16) * 16);
+  /* forward: blocks of BLK neurons; backward: as many as fit the buffer of their states */
+  int64_t per = (int64_t)sizeof(REAL) * (j->T > 0 ? j->T : 1) * NBUF;
+  int64_t block = backward ? BUF_BYTES / per : BLK;
+  if (j->T * j->N < 32768) nthreads = 1;
+  if (nthreads < 1) nthreads = 1;
+  int64_t share = (j->N + nthreads - 1) / nthreads;  /* every thread a block at least */
+  if (block > share) block = share;
+  block = block < 16 ? 16 : (block > BLK ? BLK : ((block + 15) / 16) * 16);
+  if (block > BLK) block = BLK;
   j->block = block;
   int64_t nblocks = (j->N + block - 1) / block;
   if (nthreads > nblocks) nthreads = (int)nblocks;
-  if (j->T * j->N < 32768) nthreads = 1;
   if (nthreads < 1) nthreads = 1;
   int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
   {
     REAL *buf = NULL;
     if (backward) {
-      buf = (REAL *)malloc((size_t)j->T * (size_t)block * NSTATES * sizeof(REAL) + 64);
+      buf = (REAL *)malloc((size_t)j->T * (size_t)block * NBUF * sizeof(REAL) + 64);
       if (!buf) failed |= 1;
     }
 #pragma omp for schedule(static)
@@ -133,10 +138,13 @@ def _func(name: str, single: bool) -> str:
 class _Emitter:
     """Writes graph nodes as C statements, each node once, in order."""
 
-    def __init__(self, g: _ir.Graph, inputs: dict[int, str], single: bool, prefix: str):
+    def __init__(self, g: _ir.Graph, inputs: dict[str, str], single: bool, prefix: str,
+                 given: dict[int, str] | None = None):
         self.g, self.inputs, self.single, self.p = g, inputs, single, prefix
+        self.given = given or {}  # node -> an expression of its value (read, not computed)
         self.lines: list[str] = []
         self.done: set[int] = set()
+        self.used: set = set()  # the inputs (names) and given nodes (ids) read
 
     def name(self, i: int) -> str:
         return f"{self.p}{i}"
@@ -150,10 +158,15 @@ class _Emitter:
             return
         self.done.add(i)
         op, args = self.g.nodes[i]
+        if i in self.given:
+            self.used.add(i)
+            self.lines.append(f"const REAL {self.name(i)} = {self.given[i]};")
+            return
         if op == "input":
             expr = self.inputs.get(args[0])
             if expr is None:  # an input this code block does not have (unused here)
                 return
+            self.used.add(args[0])
             self.lines.append(f"const REAL {self.name(i)} = {expr};")
             return
         if op == "const":
@@ -215,14 +228,21 @@ class _Emitter:
         self.lines.append(f"const REAL {n(i)} = {expr};")
 
 
-def _step_inputs(neuron, ids, single, states_from: str) -> dict[str, str]:
-    """C expressions for the step's inputs inside the loop over neurons `i`."""
-    exprs = {"x": "GET(xt, XF)", "v_threshold": "TH[i]", "v_rest": "vr"}
+def _step_inputs(neuron, ids, single, states_from: str, shared=None) -> dict[str, str]:
+    """C expressions for the step's inputs inside the loop over neurons `i`; a parameter or
+    threshold `shared` by every neuron is one value of the block."""
+    shared = _shared(neuron, shared)
+    M = len(neuron.parameters)
+    exprs = {"x": "GET(xt, XF)", "v_threshold": "TH" if shared[M] else "TH[i]", "v_rest": "vr"}
     for k, n in enumerate(neuron.states):
         exprs[f"state:{n}"] = states_from.format(k=k)
     for k, n in enumerate(neuron.parameters):
-        exprs[f"param:{n}"] = f"P{k}[i]"
+        exprs[f"param:{n}"] = f"P{k}" if shared[k] else f"P{k}[i]"
     return exprs
+
+
+def _shared(neuron, shared):
+    return tuple(shared) if shared is not None else (False,) * (len(neuron.parameters) + 1)
 
 
 _F16 = r"""
@@ -267,38 +287,55 @@ _DIRECT = r"""
 """
 
 
-def _preamble(neuron, dtype: str) -> str:
+FORWARD_BLOCK = 4096  # neurons per forward block: long rows for the prefetchers
+BACKWARD_BLOCK = 512  # at most, per backward block (fewer where T is long)
+
+
+def _preamble(neuron, dtype: str, blk: int, nbuf: int) -> str:
     io, real, ld, st = IO_TYPES[dtype]
     k, m = len(neuron.states), max(len(neuron.parameters), 1)
-    head = _HEADER.format(io=io, real=real, k=k, m=m)
-    head += f"#define NSTATES {k}\n#define NPARAMS {len(neuron.parameters)}\n"
+    head = _HEADER.format(io=io, real=real, k=k, m=m, blk=blk)
+    head += (f"#define NSTATES {k}\n#define NPARAMS {len(neuron.parameters)}\n"
+             f"#define NBUF {nbuf}  /* values kept per neuron-step in the backward's buffer */\n")
     if dtype == "float16":
         return head + _F16
     return head + f"#define LD(x) {ld.format(x='x')}\n#define ST(x) {st.format(x='x')}\n" + _DIRECT
 
 
-def _load_block(neuron) -> list[str]:
+def _load_block(neuron, shared=None) -> list[str]:
+    """The block's states (arrays) and parameters and threshold (arrays, or one value where
+    every neuron shares it); the loops vectorise (no stride inside them)."""
+    shared = _shared(neuron, shared)
     out = []
     for k in range(len(neuron.states)):
         out.append(f"REAL S{k}[BLK];")
-        out.append(f"for (int64_t i = 0; i < n; i++) S{k}[i] = j->st[{k}][(i0 + i) * j->sst[{k}]];")
+        out.append(f"if (j->sst[{k}]) for (int64_t i = 0; i < n; i++) S{k}[i] = j->st[{k}][i0 + i];"
+                   f" else {{ const REAL c = j->st[{k}][0]; for (int64_t i = 0; i < n; i++) "
+                   f"S{k}[i] = c; }}")
     for k in range(len(neuron.parameters)):
-        out.append(f"REAL P{k}[BLK];")
-        out.append(f"for (int64_t i = 0; i < n; i++) P{k}[i] = LD(j->par[{k}][(i0 + i) * j->spar[{k}]]);")
-    out.append("REAL TH[BLK];")
-    out.append("for (int64_t i = 0; i < n; i++) TH[i] = LD(j->th[(i0 + i) * j->sth]);")
+        if shared[k]:
+            out.append(f"const REAL P{k} = LD(j->par[{k}][0]);")
+        else:
+            out.append(f"REAL P{k}[BLK];")
+            out.append(f"for (int64_t i = 0; i < n; i++) P{k}[i] = LD(j->par[{k}][i0 + i]);")
+    if shared[-1]:
+        out.append("const REAL TH = LD(j->th[0]);")
+    else:
+        out.append("REAL TH[BLK];")
+        out.append("for (int64_t i = 0; i < n; i++) TH[i] = LD(j->th[i0 + i]);")
     out.append("const REAL vr = (REAL)j->vr;")
     out.append("const int64_t N = j->N, T = j->T;")
     return out
 
 
 def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
-                   want_trace: bool = False) -> str:
-    """The C source of the forward kernel of one configuration."""
+                   want_trace: bool = False, shared=None) -> str:
+    """The C source of the forward kernel of one configuration; `shared` says, for each
+    parameter and then the threshold, whether every neuron shares one value."""
     g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
     single = IO_TYPES[dtype][1] == "float"
     em = _Emitter(g, {}, single, "n")
-    inputs = _step_inputs(neuron, ids, single, "S{k}[i]")
+    inputs = _step_inputs(neuron, ids, single, "S{k}[i]", shared)
     em.inputs = inputs
     for i in [outs["s"], outs["h"], *outs["states"]]:
         em.emit(i)
@@ -314,11 +351,11 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
         traces = " ".join(f"REAL *restrict tr{k}t = j->tr[{k}] + t * N + i0;" for k in range(K))
     finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = S{k}[i];"
               for k in range(len(neuron.states))]
-    src = _preamble(neuron, dtype) + f"""
+    src = f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
   REAL XF[BLK], SF[BLK], HF[BLK];  /* rows in the compute type (float16 only) */
   (void)XF; (void)SF; (void)HF;
-  {chr(10).join('  ' + line for line in _load_block(neuron)).strip()}
+  {chr(10).join('  ' + line for line in _load_block(neuron, shared)).strip()}
   for (int64_t t = 0; t < T; t++) {{
     const IO *restrict xt = j->x + t * N + i0;
     IO *restrict st = j->s + t * N + i0;
@@ -336,7 +373,7 @@ static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
 }}
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
 """ + _RUN
-    return src
+    return _preamble(neuron, dtype, FORWARD_BLOCK, 1) + src
 
 
 def backward_patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
@@ -388,29 +425,114 @@ def _find_input(g, name):
     raise KeyError(name)
 
 
+# forward values the backward keeps from its recompute rather than computing them again
+_EXPENSIVE = {"div", "exp", "expm1", "log", "log1p", "sqrt", "rsqrt", "tanh", "cosh", "sinh",
+              "sin", "cos", "reciprocal", "sigmoid", "pow"}
+_FREE_INPUTS = ("x", "param:", "v_threshold", "v_rest")  # read in the walk back as they are
+
+
+def _roots(neuron, ids, res, need):
+    """The VJP's results a backward block writes."""
+    M = len(neuron.parameters)
+    out = [res[ids["x"]], *(res[ids[f"state:{n}"]] for n in neuron.states)]
+    out += [res[ids[f"param:{n}"]] for k, n in enumerate(neuron.parameters) if need[k]]
+    out += [res[ids["v_threshold"]]] if need[M] else []
+    return [c for c in out if c is not None]
+
+
+def _kept_values(neuron, patterns, n_forward, need):
+    """The forward values the recompute keeps in the buffer for every step, so that the walk
+    back computes the VJP from them with cheap operations only (the same statements as the
+    recompute, so the same values).
+
+    Start from every forward value a VJP node reads; drop, latest first, each that a few
+    cheap operations (no division, no exp) give again from the others kept and the inputs
+    read as they are (x, parameters, threshold, v_rest). A state is kept where the VJP reads
+    it; x is read again, not kept."""
+    g = patterns[0][2][0]
+    wanted: set[int] = set()
+    for _, _, (gb, ids, outs, res, wrt) in patterns:
+        stack, seen = _roots(neuron, ids, res, need), set()
+        while stack:  # the VJP nodes the block computes, and the forward values they read
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            if i < n_forward:
+                wanted.add(i)
+                continue
+            op, args = gb.nodes[i]
+            stack += [a for a in (args if op != "pow" else args[:1]) if isinstance(a, int)]
+
+    def free(i):
+        op, args = g.nodes[i]
+        return op == "const" or op == "input" and args[0].startswith(_FREE_INPUTS)
+
+    def values(i):  # a mask is computed again from what it compares
+        if g.kinds[i] != "bool":
+            return {i}
+        op, args = g.nodes[i]
+        return set().union(*(values(a) for a in args if isinstance(a, int)))
+
+    wanted = {v for i in wanted for v in values(i) if not free(v)}
+
+    def derivable(i, kept, seen):
+        op, args = g.nodes[i]
+        if op in _EXPENSIVE or op == "input" and not free(i):
+            return False
+        for a in (args if op != "pow" else args[:1]):
+            if not isinstance(a, int) or a in kept or free(a) or a in seen:
+                continue
+            seen.add(a)
+            if not derivable(a, kept, seen):
+                return False
+        return True
+
+    kept = set(wanted)
+    for i in sorted(wanted, reverse=True):
+        if derivable(i, kept - {i}, set()):
+            kept.discard(i)
+    return sorted(kept)
+
+
 def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_derivative,
                     has_gs: bool, has_gh: bool, has_gv: tuple, need: tuple, dtype: str,
-                    has_gtr: tuple | None = None) -> str:
+                    has_gtr: tuple | None = None, shared=None) -> str:
     """The C source of the backward kernel of one configuration; `need` says, for each
-    parameter and then the threshold, whether its gradient is wanted."""
+    parameter and then the threshold, whether its gradient is wanted; `shared`, whether every
+    neuron shares one value of it.
+
+    The recompute keeps, for every step of the block, the states before it and the forward
+    values the VJP reads that are expensive to compute (a division, an exp): the walk back
+    reads them instead of computing them again."""
     single = IO_TYPES[dtype][1] == "float"
     patterns, fix = backward_patterns(neuron, opts, hard=hard, detach=detach,
                                       surrogate_derivative=surrogate_derivative, has_gs=has_gs,
                                       has_gh=has_gh, has_gv=has_gv, has_gtr=has_gtr)
     K, M = len(neuron.states), len(neuron.parameters)
+    recompute_g, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
+    n_forward = len(recompute_g.nodes)
+    for _, _, (g, *_rest) in patterns:  # the blocks' forward parts: the same trace
+        assert g.nodes[:n_forward] == recompute_g.nodes, "the step traced differently"
+    kept = _kept_values(neuron, patterns, n_forward, need)
+    slot = {node: e for e, node in enumerate(kept)}
     has_gtr = tuple(has_gtr or (False,) * K)
     add_traces = " ".join(
         f"for (int64_t i = 0; i < n; i++) G{k}[i] += j->gtr[{k}][t * N + i0 + i];"
         for k in range(K) if has_gtr[k])
     blocks = []
+    reads_x = False
     for b, (present, out, (g, ids, outs, res, wrt)) in enumerate(patterns):
-        inputs = _step_inputs(neuron, ids, single, "buf[({k} * T + t) * n + i]")
+        inputs = _step_inputs(neuron, ids, single, "", shared)
+        for n in neuron.states:  # the states are read where they are kept
+            del inputs[f"state:{n}"]
         inputs["cot:s"] = "GET(gst, GSF)"
         inputs["cot:h"] = "GET(ght, GHF)"
         inputs["sg"] = "GET(sgt, SGF)"  # a surrogate derivative computed in torch
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}[i]"
-        em = _Emitter(g, inputs, single, "n")
+        em = _Emitter(g, inputs, single, "n",
+                      {node: f"buf[({e} * T + t) * n + i]" for node, e in slot.items()})
         gx = res[ids["x"]]
         writes = []
         if gx is not None:
@@ -426,6 +548,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         cth = res[ids["v_threshold"]]
         if cth is not None and need[M]:
             em.emit(cth)
+        reads_x |= "x" in em.used
         writes.append(f"PUT(gxt, GXF, {em.name(gx) if gx is not None else '(REAL)0'});")
         for k, n in enumerate(neuron.states):
             c = res[ids[f"state:{n}"]]
@@ -451,13 +574,16 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
     # present cotangents of the initial state: those going out of the block that ran at t = 0
     out_table = ", ".join("{" + ", ".join("1" if p else "0" for p in out) + "}"
                           for _, out, _ in patterns)
-    load = "\n  ".join(_load_block(neuron))
-    recompute_g, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
-    rem = _Emitter(recompute_g, _step_inputs(neuron, rids, single, "S{k}[i]"), single, "n")
+    load = "\n  ".join(_load_block(neuron, shared))
+    rem = _Emitter(recompute_g, _step_inputs(neuron, rids, single, "S{k}[i]", shared), single,
+                   "n")
     for o in routs["states"]:
         rem.emit(o)
+    for node in kept:
+        rem.emit(node)
     rbody = "\n        ".join(
-        [f"buf[({k} * T + t) * n + i] = S{k}[i];" for k in range(K)] + rem.lines
+        rem.lines
+        + [f"buf[({e} * T + t) * n + i] = {rem.name(node)};" for node, e in slot.items()]
         + [f"S{k}[i] = {rem.name(o)};" for k, o in enumerate(routs["states"])])
     init = "\n  ".join(
         [f"REAL G{k}[BLK]; for (int64_t i = 0; i < n; i++) G{k}[i] = "
@@ -470,7 +596,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = GP{k}[i];"
            for k in range(M)]
         + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = GTH[i];"])
-    src = _preamble(neuron, dtype) + f"""
+    src = _preamble(neuron, dtype, BACKWARD_BLOCK, max(len(kept), 1)) + f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{ (void)j; (void)i0; (void)n; }}
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
@@ -492,8 +618,8 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     const IO *restrict ght = j->gh ? j->gh + t * N + i0 : NULL;
     const IO *restrict sgt = j->sg ? j->sg + t * N + i0 : NULL;
     IO *restrict gxt = j->gx + t * N + i0;
-    (void)gst; (void)ght; (void)sgt;
-    IN(xt, XF);
+    (void)xt; (void)gst; (void)ght; (void)sgt;
+    {'IN(xt, XF);' if reads_x else ''}
     if (gst) IN(gst, GSF);
     if (ght) IN(ght, GHF);
     if (sgt) IN(sgt, SGF);

@@ -100,8 +100,25 @@ def _parse_options(neuron, text: str) -> dict:
 _SURROGATES: dict[str, object] = {}
 
 
+_TOKENS: dict = {}
+
+
 def surrogate_token(surrogate) -> str:
     """A string naming a surrogate (its class and fields), for the backward op's schema."""
+    try:
+        return _TOKENS[surrogate]
+    except (KeyError, TypeError):  # a new one, or one that cannot be hashed
+        pass
+    token = _surrogate_token(surrogate)
+    try:
+        if len(_TOKENS) < 256:
+            _TOKENS[surrogate] = token
+    except TypeError:
+        pass
+    return token
+
+
+def _surrogate_token(surrogate) -> str:
     cls = type(surrogate)
     fields = [[f.name, getattr(surrogate, f.name)] for f in dataclasses.fields(surrogate)]
     token = json.dumps([cls.__module__, cls.__qualname__, fields])
@@ -197,17 +214,22 @@ def _io(x, states, params, th):
 # --------------------------------------------------------------------------- forward op
 
 
-def _forward_lib(neuron, opts_text, hard, want_h, want_states, dtype):
-    key = ("f", neuron, opts_text, hard, want_h, want_states, dtype)
+def _shared(params, th):
+    """For each parameter and then the threshold: one value shared by every neuron."""
+    return tuple(t.numel() == 1 for t in (*params, th))
+
+
+def _forward_lib(neuron, opts_text, hard, want_h, want_states, dtype, shared):
+    key = ("f", neuron, opts_text, hard, want_h, want_states, dtype, shared)
     if key not in _sources:
         src = _codegen.forward_source(neuron, _parse_options(neuron, opts_text), hard=hard,
-                                      want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states)
+                                      want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states,
+                                      shared=shared)
         _sources[key] = _build(src)
     return _sources[key]
 
 
-@torch.library.custom_op("snnfunc::defined_forward", mutates_args=())
-def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
+def _forward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
                     scalars: Tensor, neuron: str, options: str, hard: bool, want_h: bool,
                     want_states: bool = False) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars)
@@ -218,7 +240,7 @@ def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: T
     compute = COMPUTE.get(x.dtype, x.dtype)
     out = [x.new_empty(x.shape[1:], dtype=compute) for _ in states]
     tr = [x.new_empty(x.shape if want_states else (0,), dtype=compute) for _ in states]
-    lib = _forward_lib(nrn, opts_text, hard, want_h, want_states, x.dtype)
+    lib = _forward_lib(nrn, opts_text, hard, want_h, want_states, x.dtype, _shared(params, th))
     _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else out[0].numel(),
                         vr=scalars.tolist()[0], x=_ptr(x), th=_ptr(th),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
@@ -226,6 +248,10 @@ def defined_forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: T
                         sth=_stride(th), s=_ptr(s), h=_ptr(h) if want_h else None,
                         st_out=[_ptr(t) for t in out], tr=[_ptr(t) for t in tr]), backward=False)
     return [s, h, *out, *tr]
+
+
+defined_forward = torch.library.custom_op("snnfunc::defined_forward", mutates_args=())(
+    _forward_impl)
 
 
 @defined_forward.register_fake
@@ -275,20 +301,19 @@ def derivative_rule_for(token: str, has_sg: bool):
 
 
 def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg, has_gv, need,
-                  dtype, has_gtr):
+                  dtype, has_gtr, shared):
     key = ("b", neuron, opts_text, hard, detach, None if has_sg else token, has_gs, has_gh,
-           has_sg, has_gv, need, dtype, has_gtr)
+           has_sg, has_gv, need, dtype, has_gtr, shared)
     if key not in _sources:
         src = _codegen.backward_source(
             neuron, _parse_options(neuron, opts_text), hard=hard, detach=detach,
             surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
-            has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr)
+            has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr, shared=shared)
         _sources[key] = _build(src)
     return _sources[key]
 
 
-@torch.library.custom_op("snnfunc::defined_backward", mutates_args=())
-def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
+def _backward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
                      gs: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor],
                      gstates: list[Optional[Tensor]], scalars: Tensor, neuron: str, options: str,
                      surrogate: str, hard: bool, detach: bool, need: list[bool],
@@ -310,7 +335,7 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
                         sg is not None, tuple(t is not None for t in gstates), tuple(need),
-                        x.dtype, tuple(t is not None for t in gtraces))
+                        x.dtype, tuple(t is not None for t in gtraces), _shared(params, th))
     _run(lib, nrn, dict(T=x.shape[0], N=gst0[0].numel(), vr=scalars.tolist()[0], x=_ptr(x),
                         th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh), sg=_ptr(sg),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
@@ -320,6 +345,10 @@ def defined_backward(x: Tensor, states: list[Tensor], params: list[Tensor], th: 
                         gth=_ptr(gth), gst0=[_ptr(t) for t in gst0],
                         gpar=[_ptr(t) for t in gpar]), backward=True)
     return [gx, *gst0, *gpar, gth]
+
+
+defined_backward = torch.library.custom_op("snnfunc::defined_backward", mutates_args=())(
+    _backward_impl)
 
 
 @defined_backward.register_fake
@@ -390,7 +419,19 @@ def register_vmap_rules(forward_op, backward_op):
 register_vmap_rules(defined_forward, defined_backward)
 
 
-def _ops_for(device: torch.device):
+def _plain(x) -> bool:
+    """An eager call on plain CPU tensors, nothing above it to see the op (no compile, no
+    torch.func transform, no dispatch or function mode): the op's implementation may be
+    called without the dispatcher (tens of microseconds a call)."""
+    return (not torch.compiler.is_compiling() and type(x) is Tensor and x.device.type == "cpu"
+            and not torch._C._are_functorch_transforms_active()
+            and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._is_torch_function_mode_enabled())
+
+
+def _ops_for(device: torch.device, x=None):
+    if x is not None and _plain(x):
+        return _forward_impl, _backward_impl
     if device.type == "cuda":
         from snnfunc._fused import _generated_triton
 
@@ -442,7 +483,7 @@ class DefinedNeuron(torch.autograd.Function):
         step = []
         for t in (th, *tensors):
             step.append(t.reshape(()) if t.numel() == 1 else t.expand(shape))
-        out = _ops_for(x.device)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
+        out = _ops_for(x.device, x)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
                                     cfg.neuron, cfg.options, cfg.hard, cfg.want_h,
                                     cfg.want_states)
         return tuple(out)
@@ -481,8 +522,10 @@ class DefinedNeuron(torch.autograd.Function):
             from snnfunc import surrogate as _sg
 
             sg = _sg.derivative(surrogate, h - th).contiguous()
-        if torch.compiler.is_compiling():  # the op itself (no torch.func transform to see)
-            grads = _ops_for(x.device)[1](
+        if torch.compiler.is_compiling() or not torch.is_grad_enabled() and _plain(x):
+            # the op itself (no torch.func transform to see; no graph of the backward to
+            # differentiate again)
+            grads = _ops_for(x.device, x)[1](
                 x, [_step(t, x) for t in tensors[:k]], [_step(t, x) for t in tensors[k:]],
                 _step(th, x), gs, gh, sg, list(gstates), scalars, cfg.neuron, cfg.options,
                 cfg.surrogate, cfg.hard, cfg.detach, list(need), gtraces)
@@ -494,8 +537,10 @@ class DefinedNeuron(torch.autograd.Function):
         gx, gst0 = grads[0], grads[1:1 + k]
         gpar, gth = grads[1 + k:1 + k + n_params], grads[1 + k + n_params]
         states, params = tensors[:k], tensors[k:]
+        needs = ctx.needs_input_grad
         return (gx, _reduced(gth, th) if need[-1] else None, None, None,
-                *(_reduced(g, t) for g, t in zip(gst0, states)),
+                *(_reduced(g, t) if needs[4 + j] else None
+                  for j, (g, t) in enumerate(zip(gst0, states))),
                 *(_reduced(g, t) if need[j] else None
                   for j, (g, t) in enumerate(zip(gpar, params))))
 
@@ -511,7 +556,7 @@ class DefinedNeuronBackward(torch.autograd.Function):
         need = config[6:]
         gstates, gtraces = list(rest[:k]), list(rest[k:2 * k])
         states, params = list(rest[2 * k:3 * k]), list(rest[3 * k:])
-        return tuple(_ops_for(x.device)[1](x, states, params, th, gs, gh, sg, gstates, scalars,
+        return tuple(_ops_for(x.device, x)[1](x, states, params, th, gs, gh, sg, gstates, scalars,
                                            neuron, options, surrogate, hard, detach, list(need),
                                            gtraces))
 
@@ -562,6 +607,29 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
     return None
 
 
+_apply = super(torch.autograd.Function, DefinedNeuron).apply
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_SCALARS: dict = {}
+
+
+def _scalars(x_seq, v_reset):
+    """The op's float64 scalars (v_rest) as a tensor: one per value in eager calls."""
+    device = x_seq.device if x_seq.device.type == "cuda" else torch.device("cpu")
+    if torch.compiler.is_compiling() or not isinstance(v_reset, (float, int, type(None))):
+        return _new_scalars(device, v_reset)
+    key = (device, repr(v_reset))  # repr: -0.0 and 0.0 apart
+    if key not in _SCALARS:
+        if len(_SCALARS) >= 64:
+            return _new_scalars(device, v_reset)
+        _SCALARS[key] = _new_scalars(device, v_reset)
+    return _SCALARS[key]
+
+
+def _new_scalars(device, v_reset):
+    zero = torch.full((1,), -0.0, dtype=torch.float64, device=device)  # -0.0 + v is v, even -0.0
+    return zero + (0.0 if v_reset is None else v_reset)
+
+
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
         return_h, force, return_states=False):
     """The fused neuron `(spikes, h or None, states, traces or None)`, or None where it does
@@ -576,15 +644,16 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
         return None
     cfg = Config(neuron.name, options_string(opts), v_reset is not None, detach_reset,
                  return_h or return_states, _token(surrogate), len(states), return_states)
-    zero = torch.full((1,), -0.0, dtype=torch.float64,  # -0.0 + v is v, even -0.0
-                      device=x_seq.device if x_seq.device.type == "cuda" else "cpu")
-    scalars = zero + (0.0 if v_reset is None else v_reset)
+    scalars = _scalars(x_seq, v_reset)
     tensors = (*states, *(params[n] for n in neuron.parameters))
     if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(
             t.requires_grad for t in (x_seq, v_threshold, *tensors))):
         # nothing to differentiate: the op itself (Dynamo would pass the Function's apply a
         # context its forward does not take)
         out = DefinedNeuron.forward(x_seq, v_threshold, scalars, cfg, *tensors)
+    elif _plain(x_seq) and not any(map(_wrapped, (x_seq, v_threshold, *tensors))):
+        # Function.apply without its binding of default arguments (inspect.signature)
+        out = _apply(x_seq, v_threshold, scalars, cfg, *tensors)
     else:
         out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *tensors)
     k = len(states)
