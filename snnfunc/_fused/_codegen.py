@@ -61,6 +61,14 @@ static inline uint16_t bf16_store(float f) {{
   u += 0x7fffu + ((u >> 16) & 1u);  /* round to nearest even */
   return (uint16_t)(u >> 16);
 }}
+/* software prefetch of a block's row: the backward computes while the rows it reads next
+   (and writes) stream in, rather than waiting for each in turn */
+static inline void pf_read(const void *p, int64_t bytes) {{
+  for (int64_t q = 0; q < bytes; q += 64) __builtin_prefetch((const char *)p + q, 0, 3);
+}}
+static inline void pf_write(void *p, int64_t bytes) {{
+  for (int64_t q = 0; q < bytes; q += 64) __builtin_prefetch((char *)p + q, 1, 3);
+}}
 typedef struct {{
   int64_t T, N, block;
   double vr;
@@ -96,17 +104,16 @@ static int run(job_t *j, int backward, int nthreads) {
   int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
   {
-    REAL *buf = NULL;
-    if (backward) {
-      buf = (REAL *)malloc((size_t)j->T * (size_t)block * NBUF * sizeof(REAL) + 64);
-      if (!buf) failed |= 1;
-    }
+    /* backward: the kept values of every step of a block; forward: the block's rows */
+    size_t len = backward ? (size_t)j->T * (size_t)block * NBUF : (size_t)block * FWD_ROWS;
+    REAL *buf = (REAL *)malloc(len * sizeof(REAL) + 64);
+    if (!buf) failed |= 1;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < nblocks; b++) {
       int64_t i0 = b * block, n = j->N - i0 < block ? j->N - i0 : block;
-      if (backward && !buf) { failed |= 1; continue; }
+      if (!buf) { failed |= 1; continue; }
       if (backward) bwd_block(j, i0, n, buf);
-      else fwd_block(j, i0, n);
+      else fwd_block(j, i0, n, buf);
     }
     free(buf);
   }
@@ -287,7 +294,7 @@ _DIRECT = r"""
 """
 
 
-FORWARD_BLOCK = 4096  # neurons per forward block: long rows for the prefetchers
+FORWARD_BLOCK = 16384  # neurons per forward block: long rows for the prefetchers
 BACKWARD_BLOCK = 512  # at most, per backward block (fewer where T is long)
 
 
@@ -302,13 +309,20 @@ def _preamble(neuron, dtype: str, blk: int, nbuf: int) -> str:
     return head + f"#define LD(x) {ld.format(x='x')}\n#define ST(x) {st.format(x='x')}\n" + _DIRECT
 
 
-def _load_block(neuron, shared=None) -> list[str]:
+def _load_block(neuron, shared=None, heap=None) -> list[str]:
     """The block's states (arrays) and parameters and threshold (arrays, or one value where
-    every neuron shares it); the loops vectorise (no stride inside them)."""
+    every neuron shares it); the loops vectorise (no stride inside them). The arrays are on
+    the stack, or rows of `buf` from row `heap` on."""
     shared = _shared(neuron, shared)
     out = []
+    rows = iter(range(heap or 0, 1 << 30))
+
+    def array(name):
+        return (f"REAL *restrict {name} = buf + {next(rows)} * j->block;" if heap
+                else f"REAL {name}[BLK];")
+
     for k in range(len(neuron.states)):
-        out.append(f"REAL S{k}[BLK];")
+        out.append(array(f"S{k}"))
         out.append(f"if (j->sst[{k}]) for (int64_t i = 0; i < n; i++) S{k}[i] = j->st[{k}][i0 + i];"
                    f" else {{ const REAL c = j->st[{k}][0]; for (int64_t i = 0; i < n; i++) "
                    f"S{k}[i] = c; }}")
@@ -316,12 +330,12 @@ def _load_block(neuron, shared=None) -> list[str]:
         if shared[k]:
             out.append(f"const REAL P{k} = LD(j->par[{k}][0]);")
         else:
-            out.append(f"REAL P{k}[BLK];")
+            out.append(array(f"P{k}"))
             out.append(f"for (int64_t i = 0; i < n; i++) P{k}[i] = LD(j->par[{k}][i0 + i]);")
     if shared[-1]:
         out.append("const REAL TH = LD(j->th[0]);")
     else:
-        out.append("REAL TH[BLK];")
+        out.append(array("TH"))
         out.append("for (int64_t i = 0; i < n; i++) TH[i] = LD(j->th[i0 + i]);")
     out.append("const REAL vr = (REAL)j->vr;")
     out.append("const int64_t N = j->N, T = j->T;")
@@ -352,10 +366,10 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
     finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = S{k}[i];"
               for k in range(len(neuron.states))]
     src = f"""
-static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
-  REAL XF[BLK], SF[BLK], HF[BLK];  /* rows in the compute type (float16 only) */
+static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
+  REAL *restrict XF = buf, *restrict SF = buf + j->block, *restrict HF = buf + 2 * j->block;  /* float16 */
   (void)XF; (void)SF; (void)HF;
-  {chr(10).join('  ' + line for line in _load_block(neuron, shared)).strip()}
+  {chr(10).join('  ' + line for line in _load_block(neuron, shared, heap=3)).strip()}
   for (int64_t t = 0; t < T; t++) {{
     const IO *restrict xt = j->x + t * N + i0;
     IO *restrict st = j->s + t * N + i0;
@@ -373,7 +387,8 @@ static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{
 }}
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
 """ + _RUN
-    return _preamble(neuron, dtype, FORWARD_BLOCK, 1) + src
+    rows = 3 + len(neuron.states) + len(neuron.parameters) + 1
+    return _preamble(neuron, dtype, FORWARD_BLOCK, 1) + f"#define FWD_ROWS {rows}\n" + src
 
 
 def backward_patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
@@ -596,16 +611,22 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = GP{k}[i];"
            for k in range(M)]
         + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = GTH[i];"])
-    src = _preamble(neuron, dtype, BACKWARD_BLOCK, max(len(kept), 1)) + f"""
-static void fwd_block(const job_t *j, int64_t i0, int64_t n) {{ (void)j; (void)i0; (void)n; }}
+    src = _preamble(neuron, dtype, BACKWARD_BLOCK, max(len(kept), 1)) + "#define FWD_ROWS 1\n" + f"""
+static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   REAL XF[BLK], GSF[BLK], GHF[BLK], SGF[BLK], GXF[BLK];  /* rows in the compute type (float16) */
   (void)XF; (void)GSF; (void)GHF; (void)SGF; (void)GXF;
   {load}
+  const int64_t row = n * (int64_t)sizeof(IO);
+  const int64_t next = i0 + n < N ? (N - i0 - n < n ? N - i0 - n : n) * (int64_t)sizeof(IO) : 0;
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
     const IO *restrict xt = j->x + t * N + i0;
     IN(xt, XF);
+    if (j->gs) pf_read(j->gs + t * N + i0, row);  /* read by the walk back */
+    if (j->gh) pf_read(j->gh + t * N + i0, row);
+    if (j->sg) pf_read(j->sg + t * N + i0, row);
+    pf_write(j->gx + t * N + i0, row);
     for (int64_t i = 0; i < n; i++) {{
         {rbody}
     }}
@@ -627,6 +648,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     {pre}
     {dispatch}
     OUT(gxt, GXF);
+    if (next) pf_read(j->x + t * N + i0 + n, next);  /* the next block's recompute */
   }}
   const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : {fix} + (rl - {fix}) % {period};
   const int *present0 = OUT_PRESENT[last];
