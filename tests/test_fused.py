@@ -149,6 +149,14 @@ def test_non_contiguous_and_large():
     assert torch.equal(a.spikes, b.spikes) and torch.equal(a.v, b.v)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_large_gradients_streamed_equal_reference(dtype):
+    # input gradients of 8 MiB and more are written with streaming stores; an odd neuron
+    # count leaves every row but the first unaligned
+    n = (8 << 20) // (2 * dtype.itemsize) + 3
+    _compare("lif", 2, (n,), dtype, {}, "float", False, surrogate=S.Sigmoid())
+
+
 def test_auto_picks_fused_and_falls_back():
     x = torch.rand(4, 3, requires_grad=True)
     out = snnfunc.lif(x)

@@ -69,6 +69,46 @@ static inline void pf_read(const void *p, int64_t bytes) {{
 static inline void pf_write(void *p, int64_t bytes) {{
   for (int64_t q = 0; q < bytes; q += 64) __builtin_prefetch((char *)p + q, 1, 3);
 }}
+/* a row of output written with streaming stores (the destination is not read into the
+   cache first, as glibc's memcpy does for large copies), or copied as it is */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define NT_WIDTH 64
+#define NT_F32(p, a) _mm512_stream_ps((p), _mm512_loadu_ps(a))
+#define NT_F64(p, a) _mm512_stream_pd((p), _mm512_loadu_pd(a))
+#elif defined(__AVX__)
+#include <immintrin.h>
+#define NT_WIDTH 32
+#define NT_F32(p, a) _mm256_stream_ps((p), _mm256_loadu_ps(a))
+#define NT_F64(p, a) _mm256_stream_pd((p), _mm256_loadu_pd(a))
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#define NT_WIDTH 16
+#define NT_F32(p, a) _mm_stream_ps((p), _mm_loadu_ps(a))
+#define NT_F64(p, a) _mm_stream_pd((p), _mm_loadu_pd(a))
+#endif
+#define NT_BYTES (8 << 20)  /* outputs from this size on */
+static inline void out_row(const REAL *restrict a, REAL *restrict b, int64_t n, int nt) {{
+  int64_t i = 0;
+#ifdef NT_WIDTH
+  if (nt && sizeof(REAL) == sizeof(IO)) {{
+    const int64_t w = NT_WIDTH / (int64_t)sizeof(REAL);
+    for (; i < n && ((uintptr_t)(b + i) & (NT_WIDTH - 1)); i++) b[i] = a[i];
+    if (sizeof(REAL) == 4)
+      for (; i + w <= n; i += w) NT_F32((float *)(void *)(b + i), (const float *)(const void *)(a + i));
+    else
+      for (; i + w <= n; i += w) NT_F64((double *)(void *)(b + i), (const double *)(const void *)(a + i));
+  }}
+#endif
+  (void)nt;
+  if (i < n) memcpy(b + i, a + i, (size_t)(n - i) * sizeof(REAL));
+}}
+static inline void nt_fence(int nt) {{
+#ifdef NT_WIDTH
+  if (nt) _mm_sfence();
+#endif
+  (void)nt;
+}}
 typedef struct {{
   int64_t T, N, block;
   double vr;
@@ -564,7 +604,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         if cth is not None and need[M]:
             em.emit(cth)
         reads_x |= "x" in em.used
-        writes.append(f"PUT(gxt, GXF, {em.name(gx) if gx is not None else '(REAL)0'});")
+        writes.append(f"PUTG(gxt, GXF, {em.name(gx) if gx is not None else '(REAL)0'});")
         for k, n in enumerate(neuron.states):
             c = res[ids[f"state:{n}"]]
             if c is not None:
@@ -611,7 +651,13 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = GP{k}[i];"
            for k in range(M)]
         + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = GTH[i];"])
-    src = _preamble(neuron, dtype, BACKWARD_BLOCK, max(len(kept), 1)) + "#define FWD_ROWS 1\n" + f"""
+    if dtype in ("float32", "float64"):
+        gx_io = ("#define STREAM_GX 1\n#define PUTG(p, tmp, v) ((tmp)[i] = (v))\n"
+                 "#define OUTG(p, tmp) out_row((tmp), (p), n, nt)\n")
+    else:
+        gx_io = "#define STREAM_GX 0\n#define PUTG PUT\n#define OUTG OUT\n"
+    src = (_preamble(neuron, dtype, BACKWARD_BLOCK, max(len(kept), 1)) + "#define FWD_ROWS 1\n"
+           + gx_io) + f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
@@ -619,6 +665,8 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   (void)XF; (void)GSF; (void)GHF; (void)SGF; (void)GXF;
   {load}
   const int64_t row = n * (int64_t)sizeof(IO);
+  const int nt = STREAM_GX && T * N * (int64_t)sizeof(IO) >= NT_BYTES;  /* gx streamed */
+  (void)nt;
   const int64_t next = i0 + n < N ? (N - i0 - n < n ? N - i0 - n : n) * (int64_t)sizeof(IO) : 0;
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
     const IO *restrict xt = j->x + t * N + i0;
@@ -626,7 +674,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     if (j->gs) pf_read(j->gs + t * N + i0, row);  /* read by the walk back */
     if (j->gh) pf_read(j->gh + t * N + i0, row);
     if (j->sg) pf_read(j->sg + t * N + i0, row);
-    pf_write(j->gx + t * N + i0, row);
+    if (!nt) pf_write(j->gx + t * N + i0, row);
     for (int64_t i = 0; i < n; i++) {{
         {rbody}
     }}
@@ -647,10 +695,11 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     {add_traces}
     {pre}
     {dispatch}
-    OUT(gxt, GXF);
+    OUTG(gxt, GXF);
     if (next) pf_read(j->x + t * N + i0 + n, next);  /* the next block's recompute */
   }}
   const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : {fix} + (rl - {fix}) % {period};
+  nt_fence(nt);
   const int *present0 = OUT_PRESENT[last];
   {finals}
 }}
