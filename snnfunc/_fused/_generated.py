@@ -422,8 +422,10 @@ register_vmap_rules(defined_forward, defined_backward)
 def _plain(x) -> bool:
     """An eager call on plain CPU tensors, nothing above it to see the op (no compile, no
     torch.func transform, no dispatch or function mode): the op's implementation may be
-    called without the dispatcher (tens of microseconds a call)."""
+    called without the dispatcher (tens of microseconds a call). A TorchScript trace sees the
+    op."""
     return (not torch.compiler.is_compiling() and type(x) is Tensor and x.device.type == "cpu"
+            and not torch.jit.is_tracing()
             and not torch._C._are_functorch_transforms_active()
             and torch._C._len_torch_dispatch_stack() == 0
             and not torch._C._is_torch_function_mode_enabled())
