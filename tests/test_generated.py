@@ -129,6 +129,34 @@ def test_fused_equals_reference(name, opts, v_reset, detach, dtype):
                                    msg=f"gradient {k}")
 
 
+LONG = [(n, torch.float64) for n in sorted(NEURONS)] + [(n, torch.float32) for n in
+                                                         ("lif", "alif", "jumpy")]
+
+
+@pytest.mark.parametrize("name, dtype", LONG, ids=[f"{n}-{str(d)[6:]}" for n, d in LONG])
+def test_long_sequences(name, dtype):
+    # T long enough that a backward block holds few neurons (its buffer keeps every step's
+    # values), several blocks and threads, a partial last block
+    neuron, kwargs, exact = NEURONS[name]
+    T = 700
+    x, state, params, th = _inputs(neuron, kwargs, dtype, N=400, T=T, seed=1)
+    inputs = [x, *leaves(state), *[p for p in params.values() if isinstance(p, torch.Tensor)], th]
+    outs, grads = [], []
+    for impl in ("fused", "reference"):
+        out = neuron(0.4 * x, state, v_threshold=th, return_h=True, impl=impl, **params)
+        outs.append(out)
+        grads.append(torch.autograd.grad(_loss(out, T), inputs))
+    a, b = outs
+    check_same(a.spikes, b.spikes, exact, "spikes")
+    for k, (p, q) in enumerate(zip(leaves(a[1]), leaves(b[1]))):
+        check_same(p, q, exact, f"state {neuron.states[k]}")
+    for k, (p, q) in enumerate(zip(*grads)):  # float32: sums of 1400 steps in another order
+        scale = float(q.abs().max())
+        torch.testing.assert_close(p, q, rtol=1e-4 if dtype == torch.float32 else 1e-9,
+                                   atol=1e-4 * scale if dtype == torch.float32 else 1e-10,
+                                   msg=f"gradient {k}")
+
+
 @pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("name", ["cuba_lif", "alif"])
 def test_every_surrogate_is_compiled_into_the_kernel(name, surrogate):
