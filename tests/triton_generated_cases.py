@@ -132,7 +132,7 @@ def main():
             sys.exit("set TRITON_INTERPRET=1: the kernels must be built for Triton's interpreter")
         from snnfunc._fused import _generated_triton
 
-        _generated._ops_for = lambda device, x=None: (_generated_triton.defined_forward_cuda,
+        _generated._ops_for = lambda x: (_generated_triton.defined_forward_cuda,
                                               _generated_triton.defined_backward_cuda)
     warnings.simplefilter("ignore")
     np.seterr(all="ignore")

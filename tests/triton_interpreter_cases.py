@@ -150,7 +150,7 @@ def main():
     if "--cpu" not in sys.argv:  # route the public functions' CPU tensors to the Triton ops
         from snnfunc._fused import _generated_triton
 
-        _generated._ops_for = lambda device, x=None: (_generated_triton.defined_forward_cuda,
+        _generated._ops_for = lambda x: (_generated_triton.defined_forward_cuda,
                                               _generated_triton.defined_backward_cuda)
     start, failures, n = time.time(), [], 0
     for case in cases(quick):

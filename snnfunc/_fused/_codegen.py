@@ -91,7 +91,7 @@ static inline void pf_write(void *p, int64_t bytes) {{
 static inline void out_row(const REAL *restrict a, REAL *restrict b, int64_t n, int nt) {{
   int64_t i = 0;
 #ifdef NT_WIDTH
-  if (nt && sizeof(REAL) == sizeof(IO)) {{
+  if (nt) {{
     const int64_t w = NT_WIDTH / (int64_t)sizeof(REAL);
     for (; i < n && ((uintptr_t)(b + i) & (NT_WIDTH - 1)); i++) b[i] = a[i];
     if (sizeof(REAL) == 4)
@@ -128,7 +128,7 @@ typedef struct {{
 
 _RUN = r"""
 static int run(job_t *j, int backward, int nthreads) {
-  /* forward: blocks of BLK neurons; backward: as many as fit the buffer of their states */
+  /* forward: blocks of BLK neurons; backward: as many as fit the buffer of their kept values */
   int64_t per = (int64_t)sizeof(REAL) * (j->T > 0 ? j->T : 1) * NBUF;
   int64_t block = backward ? BUF_BYTES / per : BLK;
   if (j->T * j->N < 32768) nthreads = 1;
@@ -136,7 +136,6 @@ static int run(job_t *j, int backward, int nthreads) {
   int64_t share = (j->N + nthreads - 1) / nthreads;  /* every thread a block at least */
   if (block > share) block = share;
   block = block < 16 ? 16 : (block > BLK ? BLK : ((block + 15) / 16) * 16);
-  if (block > BLK) block = BLK;
   j->block = block;
   int64_t nblocks = (j->N + block - 1) / block;
   if (nthreads > nblocks) nthreads = (int)nblocks;
@@ -275,13 +274,14 @@ class _Emitter:
         self.lines.append(f"const REAL {n(i)} = {expr};")
 
 
-def _step_inputs(neuron, ids, single, states_from: str, shared=None) -> dict[str, str]:
-    """C expressions for the step's inputs inside the loop over neurons `i`; a parameter or
-    threshold `shared` by every neuron is one value of the block."""
+def _step_inputs(neuron, ids, single, states_from: str | None, shared=None) -> dict[str, str]:
+    """C expressions for the step's inputs inside the loop over neurons `i` (the states from
+    `states_from`, or none); a parameter or threshold `shared` by every neuron is one value of
+    the block."""
     shared = _shared(neuron, shared)
     M = len(neuron.parameters)
     exprs = {"x": "GET(xt, XF)", "v_threshold": "TH" if shared[M] else "TH[i]", "v_rest": "vr"}
-    for k, n in enumerate(neuron.states):
+    for k, n in enumerate(neuron.states if states_from is not None else ()):
         exprs[f"state:{n}"] = states_from.format(k=k)
     for k, n in enumerate(neuron.parameters):
         exprs[f"param:{n}"] = f"P{k}" if shared[k] else f"P{k}[i]"
@@ -557,9 +557,9 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
     parameter and then the threshold, whether its gradient is wanted; `shared`, whether every
     neuron shares one value of it.
 
-    The recompute keeps, for every step of the block, the states before it and the forward
-    values the VJP reads that are expensive to compute (a division, an exp): the walk back
-    reads them instead of computing them again."""
+    The recompute keeps, for every step of the block, the forward values `_kept_values`
+    picks: the walk back reads them and computes the rest of what the VJP needs again with
+    cheap operations."""
     single = IO_TYPES[dtype][1] == "float"
     patterns, fix = backward_patterns(neuron, opts, hard=hard, detach=detach,
                                       surrogate_derivative=surrogate_derivative, has_gs=has_gs,
@@ -578,9 +578,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
     blocks = []
     reads_x = False
     for b, (present, out, (g, ids, outs, res, wrt)) in enumerate(patterns):
-        inputs = _step_inputs(neuron, ids, single, "", shared)
-        for n in neuron.states:  # the states are read where they are kept
-            del inputs[f"state:{n}"]
+        inputs = _step_inputs(neuron, ids, single, None, shared)  # states: where kept
         inputs["cot:s"] = "GET(gst, GSF)"
         inputs["cot:h"] = "GET(ght, GHF)"
         inputs["sg"] = "GET(sgt, SGF)"  # a surrogate derivative computed in torch
@@ -588,21 +586,10 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
             inputs[f"cot:state:{k}"] = f"G{k}[i]"
         em = _Emitter(g, inputs, single, "n",
                       {node: f"buf[({e} * T + t) * n + i]" for node, e in slot.items()})
-        gx = res[ids["x"]]
+        for c in _roots(neuron, ids, res, need):
+            em.emit(c)
+        gx, cth = res[ids["x"]], res[ids["v_threshold"]]
         writes = []
-        if gx is not None:
-            em.emit(gx)
-        for k, n in enumerate(neuron.states):
-            c = res[ids[f"state:{n}"]]
-            if c is not None:
-                em.emit(c)
-        for k, n in enumerate(neuron.parameters):
-            c = res[ids[f"param:{n}"]]
-            if c is not None and need[k]:
-                em.emit(c)
-        cth = res[ids["v_threshold"]]
-        if cth is not None and need[M]:
-            em.emit(cth)
         reads_x |= "x" in em.used
         writes.append(f"PUTG(gxt, GXF, {em.name(gx) if gx is not None else '(REAL)0'});")
         for k, n in enumerate(neuron.states):
@@ -666,7 +653,6 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   {load}
   const int64_t row = n * (int64_t)sizeof(IO);
   const int nt = STREAM_GX && T * N * (int64_t)sizeof(IO) >= NT_BYTES;  /* gx streamed */
-  (void)nt;
   const int64_t next = i0 + n < N ? (N - i0 - n < n ? N - i0 - n : n) * (int64_t)sizeof(IO) : 0;
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
     const IO *restrict xt = j->x + t * N + i0;

@@ -100,22 +100,17 @@ def _parse_options(neuron, text: str) -> dict:
 _SURROGATES: dict[str, object] = {}
 
 
-_TOKENS: dict = {}
-
-
 def surrogate_token(surrogate) -> str:
     """A string naming a surrogate (its class and fields), for the backward op's schema."""
     try:
-        return _TOKENS[surrogate]
-    except (KeyError, TypeError):  # a new one, or one that cannot be hashed
-        pass
-    token = _surrogate_token(surrogate)
-    try:
-        if len(_TOKENS) < 256:
-            _TOKENS[surrogate] = token
-    except TypeError:
-        pass
-    return token
+        return _cached_token(surrogate)
+    except TypeError:  # a surrogate that cannot be hashed
+        return _surrogate_token(surrogate)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_token(surrogate) -> str:
+    return _surrogate_token(surrogate)
 
 
 def _surrogate_token(surrogate) -> str:
@@ -431,10 +426,11 @@ def _plain(x) -> bool:
             and not torch._C._is_torch_function_mode_enabled())
 
 
-def _ops_for(device: torch.device, x=None):
-    if x is not None and _plain(x):
+def _ops_for(x):
+    """The forward and backward ops for tensors like `x`."""
+    if _plain(x):
         return _forward_impl, _backward_impl
-    if device.type == "cuda":
+    if x.device.type == "cuda":
         from snnfunc._fused import _generated_triton
 
         return _generated_triton.defined_forward_cuda, _generated_triton.defined_backward_cuda
@@ -485,7 +481,7 @@ class DefinedNeuron(torch.autograd.Function):
         step = []
         for t in (th, *tensors):
             step.append(t.reshape(()) if t.numel() == 1 else t.expand(shape))
-        out = _ops_for(x.device, x)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
+        out = _ops_for(x)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
                                     cfg.neuron, cfg.options, cfg.hard, cfg.want_h,
                                     cfg.want_states)
         return tuple(out)
@@ -527,7 +523,7 @@ class DefinedNeuron(torch.autograd.Function):
         if torch.compiler.is_compiling() or not torch.is_grad_enabled() and _plain(x):
             # the op itself (no torch.func transform to see; no graph of the backward to
             # differentiate again)
-            grads = _ops_for(x.device, x)[1](
+            grads = _ops_for(x)[1](
                 x, [_step(t, x) for t in tensors[:k]], [_step(t, x) for t in tensors[k:]],
                 _step(th, x), gs, gh, sg, list(gstates), scalars, cfg.neuron, cfg.options,
                 cfg.surrogate, cfg.hard, cfg.detach, list(need), gtraces)
@@ -558,7 +554,7 @@ class DefinedNeuronBackward(torch.autograd.Function):
         need = config[6:]
         gstates, gtraces = list(rest[:k]), list(rest[k:2 * k])
         states, params = list(rest[2 * k:3 * k]), list(rest[3 * k:])
-        return tuple(_ops_for(x.device, x)[1](x, states, params, th, gs, gh, sg, gstates, scalars,
+        return tuple(_ops_for(x)[1](x, states, params, th, gs, gh, sg, gstates, scalars,
                                            neuron, options, surrogate, hard, detach, list(need),
                                            gtraces))
 
@@ -611,25 +607,23 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
 
 _apply = super(torch.autograd.Function, DefinedNeuron).apply
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-_SCALARS: dict = {}
-
-
 def _scalars(x_seq, v_reset):
     """The op's float64 scalars (v_rest) as a tensor: one per value in eager calls."""
     device = x_seq.device if x_seq.device.type == "cuda" else torch.device("cpu")
-    if torch.compiler.is_compiling() or not isinstance(v_reset, (float, int, type(None))):
-        return _new_scalars(device, v_reset)
-    key = (device, repr(v_reset))  # repr: -0.0 and 0.0 apart
-    if key not in _SCALARS:
-        if len(_SCALARS) >= 64:
-            return _new_scalars(device, v_reset)
-        _SCALARS[key] = _new_scalars(device, v_reset)
-    return _SCALARS[key]
+    v = 0.0 if v_reset is None else v_reset
+    if torch.compiler.is_compiling() or not isinstance(v, (float, int)):
+        return _new_scalars(device, v)
+    return _cached_scalars(device, repr(float(v)))  # repr: -0.0 and 0.0 apart
 
 
-def _new_scalars(device, v_reset):
+@functools.lru_cache(maxsize=64)
+def _cached_scalars(device, text):
+    return _new_scalars(device, float(text))
+
+
+def _new_scalars(device, v):
     zero = torch.full((1,), -0.0, dtype=torch.float64, device=device)  # -0.0 + v is v, even -0.0
-    return zero + (0.0 if v_reset is None else v_reset)
+    return zero + v
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
