@@ -317,6 +317,7 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
     I1, gs1, gs_steps = I.split(1), g_spikes.split(1), g_spikes.unbind(0)
     before = [list(p.unbind(0)) for p in states]  # before[k][t]: state k after step t
     acc = [None] * len(need)
+    need_op = [*need, *[True] * n]  # every step's state cotangent carries on to the one before
     g_inputs = [None] * T
     g_next = None  # g_{I_{t+1}}
     for t in range(T - 1, -1, -1):
@@ -328,7 +329,7 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
             gs = (gs_steps[t] + g_next @ weight).unsqueeze(0)
         st = state if t == 0 else [b[t - 1] for b in before]
         out = backward(I1[t], st, k.params, k.th, gs, None, None, g_st, k.scalars, k.neuron,
-                       k.options, k.surrogate, k.hard, k.detach, need, **extra)
+                       k.options, k.surrogate, k.hard, k.detach, need_op, **extra)
         g_inputs[t] = out[0]
         g_next = out[0][0]
         g_st = out[1:1 + n]

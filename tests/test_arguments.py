@@ -231,7 +231,7 @@ def _bwd_args(**change):
                 gh=None, sg=None, gstates=[torch.ones(8)], scalars=f["scalars"],
                 neuron="snnfunc:lif", options="decay_input=1",
                 surrogate=_fused._generated.surrogate_token(S.Sigmoid()), hard=True,
-                detach=False, need=[True, True], gtraces=[None])
+                detach=False, need=[True, True, True], gtraces=[None])
     args.update(change)
     return args
 
@@ -245,7 +245,7 @@ BAD_BACKWARD = [
     (dict(gs=None, gstates=[None]), ValueError, "at least one of gs, gh, gstates and gtraces"),
     (dict(gtraces=[None, None]), ValueError, "gtraces must hold 1 entries"),
     (dict(gtraces=[torch.ones(6, 8, dtype=torch.float64)]), ValueError, "gtraces.v. must be a dense torch.float32"),
-    (dict(need=[True]), ValueError, "need must hold 2 bools"),
+    (dict(need=[True]), ValueError, "need must hold 3 bools"),
     (dict(surrogate="Sigmoid"), ValueError, "surrogate must name a surrogate class"),
 ]
 

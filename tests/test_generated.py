@@ -336,7 +336,7 @@ def test_the_generated_ops_check_their_arguments():
     with pytest.raises(ValueError, match="must have shape"):
         op(x, [torch.zeros(5), one], good["params"], one, sc, "snnfunc:cuba_lif",
            "decay_input=1", True, False)
-    with pytest.raises(ValueError, match="need must hold 3"):
+    with pytest.raises(ValueError, match="need must hold 5"):
         torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None, None,
                                            [None, None], sc, "snnfunc:cuba_lif",
                                            "decay_input=1", _fused._generated.surrogate_token(S.Sigmoid()),
@@ -355,7 +355,7 @@ def test_opcheck_the_generated_ops():
     tok = _fused._generated.surrogate_token(S.ATan())
     torch.library.opcheck(torch.ops.snnfunc.defined_backward.default,
                           (x, st, par, th, torch.randn_like(x), None, None, [torch.randn(2, 3, dtype=torch.float64), None],
-                           sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True],
+                           sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True, True, False],
                            [None, torch.randn_like(x)]),
                           test_utils=("test_schema", "test_faketensor"))
 

@@ -133,7 +133,7 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
     rule = _generated._derivative_rule(S.Sigmoid())
     bwd = _generated_triton._load(_triton_codegen.backward_source(
         neuron, opts, hard=False, detach=False, surrogate_derivative=rule, has_gs=True,
-        has_gh=False, has_gv=(True,) * len(neuron.states), need=(True,) * (len(neuron.parameters) + 1),
+        has_gh=False, has_gv=(True,) * len(neuron.states), need=(True,) * (len(neuron.parameters) + 1 + len(neuron.states)),
         dtype=dtype))
     for kernel in (fwd, bwd):
         sig, const = {}, {}

@@ -554,8 +554,8 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
                     has_gs: bool, has_gh: bool, has_gv: tuple, need: tuple, dtype: str,
                     has_gtr: tuple | None = None, shared=None) -> str:
     """The C source of the backward kernel of one configuration; `need` says, for each
-    parameter and then the threshold, whether its gradient is wanted; `shared`, whether every
-    neuron shares one value of it.
+    parameter, the threshold and then each state's initial value, whether its gradient is
+    wanted; `shared`, whether every neuron shares one value of a parameter or threshold.
 
     The recompute keeps, for every step of the block, the forward values `_kept_values`
     picks: the walk back reads them and computes the rest of what the VJP needs again with
@@ -634,7 +634,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + ["REAL GTH[BLK]; for (int64_t i = 0; i < n; i++) GTH[i] = 0;"])
     finals = "\n  ".join(
         [f"for (int64_t i = 0; i < n; i++) j->gst0[{k}][i0 + i] = "
-         f"present0[{k}] ? G{k}[i] : (REAL)0;" for k in range(K)]
+         f"present0[{k}] ? G{k}[i] : (REAL)0;" for k in range(K) if need[M + 1 + k]]
         + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = GP{k}[i];"
            for k in range(M)]
         + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = GTH[i];"])
@@ -686,7 +686,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   }}
   const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : {fix} + (rl - {fix}) % {period};
   nt_fence(nt);
-  const int *present0 = OUT_PRESENT[last];
+  const int *present0 = OUT_PRESENT[last]; (void)present0;
   {finals}
 }}
 """ + _RUN

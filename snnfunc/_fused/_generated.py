@@ -279,9 +279,10 @@ def _check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None):
             _ops._check_seq(f"gtraces[{n}]", t, x, dtype=COMPUTE.get(x.dtype, x.dtype))
     if gs is None and gh is None and all(t is None for t in (*gstates, *gtraces)):
         raise ValueError("the backward op needs at least one of gs, gh, gstates and gtraces")
-    if len(need) != len(neuron.parameters) + 1 or not all(isinstance(b, bool) for b in need):
-        raise ValueError(f"need must hold {len(neuron.parameters) + 1} bools (each parameter, "
-                         f"then the threshold), got {need!r}")
+    n = len(neuron.parameters) + 1 + len(neuron.states)
+    if len(need) != n or not all(isinstance(b, bool) for b in need):
+        raise ValueError(f"need must hold {n} bools (each parameter, the threshold, then each "
+                         f"state's initial value), got {need!r}")
 
 
 def derivative_rule_for(token: str, has_sg: bool):
@@ -324,14 +325,15 @@ def _backward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Te
     step = x.shape[1:]
     gx = x.new_empty(x.shape)
     compute = COMPUTE.get(x.dtype, x.dtype)  # step gradients: summed before the cast
-    gst0 = [x.new_empty(step, dtype=compute) for _ in states]
     M = len(params)
+    gst0 = [x.new_empty(step if need[M + 1 + k] else (0,), dtype=compute)
+            for k in range(len(states))]
     gpar = [x.new_empty(step if need[k] else (0,), dtype=compute) for k in range(M)]
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
                         sg is not None, tuple(t is not None for t in gstates), tuple(need),
                         x.dtype, tuple(t is not None for t in gtraces), _shared(params, th))
-    _run(lib, nrn, dict(T=x.shape[0], N=gst0[0].numel(), vr=scalars.tolist()[0], x=_ptr(x),
+    _run(lib, nrn, dict(T=x.shape[0], N=step.numel(), vr=scalars.tolist()[0], x=_ptr(x),
                         th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh), sg=_ptr(sg),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
                         par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
@@ -357,7 +359,8 @@ def _(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, options, surr
     step = x.shape[1:]
     M = len(params)
     c = COMPUTE.get(x.dtype, x.dtype)
-    return [x.new_empty(x.shape), *[x.new_empty(step, dtype=c) for _ in states],
+    return [x.new_empty(x.shape),
+            *[x.new_empty(step if need[M + 1 + k] else (0,), dtype=c) for k in range(len(states))],
             *[x.new_empty(step if need[k] else (0,), dtype=c) for k in range(M)],
             x.new_empty(step if need[M] else (0,), dtype=c)]
 
@@ -505,8 +508,9 @@ class DefinedNeuron(torch.autograd.Function):
         gstates = rest[:k]
         gtraces = list(rest[k:2 * k]) if cfg.want_states else [None] * k
         n_params = len(tensors) - k
-        need = tuple(bool(ctx.needs_input_grad[4 + k + j]) for j in range(n_params)) + (
-            bool(ctx.needs_input_grad[1]),)
+        needs = ctx.needs_input_grad
+        need = (*(bool(needs[4 + k + j]) for j in range(n_params)), bool(needs[1]),
+                *(bool(needs[4 + j]) for j in range(k)))
         gh = gh if cfg.want_h else None
         if gs is None and gh is None and all(g is None for g in (*gstates, *gtraces)):
             return (None,) * (4 + len(tensors))
@@ -535,8 +539,7 @@ class DefinedNeuron(torch.autograd.Function):
         gx, gst0 = grads[0], grads[1:1 + k]
         gpar, gth = grads[1 + k:1 + k + n_params], grads[1 + k + n_params]
         states, params = tensors[:k], tensors[k:]
-        needs = ctx.needs_input_grad
-        return (gx, _reduced(gth, th) if need[-1] else None, None, None,
+        return (gx, _reduced(gth, th) if need[n_params] else None, None, None,
                 *(_reduced(g, t) if needs[4 + j] else None
                   for j, (g, t) in enumerate(zip(gst0, states))),
                 *(_reduced(g, t) if need[j] else None

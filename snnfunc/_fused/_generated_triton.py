@@ -103,7 +103,7 @@ def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor],
     buf = torch.empty((K, *x.shape), dtype=compute, device=x.device)
     gx = x.new_empty(x.shape)
     compute = COMPUTE.get(x.dtype, x.dtype)  # step gradients: summed before the cast
-    gst0 = [x.new_empty(step, dtype=compute) for _ in states]
+    gst0 = [x.new_empty(step if need[M + 1 + k] else (0,), dtype=compute) for k in range(K)]
     gpar = [x.new_empty(step if need[k] else (0,), dtype=compute) for k in range(M)]
     gth = x.new_empty(step if need[M] else (0,), dtype=compute)
     has_gv = tuple(t is not None for t in gstates)
@@ -123,7 +123,7 @@ def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor],
         dummy if gh is None else gh, dummy if sg is None else sg,
         *(dummy if t is None else t for t in gstates),
         *(dummy if t is None else t for t in gtraces), buf, gx,
-        *gst0, *(dummy if t.numel() == 0 else t for t in gpar),
+        *(dummy if t.numel() == 0 else t for t in (*gst0, *gpar)),
         dummy if gth.numel() == 0 else gth, T, N, **_shared(nrn, th, states, params),
         BLOCK=_BLOCK, **_OPTIONS)
     return [gx, *gst0, *gpar, gth]

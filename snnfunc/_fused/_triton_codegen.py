@@ -273,6 +273,8 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
     if L > 1:
         ends += [f"if rl >= {L}:", f"    rl = {fix} + (rl - {fix}) % {period}"]
     for k in range(K):
+        if not need[M + 1 + k]:
+            continue
         ok = [b for b, (_, out, _) in enumerate(patterns) if out[k]]
         if len(ok) == L:
             ends.append(f"tl.store(gst0{k}_ptr + offs, G{k}, mask=mask)")
