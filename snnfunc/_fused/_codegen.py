@@ -336,6 +336,11 @@ _DIRECT = r"""
 
 FORWARD_BLOCK = 16384  # neurons per forward block: long rows for the prefetchers
 BACKWARD_BLOCK = 512  # at most, per backward block (fewer where T is long)
+# the backward's prefetch of the rows of gs (gh, sg): every row of a block during its
+# recompute where they take at most PF_ALL bytes, else PF_AHEAD bytes ahead of the walk back
+# (all of them would push the kept values out of a 1 MiB L2 at long T)
+PF_ALL = 131072
+PF_AHEAD = 16384
 
 
 def _preamble(neuron, dtype: str, blk: int, nbuf: int) -> str:
@@ -644,6 +649,7 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
     else:
         gx_io = "#define STREAM_GX 0\n#define PUTG PUT\n#define OUTG OUT\n"
     src = (_preamble(neuron, dtype, BACKWARD_BLOCK, max(len(kept), 1)) + "#define FWD_ROWS 1\n"
+           + f"#define PF_AHEAD {PF_AHEAD}\n#define PF_ALL {PF_ALL}\n"
            + gx_io) + f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
@@ -652,14 +658,19 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   (void)XF; (void)GSF; (void)GHF; (void)SGF; (void)GXF;
   {load}
   const int64_t row = n * (int64_t)sizeof(IO);
+  /* rows of gs (gh, sg) prefetched ahead: all of them in the recompute where they fit in
+     the cache beside the kept values, else `ahead` steps before the walk back reads them */
+  const int64_t ahead = T * row <= PF_ALL ? T : PF_AHEAD / row + 1;
   const int nt = STREAM_GX && T * N * (int64_t)sizeof(IO) >= NT_BYTES;  /* gx streamed */
   const int64_t next = i0 + n < N ? (N - i0 - n < n ? N - i0 - n : n) * (int64_t)sizeof(IO) : 0;
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
     const IO *restrict xt = j->x + t * N + i0;
     IN(xt, XF);
-    if (j->gs) pf_read(j->gs + t * N + i0, row);  /* read by the walk back */
-    if (j->gh) pf_read(j->gh + t * N + i0, row);
-    if (j->sg) pf_read(j->sg + t * N + i0, row);
+    if (t >= T - ahead) {{  /* the rows the walk back reads first */
+      if (j->gs) pf_read(j->gs + t * N + i0, row);
+      if (j->gh) pf_read(j->gh + t * N + i0, row);
+      if (j->sg) pf_read(j->sg + t * N + i0, row);
+    }}
     if (!nt) pf_write(j->gx + t * N + i0, row);
     for (int64_t i = 0; i < n; i++) {{
         {rbody}
@@ -675,6 +686,12 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     IO *restrict gxt = j->gx + t * N + i0;
     (void)xt; (void)gst; (void)ght; (void)sgt;
     {'IN(xt, XF);' if reads_x else ''}
+    if (t >= ahead) {{  /* the rows it reads `ahead` steps on */
+      const int64_t ta = (t - ahead) * N + i0;
+      if (gst) pf_read(j->gs + ta, row);
+      if (ght) pf_read(j->gh + ta, row);
+      if (sgt) pf_read(j->sg + ta, row);
+    }}
     if (gst) IN(gst, GSF);
     if (ght) IN(ght, GHF);
     if (sgt) IN(sgt, SGF);
