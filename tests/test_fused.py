@@ -157,6 +157,20 @@ def test_large_gradients_streamed_equal_reference(dtype):
     _compare("lif", 2, (n,), dtype, {}, "float", False, surrogate=S.Sigmoid())
 
 
+def test_surrogate_derivative_over_the_range_of_exp():
+    # the backward's e^x (a polynomial inlined into the kernel on AVX-512 CPUs): the Sigmoid
+    # surrogate's derivative where alpha * u runs from exp's underflow (subnormal results) to
+    # its overflow, and at the edge values, against the reference loop
+    alpha = 4.0
+    u = torch.cat([torch.linspace(-30.0, 30.0, 60001), torch.tensor(
+        [-1e30, -26.0, -21.8, 21.8, 22.3, 26.0, 1e30, math.inf, -math.inf, math.nan, 0.0, -0.0])])
+    x = (u + 1.0).reshape(1, -1).requires_grad_(True)  # IF from rest: H = x, u = x - 1
+    g = torch.randn_like(x)
+    grads = [torch.autograd.grad(snnfunc.if_(x, surrogate=S.Sigmoid(alpha), impl=impl)
+                                 .spikes, x, g)[0] for impl in ("fused", "reference")]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 def test_auto_picks_fused_and_falls_back():
     x = torch.rand(4, 3, requires_grad=True)
     out = snnfunc.lif(x)
