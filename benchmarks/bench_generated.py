@@ -249,7 +249,9 @@ class New:
         self.fkw = dict(common, want_h=False)
         self.bkw = dict(common, gs=torch.ones_like(x), gh=None, sg=None, gstates=[None] * k,
                         surrogate=G.surrogate_token(Sigmoid()), detach=False,
-                        need=[False] * (len(nrn.parameters) + 1))
+                        # no parameter's gradient; the initial states', as the old kernel
+                        # always computed them
+                        need=[False] * (len(nrn.parameters) + 1) + [True] * k)
         names = {a.name for a in self.bwd_op._schema.arguments}
         if "gtraces" in names:  # later schemas: gradients of a trace of every state
             self.bkw["gtraces"] = [None] * k
