@@ -692,6 +692,9 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         + [f"if (j->gpar[{k}]) for (int64_t i = 0; i < n; i++) j->gpar[{k}][i0 + i] = GP{k}[i];"
            for k in range(M)]
         + ["if (j->gth) for (int64_t i = 0; i < n; i++) j->gth[i0 + i] = GTH[i];"])
+    # which cotangents of the initial state are present: those out of the block run at t = 0
+    present0 = (f"const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : "
+                f"{fix} + (rl - {fix}) % {period};\n  const int *present0 = OUT_PRESENT[last];")
     if dtype in ("float32", "float64"):
         gx_io = ("#define STREAM_GX 1\n#define PUTG(p, tmp, v) ((tmp)[i] = (v))\n"
                  "#define OUTG(p, tmp) out_row((tmp), (p), n, nt)\n")
@@ -751,9 +754,8 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     OUTG(gxt, GXF);
     if (next) pf_read(j->x + t * N + i0 + n, next);  /* the next block's recompute */
   }}
-  const int64_t rl = T - 1, last = rl < {len(patterns)} ? rl : {fix} + (rl - {fix}) % {period};
   nt_fence(nt);
-  const int *present0 = OUT_PRESENT[last]; (void)present0;
+  {present0 if any(need[M + 1:]) else ''}
   {finals}
 }}
 """ + _RUN
