@@ -48,6 +48,11 @@ def info(file=None) -> str:
         f"  cuda: {'available' if cuda is None else 'not available: ' + cuda}",
         "  dtypes: float16, bfloat16 (computed in float32), float32, float64",
     ]
+    files = _cpu.cache_files()
+    size = sum(n for _, n in files)
+    lines.append(f"kernel cache: {len(files)} kernels, {size / (1 << 20):.1f} MiB (bound: "
+                 f"{_cpu.MAX_FILES} kernels, {_cpu._max_bytes() / (1 << 20):.0f} MiB; least "
+                 f"recently used go first)")
     if _fused.fallbacks:
         lines.append("calls that ran the reference loop in this process (impl='auto'):")
         lines += [f"  {n:>6} x {reason}" for reason, n in _fused.fallbacks.most_common()]

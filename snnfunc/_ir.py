@@ -21,6 +21,16 @@ UNARY = {"neg", "exp", "expm1", "log", "log1p", "sqrt", "rsqrt", "abs", "sigmoid
 BINARY = {"add", "sub", "mul", "div", "minimum", "maximum"}
 COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
 LOGIC = {"and", "or"}
+# clamp_min/clamp_max/clamp/relu keep torch's semantics: with number bounds (a Python number
+# in the reference: constants, v_rest, a surrogate's field) x unless strictly outside a bound,
+# so -0.0 and NaN are kept; with value bounds (tensors in the reference: x, states,
+# parameters) `*_v`: as torch's vectorised CPU kernel, maximum(x, lo) then minimum(., hi),
+# the bound at a ±0 tie (torch's scalar remainder loop keeps x there, so torch itself differs
+# between elements). A NaN bound gives NaN. Their derivatives are torch's (the whole gradient
+# at a bound, none at relu's 0), not maximum/minimum's (half at a tie).
+CLAMPS = {"clamp_min", "clamp_max", "clamp", "clamp_min_v", "clamp_max_v", "clamp_v", "relu"}
+SCALAR_INPUT = "sparam:"  # a run-time number (a surrogate's field), not one per neuron
+NUMBER_INPUTS = ("v_rest", SCALAR_INPUT)  # inputs that are Python numbers in the reference
 SPECIAL = {"input", "const", "pow", "where", "not", "spike", "detach", "reset_hard",
            "reset_soft", "cast"}
 
@@ -131,16 +141,44 @@ def _where(c, a, b):
 
 
 def _clamp(a, min=None, max=None):
-    out = a
-    if min is not None:
-        out = _binary("maximum", out, min)
-    if max is not None:
-        out = _binary("minimum", out, max)
-    return out
+    g = _graph_of(a, min, max)
+    if min is None and max is None:
+        raise DefinitionError(f"{g.where}: torch.clamp needs min or max")
+    if min is not None and max is not None and isinstance(min, Sym) != isinstance(max, Sym):
+        raise DefinitionError(f"{g.where}: torch.clamp takes both bounds as numbers or both as "
+                              f"values of the definition (torch refuses a mix)")
+    x = _real(g, a, "the operand of clamp")
+    bounds = [_real(g, b, f"clamp's {n}") for b, n in ((min, "min"), (max, "max")) if b is not None]
+    op = "clamp_min" if max is None else "clamp_max" if min is None else "clamp"
+    if not all(is_number(g, b) for b in bounds):
+        op += "_v"
+    return g.sym(op, x, *bounds)
+
+
+def is_number(g: Graph, i: int) -> bool:
+    """Whether node `i` is a Python number in the reference loop (one value for every neuron:
+    a constant, v_rest, a surrogate's field, or arithmetic on those)."""
+    op, args = g.nodes[i]
+    if op == "const":
+        return True
+    if op == "input":
+        return args[0].startswith(NUMBER_INPUTS)
+    if op in UNARY | BINARY | {"pow"} and g.kinds[i] == "real":
+        return all(is_number(g, a) for a in (args[:1] if op == "pow" else args))
+    return False
+
+
+def _relu(a, inplace=False):
+    if inplace:
+        raise DefinitionError(f"{_graph_of(a).where}: relu(inplace=True) changes its operand; "
+                              f"a definition computes new values")
+    return _unary("relu", a)
 
 
 def _const_sym(a, value):
     g = _graph_of(a)
+    if isinstance(value, Sym):  # a run-time number, broadcast to every neuron
+        return Sym(g, _real(g, value, "full_like's value"))
     return Sym(g, g.const(value))
 
 
@@ -176,7 +214,8 @@ _TORCH = {
     torch.minimum: lambda a, b: _binary("minimum", a, b),
     torch.maximum: lambda a, b: _binary("maximum", a, b),
     torch.where: _where, torch.clamp: _clamp, torch.clip: _clamp, torch.Tensor.clamp: _clamp,
-    torch.relu: lambda a: _binary("maximum", a, 0.0), _F.relu: lambda a, inplace=False: _binary("maximum", a, 0.0),
+    torch.relu: _relu, _F.relu: _relu, torch.clamp_min: lambda a, min: _clamp(a, min=min),
+    torch.clamp_max: lambda a, max: _clamp(a, max=max),
     torch.full_like: lambda a, value, **kw: _const_sym(a, value),
     torch.zeros_like: lambda a, **kw: _const_sym(a, 0.0),
     torch.ones_like: lambda a, **kw: _const_sym(a, 1.0),
@@ -189,6 +228,23 @@ _TORCH = {
 }
 for _name in UNARY - {"neg", "sigmoid", "tanh"}:
     _TORCH[getattr(torch, _name)] = (lambda op: lambda a: _unary(op, a))(_name)
+
+
+def _in_place(op: str):
+    def refuse(self, other):
+        raise DefinitionError(f"{self.graph.where}: the in-place operator {op}= changes the "
+                              f"value it is applied to (the caller's tensor in the reference "
+                              f"loop); write `v = v {op} ...` instead")
+    return refuse
+
+
+def state_value(g: Graph, v, what: str) -> int:
+    """The node of a value the definition returns as a state (or the threshold): a real value
+    of this trace, never a Python number (the reference loop needs a tensor) or a mask."""
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        raise DefinitionError(f"{g.where}: {what} is the number {v!r}, not a value computed from "
+                              f"the inputs; write torch.full_like(v, {v!r})")
+    return _real(g, v, what)
 
 
 class Sym:
@@ -210,7 +266,7 @@ class Sym:
             name = getattr(func, "__name__", None) or repr(func)
             raise DefinitionError(f"{g.where}: torch.{name} cannot be emitted into a kernel "
                                   f"(supported: + - * / ** (number exponent), comparisons, &, |, "
-                                  f"torch.where, minimum, maximum, clamp, relu, abs, exp, expm1, "
+                                  f"torch.where, minimum, maximum, clamp, clamp_min, clamp_max, relu, abs, exp, expm1, "
                                   f"log, log1p, sqrt, rsqrt, sigmoid, tanh, sinh, cosh, sin, cos, "
                                   f"reciprocal, full_like, zeros_like, ones_like)")
         try:
@@ -249,6 +305,22 @@ class Sym:
     def __or__(self, o): return _logic("or", self, o)
     def __ror__(self, o): return _logic("or", o, self)
 
+    # in-place operators: a definition computes new values, it never changes its arguments
+    # (in the reference loop they would change the caller's tensors)
+    __iadd__ = _in_place("+")
+    __isub__ = _in_place("-")
+    __imul__ = _in_place("*")
+    __itruediv__ = _in_place("/")
+    __ifloordiv__ = _in_place("//")
+    __imod__ = _in_place("%")
+    __ipow__ = _in_place("**")
+    __imatmul__ = _in_place("@")
+    __iand__ = _in_place("&")
+    __ior__ = _in_place("|")
+    __ixor__ = _in_place("^")
+    __ilshift__ = _in_place("<<")
+    __irshift__ = _in_place(">>")
+
     def __invert__(self):
         return self.graph.sym("not", _bool(self.graph, self, "the operand of ~"), kind="bool")
 
@@ -278,9 +350,11 @@ class Sym:
     def reciprocal(self): return _unary("reciprocal", self)
     def neg(self): return _unary("neg", self)
     def square(self): return _pow(self, 2)
-    def relu(self): return _binary("maximum", self, 0.0)
+    def relu(self): return _relu(self)
     def clamp(self, min=None, max=None): return _clamp(self, min, max)
     def clip(self, min=None, max=None): return _clamp(self, min, max)
+    def clamp_min(self, min): return _clamp(self, min=min)
+    def clamp_max(self, max): return _clamp(self, max=max)
     def pow(self, o): return _pow(self, o)
     def add(self, o, alpha=1): return _add(self, o, alpha)
     def sub(self, o, alpha=1): return _sub(self, o, alpha)
@@ -402,16 +476,20 @@ def vjp(g: Graph, cotangents: dict[int, int | None], wrt: list[int], surrogate_d
                 continue
             base = a if k == 2 else g.add("pow", a, k - 1)
             acc(a, g.add("mul", g.add("mul", gi, C(k)), base))
-        elif op in ("minimum", "maximum"):
-            a, b = args
+        elif op in ("minimum", "maximum"):  # torch: half each at a tie, none to the loser
+            a, b = args  # (both get the whole gradient where one is NaN)
             half = g.add("div", gi, C(2.0))
             tie = g.add("eq", a, b, kind="bool")
-            a_wins = g.add("lt" if op == "minimum" else "gt", a, b, kind="bool")
             if dep[a]:
-                acc(a, g.add("where", tie, half, g.add("where", a_wins, gi, C(0.0))))
+                a_loses = g.add("gt" if op == "minimum" else "lt", a, b, kind="bool")
+                acc(a, g.add("where", tie, half, g.add("where", a_loses, C(0.0), gi)))
             if dep[b]:
-                b_wins = g.add("gt" if op == "minimum" else "lt", a, b, kind="bool")
-                acc(b, g.add("where", tie, half, g.add("where", b_wins, gi, C(0.0))))
+                b_loses = g.add("lt" if op == "minimum" else "gt", a, b, kind="bool")
+                acc(b, g.add("where", tie, half, g.add("where", b_loses, C(0.0), gi)))
+        elif op == "relu":  # torch: 0 where the result is <= 0, the gradient elsewhere (NaN)
+            acc(args[0], g.add("where", g.add("le", i, C(0.0), kind="bool"), C(0.0), gi))
+        elif op in CLAMPS:  # torch's clamp_backward
+            _clamp_vjp(g, op.removesuffix("_v"), args, gi, dep, acc)
         elif op == "where":
             c, a, b = args
             if dep[a]:
@@ -438,3 +516,37 @@ def vjp(g: Graph, cotangents: dict[int, int | None], wrt: list[int], surrogate_d
         else:  # pragma: no cover - every op above has a rule
             raise DefinitionError(f"no derivative rule for {op}")
     return {w: cot.get(w) for w in wrt}
+
+
+def _clamp_vjp(g, op, args, gi, dep, acc):
+    """torch's derivative of clamp: the whole gradient to x where it is inside the bounds
+    (bounds included), to a bound where x is strictly outside it (none at a NaN)."""
+    C = g.const
+    x = args[0]
+
+    def where(cond, value):
+        return g.add("where", cond, value, C(0.0))
+
+    def cmp(kind, a, b):
+        return g.add(kind, a, b, kind="bool")
+
+    if op == "clamp_min":
+        lo = args[1]
+        if dep[x]:
+            acc(x, where(cmp("ge", x, lo), gi))
+        if dep[lo]:
+            acc(lo, where(cmp("lt", x, lo), gi))
+    elif op == "clamp_max":
+        hi = args[1]
+        if dep[x]:
+            acc(x, where(cmp("le", x, hi), gi))
+        if dep[hi]:
+            acc(hi, where(cmp("gt", x, hi), gi))
+    else:
+        lo, hi = args[1], args[2]
+        if dep[x]:
+            acc(x, where(g.add("and", cmp("ge", x, lo), cmp("le", x, hi), kind="bool"), gi))
+        if dep[lo]:
+            acc(lo, where(g.add("and", cmp("lt", x, lo), cmp("lt", lo, hi), kind="bool"), gi))
+        if dep[hi]:
+            acc(hi, where(g.add("or", cmp("gt", x, hi), cmp("lt", hi, lo), kind="bool"), gi))

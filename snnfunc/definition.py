@@ -93,19 +93,17 @@ _REGISTRY: dict[str, "Neuron"] = {}
 
 
 def lookup(name: str) -> "Neuron":
-    """The neuron registered under `name` (the kernels' ops name neurons by string)."""
-    if name not in _REGISTRY:
-        module = name.rpartition(":")[0]
-        if module:  # a saved graph loaded in a fresh process: import where it was defined
-            import importlib
-
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                pass
-    if name not in _REGISTRY:
-        raise ValueError(f"no neuron definition named {name!r} is registered in this process")
-    return _REGISTRY[name]
+    """The neuron registered under `name` (the kernels' ops name neurons by string). Every
+    neuron is registered when its definition runs; nothing is imported for a name, so a
+    saved graph loads in a fresh process once the module defining its neurons is imported."""
+    found = _REGISTRY.get(name) if isinstance(name, str) else None
+    if found is None:
+        module = name.rpartition(":")[0] if isinstance(name, str) else ""
+        hint = f"import the module that defines it ({module}) first" if module else (
+            "import the module that defines it first")
+        raise ValueError(f"no neuron definition named {name!r} is registered in this process: "
+                         f"{hint}")
+    return found
 
 
 def _keywords(fn, what) -> dict[str, inspect.Parameter]:
@@ -220,12 +218,13 @@ class Neuron:
         vr = g.input("v_rest")
         try:
             new = self._charge(x, states, params, vr if hard else 0.0, opts)
-            ids = [g.value(v, f"the new value of state {n!r}") for v, n in zip(new, self.states)]
+            ids = [_ir.state_value(g, v, f"the charge's new value of state {n!r}")
+                   for v, n in zip(new, self.states)]
             new = tuple(_ir.Sym(g, i) for i in ids)
             m = self.membrane
             h = new[m]
             th = self._threshold(new, params, vth)
-            th_id = g.value(th, "the threshold")
+            th_id = _ir.state_value(g, th, "the threshold") if self.threshold else th.id
             u = g.add("sub", h.id, th_id)
             s = g.add("spike", u)
             r = g.add("detach", s) if detach_reset else s
@@ -234,7 +233,8 @@ class Neuron:
             else:
                 v = g.add("reset_soft", h.id, r, th_id)
             jumps = self._jumps(_ir.Sym(g, r), new, params)
-            out = [v if k == m else g.value(jumps.get(n, new[k]), f"the jump of state {n!r}")
+            out = [v if k == m else _ir.state_value(g, jumps.get(n, new[k]),
+                                                    f"on_spike's new value of state {n!r}")
                    for k, n in enumerate(self.states)]
         except TypeError as exc:
             if isinstance(exc, DefinitionError):
@@ -387,6 +387,32 @@ class Neuron:
     def __repr__(self):
         return f"<neuron {self.name} states={self.states} parameters={self.parameters}>"
 
+    def __reduce__(self):
+        # a neuron pickles as its name (and the module defining it), as a function pickles
+        return _unpickle, (self.name, self.charge.__module__)
+
+    def __deepcopy__(self, memo):
+        return self  # a definition is immutable
+
+
+def _reduce_state(state):
+    nrn = next(n for n in _REGISTRY.values() if n.State is type(state))
+    return _unpickle_state, (nrn.name, nrn.charge.__module__, tuple(state))
+
+
+def _unpickle_state(name: str, module: str, values: tuple):
+    return _unpickle(name, module).State(*values)
+
+
+def _unpickle(name: str, module: str) -> "Neuron":
+    """The neuron `name` for pickle: the module that defines it is imported first if needed,
+    as pickle imports a function's module (a saved graph's ops never import)."""
+    if name not in _REGISTRY and isinstance(module, str):
+        import importlib
+
+        importlib.import_module(module)
+    return lookup(name)
+
 
 def _upcast(params, v_threshold, io):
     """Half precision computes in float32 (the kernels' rule): parameters and threshold too."""
@@ -479,7 +505,10 @@ def neuron(charge=None, *, threshold=None, on_spike=None, positive=(), rest=None
     rest = {n: float(rest.get(n, 0.0)) for n in states if n != "v"}
     if state_type is None and len(states) > 1:
         title = "".join(p.capitalize() for p in charge.__name__.strip("_").split("_"))
+        title = title if title.isidentifier() else "Neuron"  # a lambda
         state_type = NamedTuple(f"{title}State", [(n, torch.Tensor) for n in states])
+        state_type.__module__ = charge.__module__
+        state_type.__reduce__ = _reduce_state  # pickled through its neuron's name
     if state_type is not None and tuple(state_type._fields) != states:
         raise DefinitionError(f"{where}: state_type has fields {state_type._fields}, the "
                               f"charge's states are {states}")

@@ -509,6 +509,12 @@ class NeuronNode(nn.Module):
             self.state = torch.utils._pytree.tree_map(fn, self.state)
         return self
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("state") is not None:  # never copy an autograd graph
+            state["state"] = torch.utils._pytree.tree_map(torch.Tensor.detach, state["state"])
+        return state
+
     def extra_repr(self) -> str:
         kw = ", ".join(f"{k}={v!r}" for k, v in self._numbers.items())
         return (f"{self.neuron.name}, {kw + ', ' if kw else ''}v_threshold={self.v_threshold!r}, "

@@ -132,6 +132,16 @@ def _register(spec) -> str:
     return key
 
 
+def _spec(key: str):
+    """The spec registered under `key` in this process (nothing is imported or called for a
+    key the operator is given)."""
+    spec = _SPECS.get(key) if isinstance(key, str) else None
+    if spec is None:
+        raise ValueError(f"key must name a recurrent layer's options registered by "
+                         f"snnfunc.rnn in this process, got {key!r}")
+    return spec
+
+
 def _kwargs(spec, tensors, floats) -> dict:
     pos = [0, 0]
     return {name: _decode(code, tensors, floats, pos) for name, code in spec[1]}
@@ -246,10 +256,11 @@ def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
                 or _generated.why_not_surrogate(surrogate) is not None):
             return None
         ready = lambda t: _generated._step(t, x_seq).contiguous()  # noqa: E731
-        scalars = torch.full((1,), -0.0, dtype=torch.float64)  # -0.0 + v is v, even -0.0
-        scalars = scalars + (0.0 if v_reset is None else v_reset)
+        plan = _generated.surrogate_plan(surrogate)
+        scalars = _generated._new_scalars(torch.device("cpu"), 0.0 if v_reset is None else v_reset,
+                                            plan.values)
         return _Kernel(nrn.name, _generated.options_string(opts), v_reset is not None,
-                       bool(fire["detach_reset"]), _generated.surrogate_token(surrogate),
+                       bool(fire["detach_reset"]), plan.token,
                        [ready(params[n]) for n in nrn.parameters], ready(th), scalars)
     except Exception:
         return None
@@ -386,7 +397,7 @@ def _rnn_forward(key: str, x_seq: Tensor, state: list[Tensor], s0: Optional[Tens
                  floats: list[float]) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Spikes `[T, B, N]`, the inputs $I_t$ `[T, B, N]` (saved for the backward) and the
     neuron's state after every step (one `[T, ...]` per part)."""
-    spec = _SPECS[key]
+    spec = _spec(key)
     k = _kernel(spec, x_seq, params, floats)
     if k is not None:  # the neuron's generated kernel, called one step at a time
         spikes, states, I = _fast_forward(k, x_seq, state, s0, weight, bias)
@@ -439,7 +450,7 @@ def _rnn_backward(key: str, detach: bool, needs: list[bool], x_seq: Tensor, stat
 
     Returns the gradients of x_seq, state (one per part), s0, weight, bias and params, in
     this order; an empty tensor where `needs` says none is wanted."""
-    spec = _SPECS[key]
+    spec = _spec(key)
     with _autograd_back_on(), torch.enable_grad():  # the preparation, recorded for params
         leaves = [p.detach().requires_grad_(bool(need)) for p, need in zip(params, needs[5:])]
         k_live = _kernel(spec, x_seq, leaves, floats)
@@ -511,7 +522,7 @@ class _RNN(torch.autograd.Function):
 
     @staticmethod
     def forward(key, floats, x_seq, weight, *rest):
-        layout = _SPECS[key][4]
+        layout = _spec(key)[4]
         state, s0, bias, params = _split(layout, rest)
         spikes, I, states = _rnn_forward(key, x_seq, state, s0, weight, bias, params, floats)
         return (spikes, I, *states)
@@ -519,7 +530,7 @@ class _RNN(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         key, floats, x_seq, weight, *rest = inputs
-        ctx.key, ctx.floats, ctx.layout = key, floats, _SPECS[key][4]
+        ctx.key, ctx.floats, ctx.layout = key, floats, _spec(key)[4]
         ctx.save_for_backward(x_seq, weight, *rest, *output)
         ctx.mark_non_differentiable(output[1])  # I, saved for the backward
         ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
@@ -567,7 +578,7 @@ class _RNNBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(key, needs, floats, x_seq, weight, *rest):
-        _, _, _, detach, layout = _SPECS[key]
+        _, _, _, detach, layout = _spec(key)
         n, has_s0, has_bias, m = layout
         k = n + has_s0 + has_bias + m
         state, s0, bias, params = _split(layout, rest[:k])
@@ -878,6 +889,12 @@ class Recurrent(nn.Module):
             u = fn(u) if isinstance(u, Tensor) else type(u)(*map(fn, u))
             self.state = RecurrentState(u, fn(s))
         return self
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("state") is not None:  # never copy an autograd graph
+            state["state"] = torch.utils._pytree.tree_map(torch.Tensor.detach, state["state"])
+        return state
 
     def extra_repr(self) -> str:
         options = "".join(f", {k}={v!r}" for k, v in self.neuron_kwargs.items())

@@ -142,12 +142,39 @@ def _positive(obj, *names):
             raise ValueError(f"{type(obj).__name__}: {name} must be > 0, got {value!r}")
 
 
+_REGISTRY: dict[str, type] = {}
+
+
+def registered(name: str) -> type:
+    """The surrogate class registered under `name` (`module:qualname`): every subclass of
+    `Surrogate` is, when its class statement runs. Nothing is imported for a name: a class
+    that is not registered in this process is an error naming the module to import."""
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        module = name.rpartition(":")[0] if isinstance(name, str) else ""
+        raise ValueError(f"no surrogate class named {name!r} is registered in this process: "
+                         f"import the module that defines it{f' ({module})' if module else ''} "
+                         f"first")
+    return cls
+
+
+def name_of(cls: type) -> str:
+    """The name a surrogate class is registered under."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Surrogate:
     """Base class: subclass it as a frozen dataclass and define `derivative`.
 
-    Calling a surrogate on a tensor returns the spike $\\Theta(x)$.
+    Calling a surrogate on a tensor returns the spike $\\Theta(x)$. Every subclass is
+    registered by its module and qualified name when its class statement runs (a saved graph
+    names its surrogate so; the kernels never import anything from a name).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[name_of(cls)] = cls  # a redefinition (a notebook cell run again) replaces
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """g'(x), the gradient used in place of the Heaviside step's. Element-wise, in torch ops."""

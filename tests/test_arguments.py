@@ -207,7 +207,8 @@ BAD_FORWARD = [
     (dict(neuron="nowhere:nothing"), ValueError, "no neuron definition named 'nowhere:nothing'"),
     (dict(options="decay_input=2"), ValueError, "options must be name=0 or name=1"),
     (dict(options=""), ValueError, r"options must give \('decay_input',\)"),
-    (dict(scalars=torch.zeros(2, dtype=torch.float64)), ValueError, "scalars must be"),
+    (dict(scalars=torch.zeros(0, dtype=torch.float64)), ValueError, "scalars must be"),
+    (dict(scalars=torch.zeros(1, 1, dtype=torch.float64)), ValueError, "scalars must be"),
     (dict(scalars=torch.zeros(1)), ValueError, "scalars must be"),
     (dict(x=torch.rand(6, 8).to_sparse()), ValueError, "dense"),
     (dict(x=torch.tensor(1.0)), ValueError, "x must be a dense tensor"),
@@ -228,7 +229,8 @@ def _bwd_args(**change):
     f = _fwd_args()
     x = f["x"]
     args = dict(x=x, states=f["states"], params=f["params"], th=f["th"], gs=torch.ones_like(x),
-                gh=None, sg=None, gstates=[torch.ones(8)], scalars=f["scalars"],
+                gh=None, sg=None, gstates=[torch.ones(8)],
+                scalars=torch.tensor([0.0, 4.0], dtype=torch.float64),  # v_rest, Sigmoid's alpha
                 neuron="snnfunc:lif", options="decay_input=1",
                 surrogate=_fused._generated.surrogate_token(S.Sigmoid()), hard=True,
                 detach=False, need=[True, True, True], gtraces=[None])
@@ -246,7 +248,9 @@ BAD_BACKWARD = [
     (dict(gtraces=[None, None]), ValueError, "gtraces must hold 1 entries"),
     (dict(gtraces=[torch.ones(6, 8, dtype=torch.float64)]), ValueError, "gtraces.v. must be a dense torch.float32"),
     (dict(need=[True]), ValueError, "need must hold 3 bools"),
-    (dict(surrogate="Sigmoid"), ValueError, "surrogate must name a surrogate class"),
+    (dict(surrogate="Sigmoid"), ValueError, "surrogate must be a token made by snnfunc"),
+    (dict(scalars=torch.zeros(1, dtype=torch.float64)), ValueError,
+     "scalars must hold 2 values for this surrogate"),
 ]
 
 

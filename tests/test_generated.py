@@ -338,7 +338,7 @@ def test_the_generated_ops_check_their_arguments():
            "decay_input=1", True, False)
     with pytest.raises(ValueError, match="need must hold 5"):
         torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None, None,
-                                           [None, None], sc, "snnfunc:cuba_lif",
+                                           [None, None], sc.new_zeros(2), "snnfunc:cuba_lif",
                                            "decay_input=1", _fused._generated.surrogate_token(S.Sigmoid()),
                                            True, False, [True], [None, None])
 
@@ -355,7 +355,8 @@ def test_opcheck_the_generated_ops():
     tok = _fused._generated.surrogate_token(S.ATan())
     torch.library.opcheck(torch.ops.snnfunc.defined_backward.default,
                           (x, st, par, th, torch.randn_like(x), None, None, [torch.randn(2, 3, dtype=torch.float64), None],
-                           sc, "snnfunc:cuba_lif", "decay_input=1", tok, True, False, [True, False, True, True, False],
+                           torch.tensor([0.0, 2.0], dtype=torch.float64), "snnfunc:cuba_lif",
+                           "decay_input=1", tok, True, False, [True, False, True, True, False],
                            [None, torch.randn_like(x)]),
                           test_utils=("test_schema", "test_faketensor"))
 

@@ -130,7 +130,7 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
     real = "*fp64" if dtype == "float64" else "*fp32"
     fwd = _generated_triton._load(_triton_codegen.forward_source(neuron, opts, hard=True,
                                                                  want_h=True, dtype=dtype))
-    rule = _generated._derivative_rule(S.Sigmoid())
+    rule = _generated.derivative_rule_for(_generated.surrogate_token(S.Sigmoid()), False)
     bwd = _generated_triton._load(_triton_codegen.backward_source(
         neuron, opts, hard=False, detach=False, surrogate_derivative=rule, has_gs=True,
         has_gh=False, has_gv=(True,) * len(neuron.states), need=(True,) * (len(neuron.parameters) + 1 + len(neuron.states)),

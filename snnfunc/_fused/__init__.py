@@ -45,10 +45,12 @@ def _cpu_error():
 @torch.compiler.assume_constant_result
 def _cuda_error():
     """Why the CUDA kernels cannot run here, or None; a constant to torch.compile."""
+    if not torch.cuda.is_available():
+        built = torch.version.cuda is not None
+        return ("no CUDA device is visible" if built else
+                f"this torch is a CPU-only build ({torch.__version__})")
     if _generated_triton is None:
         return _TRITON_MISSING
-    if not torch.cuda.is_available():
-        return "CUDA is not available"
     return None
 
 

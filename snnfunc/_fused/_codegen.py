@@ -111,7 +111,7 @@ static inline void nt_fence(int nt) {{
 }}
 typedef struct {{
   int64_t T, N, block;
-  double vr;
+  const double *sc;  /* v_rest, then the surrogate's run-time parameters */
   const IO *x, *th, *gs, *gh, *sg;
   const REAL *st[{k}];  /* states in the compute type: float32 for half precision */
   const IO *par[{m}];
@@ -213,17 +213,30 @@ _C_FUNCS = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "sqr
             "cos": "cos"}
 
 
-def _literal(value: float, single: bool) -> str:
+def _literal(value: float, single: bool, ctype: str = "REAL") -> str:
     if math.isnan(value):
-        return "((REAL)NAN)"
+        return f"(({ctype})NAN)"
     if math.isinf(value):
-        return "((REAL)INFINITY)" if value > 0 else "((REAL)-INFINITY)"
-    return f"((REAL){value!r})"
+        return f"(({ctype})INFINITY)" if value > 0 else f"(({ctype})-INFINITY)"
+    return f"(({ctype}){value!r})"
 
 
 def _func(name: str, single: bool) -> str:
     base = _C_FUNCS[name]
     return base + "f" if single else base
+
+
+# operations on numbers: a node of these over run-time numbers and constants only is a number
+# itself, computed in double as Python computes it (then rounded where it meets the neurons'
+# values, as torch rounds a Python number)
+_ARITH = {"add", "sub", "mul", "div", "neg", "pow", "reciprocal", "rsqrt", "sigmoid",
+          "minimum", "maximum", *_ir.CLAMPS, *_C_FUNCS}
+
+
+def _select(a: str, b: str, cmp: str) -> str:
+    """torch.minimum (`cmp` "<") or torch.maximum (">") of two values: NaN wins, then `b` at
+    a tie (the second operand, as x86's min and max instructions)."""
+    return f"({a} != {a}) ? {a} : (({b} != {b}) ? {b} : ({a} {cmp} {b} ? {a} : {b}))"
 
 
 class _Emitter:
@@ -238,6 +251,7 @@ class _Emitter:
         self.lines: list[str] = []
         self.done: set[int] = set()
         self.used: set = set()  # the inputs (names) and given nodes (ids) read
+        self._scalar: dict[int, bool] = {}
 
     def name(self, i: int) -> str:
         return f"{self.p}{i}"
@@ -245,6 +259,34 @@ class _Emitter:
     def emit_until(self, last: int) -> None:
         for i in range(last + 1):
             self.emit(i)
+
+    def scalar(self, i: int) -> bool:
+        """Whether node `i` is a run-time number (a surrogate's parameter, or arithmetic on
+        such numbers and constants): one value for every neuron, held in double."""
+        if i not in self._scalar:
+            op, args = self.g.nodes[i]
+            if i in self.given:
+                out = False
+            elif op == "input":
+                out = args[0].startswith(_ir.SCALAR_INPUT)
+            elif op in _ARITH:
+                vals = args[:1] if op == "pow" else args
+                out = any(self.g.nodes[a][0] != "const" for a in vals) and all(
+                    self.g.nodes[a][0] == "const" or self.scalar(a) for a in vals)
+            else:
+                out = False
+            self._scalar[i] = out
+        return self._scalar[i]
+
+    def arg(self, a: int, double: bool) -> str:
+        """The text of node `a` read by a node computed in double (a number) or in REAL."""
+        op, args = self.g.nodes[a]
+        if op == "const" and double:
+            return _literal(args[0], self.single, "double")
+        self.emit(a)
+        if self.scalar(a) and not double:
+            return f"((REAL){self.name(a)})"
+        return self.name(a)
 
     def emit(self, i: int) -> None:
         if i in self.done:
@@ -255,24 +297,24 @@ class _Emitter:
             self.used.add(i)
             self.lines.append(f"const REAL {self.name(i)} = {self.given[i]};")
             return
+        double = self.scalar(i)
+        ctype = "double" if double else "REAL"
         if op == "input":
             expr = self.inputs.get(args[0])
             if expr is None:  # an input this code block does not have (unused here)
                 return
             self.used.add(args[0])
-            self.lines.append(f"const REAL {self.name(i)} = {expr};")
+            self.lines.append(f"const {ctype} {self.name(i)} = {expr};")
             return
         if op == "const":
             self.lines.append(f"const REAL {self.name(i)} = {_literal(args[0], self.single)};")
             return
-        for a in args if op != "pow" else args[:1]:
-            if isinstance(a, int):
-                self.emit(a)
         n = self.name
-        a = [n(x) for x in args] if op not in ("pow",) else [n(args[0])]
-        fast = self.single and self.fast_exp_from is not None and i >= self.fast_exp_from
-        f = lambda name: "VJP_EXPF" if fast and name == "exp" else _func(name, self.single)  # noqa: E731
-        one = "(REAL)1"
+        a = [self.arg(x, double) for x in (args[:1] if op == "pow" else args)]
+        single = self.single and not double
+        fast = single and self.fast_exp_from is not None and i >= self.fast_exp_from
+        f = lambda name: "VJP_EXPF" if fast and name == "exp" else _func(name, single)  # noqa: E731
+        one, zero = f"({ctype})1", f"({ctype})0"
         if op in ("add", "sub", "mul", "div"):
             sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
             expr = f"{a[0]} {sym} {a[1]}"
@@ -292,11 +334,22 @@ class _Emitter:
             expr = {2.0: f"{x} * {x}", 3.0: f"{x} * {x} * {x}", 1.0: x, 0.5: f"{f('sqrt')}({x})",
                     -0.5: f"{one} / {f('sqrt')}({x})", -1.0: f"{one} / {x}",
                     -2.0: f"{one} / ({x} * {x})", 0.0: one}.get(
-                k, f"{'powf' if self.single else 'pow'}({x}, {_literal(k, self.single)})")
-        elif op in ("minimum", "maximum"):
-            cmp = "<" if op == "minimum" else ">"
-            expr = (f"({a[0]} != {a[0]}) ? {a[0]} : (({a[1]} != {a[1]}) ? {a[1]} : "
-                    f"({a[0]} {cmp} {a[1]} ? {a[0]} : {a[1]}))")
+                k, f"{'powf' if single else 'pow'}({x}, {_literal(k, single, ctype)})")
+        elif op in ("minimum", "maximum", "clamp_min_v", "clamp_max_v"):  # b at a tie
+            cmp = "<" if op in ("minimum", "clamp_max_v") else ">"
+            expr = _select(a[0], a[1], cmp)
+        elif op == "clamp_v":  # maximum(x, lo), then minimum with hi
+            expr = _select(f"({_select(a[0], a[1], '>')})", a[2], "<")
+        elif op == "clamp_min":  # x unless below lo; a NaN lo gives NaN
+            expr = f"({a[1]} != {a[1]}) ? {a[1]} : (({a[0]} < {a[1]}) ? {a[1]} : {a[0]})"
+        elif op == "clamp_max":
+            expr = f"({a[1]} != {a[1]}) ? {a[1]} : (({a[0]} > {a[1]}) ? {a[1]} : {a[0]})"
+        elif op == "clamp":  # min(max(x, lo), hi) as torch's scalar path: lo > hi gives hi
+            lo = f"(({a[0]} < {a[1]}) ? {a[1]} : {a[0]})"
+            expr = (f"({a[1]} != {a[1]}) ? {a[1]} : (({a[2]} != {a[2]}) ? {a[2]} : "
+                    f"(({a[2]} < {lo}) ? {a[2]} : {lo}))")
+        elif op == "relu":  # -0.0 and NaN kept, as torch's relu
+            expr = f"({a[0]} < {zero}) ? {zero} : {a[0]}"
         elif op == "where":
             expr = f"{a[0]} ? {a[1]} : {a[2]}"
         elif op in _ir.COMPARE:
@@ -319,7 +372,7 @@ class _Emitter:
             expr = f"({a[1]} > 0) ? {a[0]} - {a[2]} : {a[0]}"
         else:  # pragma: no cover
             raise _ir.DefinitionError(f"the C emitter has no rule for {op}")
-        self.lines.append(f"const REAL {n(i)} = {expr};")
+        self.lines.append(f"const {ctype} {n(i)} = {expr};")
 
 
 def _step_inputs(neuron, ids, single, states_from: str | None, shared=None) -> dict[str, str]:
@@ -430,7 +483,7 @@ def _load_block(neuron, shared=None, heap=None) -> list[str]:
     else:
         out.append(array("TH"))
         out.append("for (int64_t i = 0; i < n; i++) TH[i] = LD(j->th[i0 + i]);")
-    out.append("const REAL vr = (REAL)j->vr;")
+    out.append("const REAL vr = (REAL)j->sc[0];")
     out.append("const int64_t N = j->N, T = j->T;")
     return out
 
@@ -524,6 +577,12 @@ def _vjp_block(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_
     res = _ir.vjp(g, cots, wrt, surrogate_derivative)
     state_out = tuple(res[ids[f"state:{n}"]] is not None for n in neuron.states)
     return (g, ids, outs, res, wrt), state_out
+
+
+def _scalar_inputs(g) -> int:
+    """How many run-time numbers (the surrogate's parameters) a graph reads."""
+    return 1 + max((int(args[0][len(_ir.SCALAR_INPUT):]) for op, args in g.nodes
+                    if op == "input" and args[0].startswith(_ir.SCALAR_INPUT)), default=-1)
 
 
 def _find_input(g, name):
@@ -637,6 +696,8 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
         inputs["sg"] = "GET(sgt, SGF)"  # a surrogate derivative computed in torch
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}[i]"
+        inputs.update({f"{_ir.SCALAR_INPUT}{k}": f"j->sc[{k + 1}]"
+                       for k in range(_scalar_inputs(g))})
         em = _Emitter(g, inputs, single, "n",
                       {node: f"buf[({e} * T + t) * n + i]" for node, e in slot.items()},
                       fast_exp_from=n_forward)

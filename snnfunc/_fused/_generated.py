@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
-import importlib
+import hashlib
 import json
 import os
 from typing import Optional
@@ -28,7 +28,7 @@ from torch import Tensor
 from snnfunc import _ir
 from snnfunc._fused import _codegen, _cpu, _ops
 
-_sources: dict = {}
+KERNELS_IN_MEMORY = 1024  # built kernels a process keeps at hand (least recently used go)
 COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
           torch.bfloat16: "bfloat16"}
@@ -45,7 +45,7 @@ def _job_type(k: int, m: int):
     m = max(m, 1)
 
     class Job(ctypes.Structure):
-        _fields_ = [("T", I), ("N", I), ("block", I), ("vr", ctypes.c_double), ("x", P),
+        _fields_ = [("T", I), ("N", I), ("block", I), ("sc", P), ("x", P),
                     ("th", P), ("gs", P), ("gh", P), ("sg", P), ("st", P * k), ("par", P * m),
                     ("gst", P * k), ("tr", P * k), ("gtr", P * k), ("sst", I * k), ("spar", I * m), ("sth", I), ("s", P),
                     ("h", P), ("gx", P), ("gth", P), ("st_out", P * k), ("gst0", P * k),
@@ -97,79 +97,151 @@ def _parse_options(neuron, text: str) -> dict:
     return opts
 
 
-_SURROGATES: dict[str, object] = {}
+# A surrogate travels to the backward op as a token, the JSON of
+#   [class name, [[field, value], ...] (fixed in the kernel), [field, ...] (run-time), digest]:
+# its numeric fields are run-time numbers (`scalars[1:]`, read by the kernel like a parameter),
+# so every alpha shares one kernel; the digest of its traced derivative tells two classes of
+# one name apart (a class defined again). The class comes from the registry of surrogate
+# classes (`snnfunc.surrogate.registered`): nothing is imported or called from a token.
+
+_SURROGATES: dict[str, object] = {}  # token -> an instance seen in this process
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogatePlan:
+    """How the kernels take a surrogate: its token and its run-time numbers (float64), or
+    `reason`, why its derivative cannot be compiled in (then computed in torch)."""
+
+    token: str
+    values: tuple
+    reason: str | None
+
+
+def surrogate_plan(surrogate) -> SurrogatePlan:
+    try:
+        return _cached_plan(surrogate)
+    except TypeError:  # a surrogate that cannot be hashed
+        return _plan(surrogate)
 
 
 def surrogate_token(surrogate) -> str:
     """A string naming a surrogate (its class and fields), for the backward op's schema."""
-    try:
-        return _cached_token(surrogate)
-    except TypeError:  # a surrogate that cannot be hashed
-        return _surrogate_token(surrogate)
+    return surrogate_plan(surrogate).token
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_token(surrogate) -> str:
-    return _surrogate_token(surrogate)
+def _cached_plan(surrogate) -> SurrogatePlan:
+    return _plan(surrogate)
 
 
-def _surrogate_token(surrogate) -> str:
+_JSON_SCALARS = (bool, int, float, str, type(None))
+
+
+def _plan(surrogate) -> SurrogatePlan:
+    from snnfunc import surrogate as _sg
+
     cls = type(surrogate)
+    name = _sg.name_of(cls)
     fields = [[f.name, getattr(surrogate, f.name)] for f in dataclasses.fields(surrogate)]
-    token = json.dumps([cls.__module__, cls.__qualname__, fields])
+    numbers_ = [n for n, v in fields if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for runtime in (numbers_, []):  # run-time numbers where the derivative allows, else fixed
+        fixed = [[n, v] for n, v in fields if n not in runtime]
+        try:
+            graph, _ = _trace_derivative(cls, dict(fixed), runtime)
+        except Exception as exc:  # noqa: BLE001  (anything a user's derivative may raise)
+            reason = (f"the surrogate {cls.__name__}'s derivative cannot be compiled into the "
+                      f"kernel ({exc})")
+            continue
+        reason = None
+        break
+    else:
+        fixed, runtime, graph = fields, [], None
+    if not all(isinstance(v, _JSON_SCALARS) for _, v in fixed):
+        reason = reason or (f"the surrogate {cls.__name__} has a field that is not a number, "
+                            f"bool, string or None")
+        fixed = [[n, repr(v)] for n, v in fixed]
+    token = json.dumps([name, fixed, runtime, _digest(graph)])
     _SURROGATES.setdefault(token, surrogate)
-    return token
+    values = tuple(float(getattr(surrogate, n)) for n in runtime)
+    return SurrogatePlan(token, values, reason)
+
+
+def _digest(graph) -> str:
+    if graph is None:
+        return ""
+    return hashlib.sha256(repr(graph.nodes).encode()).hexdigest()[:16]
+
+
+def _trace_derivative(cls, fixed: dict, runtime: list):
+    """The surrogate's derivative g'(u) traced into a graph, with its `runtime` fields as
+    run-time numbers: `(graph, node of g'(u))`."""
+    g = _ir.Graph(f"surrogate {cls.__name__}")
+    u = g.add("input", "u")
+    node = _derivative_node(cls, fixed, runtime, g, u)
+    return g, node
+
+
+def _derivative_node(cls, fixed, runtime, g, u):
+    obj = object.__new__(cls)  # no __init__: fields are set, not validated (they were)
+    for n, v in fixed.items():
+        object.__setattr__(obj, n, v)
+    for k, n in enumerate(runtime):
+        object.__setattr__(obj, n, g.sym("input", f"{_ir.SCALAR_INPUT}{k}"))
+    old, g.where = g.where, f"surrogate {cls.__name__}"
+    try:
+        d = obj.derivative(_ir.Sym(g, u))
+        i = g.value(d, f"{cls.__name__}.derivative(x)")
+        if g.kinds[i] != "real":
+            raise _ir.DefinitionError("derivative(x) returned a mask")
+        return i
+    finally:
+        g.where = old
+
+
+def _decode(token: str):
+    """`(class, fixed fields, run-time fields, digest)` of a token, checked; the class from
+    the registry."""
+    from snnfunc import surrogate as _sg
+
+    try:
+        name, fixed, runtime, digest = json.loads(token)
+        fixed = {str(n): v for n, v in fixed}
+        ok = (isinstance(name, str) and isinstance(digest, str)
+              and all(isinstance(v, _JSON_SCALARS) for v in fixed.values())
+              and all(isinstance(n, str) for n in runtime))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"surrogate must be a token made by snnfunc (a surrogate class's name "
+                         f"and fields), got {token!r}")
+    cls = _sg.registered(name)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(fixed) | set(runtime) != names or set(fixed) & set(runtime):
+        raise ValueError(f"surrogate {token!r} does not give the fields of {name}, "
+                         f"{sorted(names)}")
+    return cls, fixed, list(runtime), digest
 
 
 def _surrogate(token: str):
-    if token not in _SURROGATES:  # a saved graph in a fresh process
-        try:
-            module, qualname, fields = json.loads(token)
-            obj = importlib.import_module(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            _SURROGATES[token] = obj(**dict(fields))
-        except Exception as exc:
-            raise ValueError(f"surrogate must name a surrogate class and its fields, got "
-                             f"{token!r} ({exc})") from None
+    """The surrogate a token names: an instance seen in this process, or one made from its
+    registered class and fields (a saved graph in a fresh process)."""
+    if token not in _SURROGATES:
+        cls, fixed, runtime, _ = _decode(token)
+        if runtime:
+            raise ValueError(f"surrogate {token!r} leaves {runtime} to run-time numbers")
+        _SURROGATES[token] = cls(**fixed)
     return _SURROGATES[token]
-
-
-def _derivative_rule(surrogate):
-    """`fn(graph, u) -> node`: the surrogate's derivative traced into the kernel's graph."""
-    where = f"surrogate {type(surrogate).__name__}"
-
-    def rule(g, u):
-        old, g.where = g.where, where
-        try:
-            d = surrogate.derivative(_ir.Sym(g, u))
-            return g.value(d, f"{type(surrogate).__name__}.derivative(x)")
-        finally:
-            g.where = old
-
-    return rule
-
-
-_traceable: dict = {}
 
 
 def why_not_surrogate(surrogate) -> str | None:
     """Why the surrogate's derivative cannot be compiled into a kernel, or None."""
-    key = surrogate_token(surrogate)
-    if key not in _traceable:
-        g = _ir.Graph()
-        try:
-            i = _derivative_rule(surrogate)(g, g.add("input", "u"))
-            if g.kinds[i] != "real":
-                raise _ir.DefinitionError("derivative(x) returned a mask")
-            _traceable[key] = None
-        except Exception as exc:  # a derivative in anything but elementwise torch operations
-            _traceable[key] = (f"the surrogate {type(surrogate).__name__}'s derivative cannot be "
-                               f"compiled into the kernel ({exc})")
-    return _traceable[key]
+    return surrogate_plan(surrogate).reason
 
 
 # --------------------------------------------------------------------------- checks
+
+
+_MAX_SCALARS = 64
 
 
 def _check(neuron_name, x, states, params, th, scalars, device_type="cpu"):
@@ -195,9 +267,12 @@ def _check(neuron_name, x, states, params, th, scalars, device_type="cpu"):
     for name, t in [*zip(neuron.parameters, params), ("th", th)]:
         _ops._check_step(name, t, x)
     if (not isinstance(scalars, Tensor) or scalars.dtype != torch.float64
-            or scalars.shape != (1,) or not (scalars.device == x.device or device_type == "cpu"
-                                             and scalars.device.type == "cpu")):
-        raise ValueError(f"scalars must be a float64 tensor of 1 value (v_rest) on {x.device}")
+            or scalars.dim() != 1 or not 1 <= scalars.numel() <= _MAX_SCALARS
+            or scalars.layout != torch.strided
+            or not (scalars.device == x.device or device_type == "cpu"
+                    and scalars.device.type == "cpu")):
+        raise ValueError(f"scalars must be a 1-d float64 tensor on {x.device} of v_rest and the "
+                         f"surrogate's run-time parameters (1 to {_MAX_SCALARS} values)")
     return neuron
 
 
@@ -214,14 +289,12 @@ def _shared(params, th):
     return tuple(t.numel() == 1 for t in (*params, th))
 
 
+@functools.lru_cache(maxsize=KERNELS_IN_MEMORY)
 def _forward_lib(neuron, opts_text, hard, want_h, want_states, dtype, shared):
-    key = ("f", neuron, opts_text, hard, want_h, want_states, dtype, shared)
-    if key not in _sources:
-        src = _codegen.forward_source(neuron, _parse_options(neuron, opts_text), hard=hard,
-                                      want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states,
-                                      shared=shared)
-        _sources[key] = _build(src)
-    return _sources[key]
+    src = _codegen.forward_source(neuron, _parse_options(neuron, opts_text), hard=hard,
+                                  want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states,
+                                  shared=shared)
+    return _build(src)
 
 
 def _forward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
@@ -230,6 +303,7 @@ def _forward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Ten
     nrn = _check(neuron, x, states, params, th, scalars)
     opts_text = options_string(_parse_options(nrn, options))
     x, states, params, th = _io(x, states, params, th)
+    scalars = scalars.contiguous()
     s = x.new_empty(x.shape)
     h = x.new_empty(x.shape if want_h else (0,))
     compute = COMPUTE.get(x.dtype, x.dtype)
@@ -237,7 +311,7 @@ def _forward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Ten
     tr = [x.new_empty(x.shape if want_states else (0,), dtype=compute) for _ in states]
     lib = _forward_lib(nrn, opts_text, hard, want_h, want_states, x.dtype, _shared(params, th))
     _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else out[0].numel(),
-                        vr=scalars.tolist()[0], x=_ptr(x), th=_ptr(th),
+                        sc=scalars.data_ptr(), x=_ptr(x), th=_ptr(th),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
                         par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
                         sth=_stride(th), s=_ptr(s), h=_ptr(h) if want_h else None,
@@ -261,7 +335,8 @@ def _(x, states, params, th, scalars, neuron, options, hard, want_h, want_states
 # --------------------------------------------------------------------------- backward op
 
 
-def _check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None):
+def _check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None, *, surrogate=None,
+                    scalars=None):
     for name, t in (("gs", gs), ("gh", gh), ("sg", sg)):
         if t is not None:
             _ops._check_seq(name, t, x)
@@ -283,30 +358,52 @@ def _check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None):
     if len(need) != n or not all(isinstance(b, bool) for b in need):
         raise ValueError(f"need must hold {n} bools (each parameter, the threshold, then each "
                          f"state's initial value), got {need!r}")
+    if sg is None:  # the kernel computes g'(u) from the surrogate's token and numbers
+        n = scalar_count(surrogate)
+        if scalars.numel() != n:
+            raise ValueError(f"scalars must hold {n} values for this surrogate (v_rest and its "
+                             f"run-time parameters), got {scalars.numel()}")
 
 
 def derivative_rule_for(token: str, has_sg: bool):
-    """How the kernel gets g'(u): from the `sg` tensor, or the surrogate's traced derivative."""
+    """How the kernel gets g'(u): from the `sg` tensor, or the surrogate's traced derivative
+    (its run-time fields read from `scalars[1:]`)."""
     if has_sg:
         return lambda g, u: g.add("input", "sg")
-    surrogate = _surrogate(token)
-    reason = why_not_surrogate(surrogate)
-    if reason is not None:
-        raise ValueError(f"{reason}: pass sg, its derivative at every step")
-    return _derivative_rule(surrogate)
+    cls, fixed, runtime, digest = _decode(token)
+    if not digest:
+        raise ValueError(f"the surrogate {cls.__name__}'s derivative cannot be compiled into "
+                         f"the kernel: pass sg, its derivative at every step")
+    graph, _ = _trace_derivative(cls, fixed, runtime)
+    if _digest(graph) != digest:
+        raise ValueError(f"the surrogate class {cls.__name__} registered in this process is not "
+                         f"the one the token was made from (it was defined again)")
+
+    def rule(g, u):
+        return _derivative_node(cls, fixed, runtime, g, u)
+
+    return rule
+
+
+def scalar_count(token: str) -> int:
+    """How many numbers `scalars` holds with this surrogate: v_rest, then its run-time fields."""
+    return 1 + len(_decode(token)[2])
 
 
 def _backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg, has_gv, need,
                   dtype, has_gtr, shared):
-    key = ("b", neuron, opts_text, hard, detach, None if has_sg else token, has_gs, has_gh,
-           has_sg, has_gv, need, dtype, has_gtr, shared)
-    if key not in _sources:
-        src = _codegen.backward_source(
-            neuron, _parse_options(neuron, opts_text), hard=hard, detach=detach,
-            surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
-            has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr, shared=shared)
-        _sources[key] = _build(src)
-    return _sources[key]
+    return _built_backward(neuron, opts_text, hard, detach, None if has_sg else token, has_gs,
+                           has_gh, has_sg, has_gv, need, dtype, has_gtr, shared)
+
+
+@functools.lru_cache(maxsize=KERNELS_IN_MEMORY)
+def _built_backward(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg, has_gv, need,
+                    dtype, has_gtr, shared):
+    src = _codegen.backward_source(
+        neuron, _parse_options(neuron, opts_text), hard=hard, detach=detach,
+        surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
+        has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr, shared=shared)
+    return _build(src)
 
 
 def _backward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
@@ -315,7 +412,9 @@ def _backward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Te
                      surrogate: str, hard: bool, detach: bool, need: list[bool],
                      gtraces: list[Optional[Tensor]]) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars)
-    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces, surrogate=surrogate,
+                    scalars=scalars)
+    scalars = scalars.contiguous()
     gtraces = [None if t is None else t.contiguous()
                for t in (gtraces or [None] * len(nrn.states))]
     opts_text = options_string(_parse_options(nrn, options))
@@ -333,7 +432,7 @@ def _backward_impl(x: Tensor, states: list[Tensor], params: list[Tensor], th: Te
     lib = _backward_lib(nrn, opts_text, hard, detach, surrogate, gs is not None, gh is not None,
                         sg is not None, tuple(t is not None for t in gstates), tuple(need),
                         x.dtype, tuple(t is not None for t in gtraces), _shared(params, th))
-    _run(lib, nrn, dict(T=x.shape[0], N=step.numel(), vr=scalars.tolist()[0], x=_ptr(x),
+    _run(lib, nrn, dict(T=x.shape[0], N=step.numel(), sc=scalars.data_ptr(), x=_ptr(x),
                         th=_ptr(th), gs=_ptr(gs), gh=_ptr(gh), sg=_ptr(sg),
                         st=[_ptr(t) for t in states], sst=[_stride(t) for t in states],
                         par=[_ptr(t) for t in params], spar=[_stride(t) for t in params],
@@ -352,10 +451,9 @@ defined_backward = torch.library.custom_op("snnfunc::defined_backward", mutates_
 def _(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, options, surrogate, hard,
       detach, need, gtraces):
     nrn = _check(neuron, x, states, params, th, scalars)
-    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces, surrogate=surrogate,
+                    scalars=scalars)
     _parse_options(nrn, options)
-    if sg is None:
-        _surrogate(surrogate)
     step = x.shape[1:]
     M = len(params)
     c = COMPUTE.get(x.dtype, x.dtype)
@@ -417,16 +515,19 @@ def register_vmap_rules(forward_op, backward_op):
 register_vmap_rules(defined_forward, defined_backward)
 
 
-def _plain(x) -> bool:
-    """An eager call on plain CPU tensors, nothing above it to see the op (no compile, no
-    torch.func transform, no dispatch or function mode): the op's implementation may be
-    called without the dispatcher (tens of microseconds a call). A TorchScript trace sees the
-    op."""
-    return (not torch.compiler.is_compiling() and type(x) is Tensor and x.device.type == "cpu"
-            and not torch.jit.is_tracing()
+def _plain_context() -> bool:
+    """Nothing above this call sees or traces the ops: no compile or export, no torch.func
+    transform, no dispatch or function mode (a fake tensor mode), no TorchScript trace."""
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not torch._C._are_functorch_transforms_active()
             and torch._C._len_torch_dispatch_stack() == 0
             and not torch._C._is_torch_function_mode_enabled())
+
+
+def _plain(x) -> bool:
+    """An eager call on plain CPU tensors in a plain context: the op's implementation may be
+    called without the dispatcher (tens of microseconds a call)."""
+    return type(x) is Tensor and x.device.type == "cpu" and _plain_context()
 
 
 def _ops_for(x):
@@ -455,6 +556,7 @@ class Config:
     surrogate: str
     n_states: int
     want_states: bool = False
+    sg_in_torch: bool = False  # the surrogate's derivative is computed in torch, not compiled in
 
 
 def _step(t, x):
@@ -515,15 +617,14 @@ class DefinedNeuron(torch.autograd.Function):
         if gs is None and gh is None and all(g is None for g in (*gstates, *gtraces)):
             return (None,) * (4 + len(tensors))
         sg = None
-        surrogate = _surrogate(cfg.surrogate)
-        if _surrogate_reason(surrogate):  # its derivative is evaluated in torch, on h - th,
+        if cfg.sg_in_torch:  # its derivative is evaluated in torch, on h - th,
             # through the Function (not the bare op), so torch.func transforms can trace it
             h = DefinedNeuron.apply(x, th, scalars,
                                     dataclasses.replace(cfg, want_h=True, want_states=False),
                                     *tensors)[1]
             from snnfunc import surrogate as _sg
 
-            sg = _sg.derivative(surrogate, h - th).contiguous()
+            sg = _sg.derivative(_surrogate(cfg.surrogate), h - th).contiguous()
         if torch.compiler.is_compiling() or not torch.is_grad_enabled() and _plain(x):
             # the op itself (no torch.func transform to see; no graph of the backward to
             # differentiate again)
@@ -576,8 +677,10 @@ class DefinedNeuronBackward(torch.autograd.Function):
 
 
 @torch.compiler.assume_constant_result
-def _token(surrogate) -> str:
-    return surrogate_token(surrogate)
+def _token(surrogate) -> tuple:
+    """(token, run-time numbers): constants to torch.compile."""
+    plan = surrogate_plan(surrogate)
+    return plan.token, plan.values
 
 
 @torch.compiler.assume_constant_result
@@ -610,23 +713,26 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
 
 _apply = super(torch.autograd.Function, DefinedNeuron).apply
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-def _scalars(x_seq, v_reset):
-    """The op's float64 scalars (v_rest) as a tensor: one per value in eager calls."""
+def _scalars(x_seq, v_reset, values=()):
+    """The op's float64 scalars (v_rest, then the surrogate's run-time numbers) as a tensor:
+    one per set of values in eager calls."""
     device = x_seq.device if x_seq.device.type == "cuda" else torch.device("cpu")
     v = 0.0 if v_reset is None else v_reset
-    if torch.compiler.is_compiling() or not isinstance(v, (float, int)):
-        return _new_scalars(device, v)
-    return _cached_scalars(device, repr(float(v)))  # repr: -0.0 and 0.0 apart
+    if not isinstance(v, (float, int)) or not _plain_context():  # (a traced or fake tensor
+        return _new_scalars(device, v, values)  # must not be cached)
+    return _cached_scalars(device, repr(float(v)), values)  # repr: -0.0 and 0.0 apart
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_scalars(device, text):
-    return _new_scalars(device, float(text))
+def _cached_scalars(device, text, values):
+    return _new_scalars(device, float(text), values)
 
 
-def _new_scalars(device, v):
+def _new_scalars(device, v, values=()):
     zero = torch.full((1,), -0.0, dtype=torch.float64, device=device)  # -0.0 + v is v, even -0.0
-    return zero + v
+    if not values:
+        return zero + v
+    return torch.cat([zero + v, torch.tensor(values, dtype=torch.float64, device=device)])
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
@@ -641,9 +747,11 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
         _fused._fell_back(reason)
         return None
+    token, values = _token(surrogate)
+    in_torch = bool(_surrogate_reason(surrogate))
     cfg = Config(neuron.name, options_string(opts), v_reset is not None, detach_reset,
-                 return_h or return_states, _token(surrogate), len(states), return_states)
-    scalars = _scalars(x_seq, v_reset)
+                 return_h or return_states, token, len(states), return_states, in_torch)
+    scalars = _scalars(x_seq, v_reset, values)
     tensors = (*states, *(params[n] for n in neuron.parameters))
     if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(
             t.requires_grad for t in (x_seq, v_threshold, *tensors))):

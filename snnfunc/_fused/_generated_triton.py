@@ -32,11 +32,18 @@ def _load(source: str):
     if digest in _kernels:
         return _kernels[digest]
     path = _cpu._cache_dir() / f"snnfunc_triton_{digest}.py"
-    if not path.exists():
+    try:
+        current = path.read_text() == source  # what runs is what was generated, nothing else
+    except OSError:
+        current = False
+    if not current:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source)
         os.replace(tmp, path)
+        _cpu.evict()
+    else:
+        _cpu.touch(path)
     spec = importlib.util.spec_from_file_location(f"snnfunc_triton_{digest}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -61,7 +68,7 @@ def defined_forward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor], 
                          want_states: bool = False) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars, "cuda")
     opts = _parse_options(nrn, options)
-    x, th = x.contiguous(), th.contiguous()
+    x, th, scalars = x.contiguous(), th.contiguous(), scalars.contiguous()
     states, params = [t.contiguous() for t in states], [t.contiguous() for t in params]
     T, N = x.shape[0], x.shape[1:].numel()
     s = x.new_empty(x.shape)
@@ -88,11 +95,12 @@ def defined_backward_cuda(x: Tensor, states: list[Tensor], params: list[Tensor],
                           need: list[bool],
                           gtraces: list[Optional[Tensor]]) -> list[Tensor]:
     nrn = _check(neuron, x, states, params, th, scalars, "cuda")
-    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces)
+    _check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces, surrogate=surrogate,
+                    scalars=scalars)
     gtraces = [None if t is None else t.contiguous()
                for t in (gtraces or [None] * len(states))]
     opts = _parse_options(nrn, options)
-    x, th = x.contiguous(), th.contiguous()
+    x, th, scalars = x.contiguous(), th.contiguous(), scalars.contiguous()
     states, params = [t.contiguous() for t in states], [t.contiguous() for t in params]
     gs, gh, sg = (None if t is None else t.contiguous() for t in (gs, gh, sg))
     gstates = [None if t is None else t.contiguous() for t in gstates]

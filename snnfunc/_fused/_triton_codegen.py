@@ -16,20 +16,50 @@ from snnfunc import _ir
 from snnfunc._fused import _codegen
 
 
+_ARITH = {"add", "sub", "mul", "div", "neg", "pow", "reciprocal", "rsqrt", "sigmoid", "exp",
+          "expm1", "log", "log1p", "sqrt", "abs", "tanh", "cosh", "sinh", "sin", "cos",
+          "minimum", "maximum", *_ir.CLAMPS}
+
+
 class _Emitter:
     def __init__(self, g, inputs, f32: bool, prefix: str):
         self.g, self.inputs, self.f32, self.p = g, inputs, f32, prefix
         self.lines: list[str] = []
         self.done: set[int] = set()
+        self._scalar: dict[int, bool] = {}
 
     def name(self, i):
         return f"{self.p}{i}"
 
-    def div(self, a, b):
-        return f"tl.math.div_rn({a}, {b})" if self.f32 else f"({a}) / ({b})"
+    def scalar(self, i) -> bool:
+        """A run-time number (see the C emitter): one float64 value for every neuron."""
+        if i not in self._scalar:
+            op, args = self.g.nodes[i]
+            if op == "input":
+                out = args[0].startswith(_ir.SCALAR_INPUT)
+            elif op in _ARITH:
+                vals = args[:1] if op == "pow" else args
+                out = any(self.g.nodes[a][0] != "const" for a in vals) and all(
+                    self.g.nodes[a][0] == "const" or self.scalar(a) for a in vals)
+            else:
+                out = False
+            self._scalar[i] = out
+        return self._scalar[i]
 
-    def sqrt(self, a):
-        return f"tl.sqrt_rn({a})" if self.f32 else f"tl.sqrt({a})"
+    def arg(self, a, double):
+        op, args = self.g.nodes[a]
+        if op == "const" and double:
+            return _lit(args[0])
+        self.emit(a)
+        if self.scalar(a) and not double:
+            return f"{self.name(a)}.to(REAL)"
+        return self.name(a)
+
+    def div(self, a, b, double=False):
+        return f"tl.math.div_rn({a}, {b})" if self.f32 and not double else f"({a}) / ({b})"
+
+    def sqrt(self, a, double=False):
+        return f"tl.sqrt_rn({a})" if self.f32 and not double else f"tl.sqrt({a})"
 
     def emit(self, i):
         if i in self.done:
@@ -43,15 +73,13 @@ class _Emitter:
                 self.lines.append(f"{n(i)} = {expr}")
             return
         if op == "const":
-            v = args[0]
-            lit = ("float('nan')" if math.isnan(v) else ("1e400" if v > 0 else "-1e400")
-                   if math.isinf(v) else repr(v))
-            self.lines.append(f"{n(i)} = tl.full([BLOCK], {lit}, REAL)")
+            self.lines.append(f"{n(i)} = tl.full([BLOCK], {_lit(args[0])}, REAL)")
             return
-        for a in args if op != "pow" else args[:1]:
-            self.emit(a)
-        a = [n(x) for x in (args if op != "pow" else args[:1])]
-        d, sq = self.div, self.sqrt
+        double = self.scalar(i)
+        a = [self.arg(x, double) for x in (args if op != "pow" else args[:1])]
+        d = lambda p, q: self.div(p, q, double)  # noqa: E731
+        sq = lambda p: self.sqrt(p, double)  # noqa: E731
+        zero = "0.0" if double else "tl.zeros([BLOCK], REAL)"
         if op in ("add", "sub", "mul"):
             expr = f"{a[0]} {dict(add='+', sub='-', mul='*')[op]} {a[1]}"
         elif op == "div":
@@ -80,13 +108,24 @@ class _Emitter:
             expr = f"(tl.exp({a[0]}) - tl.exp(-{a[0]})) * 0.5"
         elif op == "pow":
             k, x = args[1], a[0]
+            one = "1.0" if double else "tl.full([BLOCK], 1.0, REAL)"
             expr = {2.0: f"{x} * {x}", 3.0: f"{x} * {x} * {x}", 1.0: x, 0.5: sq(x),
                     -0.5: d("1.0", sq(x)), -1.0: d("1.0", x), -2.0: d("1.0", f"{x} * {x}"),
-                    0.0: f"tl.full([BLOCK], 1.0, REAL)"}.get(k, f"tl.exp({k!r} * tl.log({x}))")
-        elif op in ("minimum", "maximum"):
-            c = "<" if op == "minimum" else ">"
-            expr = (f"tl.where({a[0]} != {a[0]}, {a[0]}, tl.where({a[1]} != {a[1]}, {a[1]}, "
-                    f"tl.where({a[0]} {c} {a[1]}, {a[0]}, {a[1]})))")
+                    0.0: one}.get(k, f"tl.exp({k!r} * tl.log({x}))")
+        elif op in ("minimum", "maximum", "clamp_min_v", "clamp_max_v"):  # b at a tie
+            expr = _select(a[0], a[1], "<" if op in ("minimum", "clamp_max_v") else ">")
+        elif op == "clamp_v":
+            expr = _select(_select(a[0], a[1], ">"), a[2], "<")
+        elif op == "clamp_min":
+            expr = f"tl.where({a[1]} != {a[1]}, {a[1]}, tl.where({a[0]} < {a[1]}, {a[1]}, {a[0]}))"
+        elif op == "clamp_max":
+            expr = f"tl.where({a[1]} != {a[1]}, {a[1]}, tl.where({a[0]} > {a[1]}, {a[1]}, {a[0]}))"
+        elif op == "clamp":
+            lo = f"tl.where({a[0]} < {a[1]}, {a[1]}, {a[0]})"
+            expr = (f"tl.where({a[1]} != {a[1]}, {a[1]}, tl.where({a[2]} != {a[2]}, {a[2]}, "
+                    f"tl.where({a[2]} < {lo}, {a[2]}, {lo})))")
+        elif op == "relu":
+            expr = f"tl.where({a[0]} < 0.0, {zero}, {a[0]})"
         elif op == "where":
             expr = f"tl.where({a[0]}, {a[1]}, {a[2]})"
         elif op in _ir.COMPARE:
@@ -107,6 +146,17 @@ class _Emitter:
         else:  # pragma: no cover
             raise _ir.DefinitionError(f"the Triton emitter has no rule for {op}")
         self.lines.append(f"{n(i)} = {expr}")
+
+
+def _select(a, b, c):
+    """torch.minimum (`c` "<") or maximum (">"): NaN wins, then `b` at a tie."""
+    return (f"tl.where({a} != {a}, {a}, tl.where({b} != {b}, {b}, "
+            f"tl.where({a} {c} {b}, {a}, {b})))")
+
+
+def _lit(v):
+    return ("float('nan')" if math.isnan(v) else ("1e400" if v > 0 else "-1e400")
+            if math.isinf(v) else repr(v))
 
 
 def _inputs(neuron, states_from):
@@ -238,6 +288,8 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
         inputs["sg"] = "tl.load(sg_ptr + at, mask=mask).to(REAL)"
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}"
+        inputs.update({f"{_ir.SCALAR_INPUT}{k}": f"tl.load(sc_ptr + {k + 1})"
+                       for k in range(_codegen._scalar_inputs(g))})
         em = _Emitter(g, inputs, f32, f"b{b}_")
         lines = []
         gx = res[ids["x"]]
