@@ -18,6 +18,7 @@ import snnfunc
 from snnfunc import nn as snn
 from snnfunc import surrogate as S
 from snnfunc._fused import _generated
+from registry import refractory, two_state_leaky
 
 # --------------------------------------------------------------------------- crafted tokens
 
@@ -214,13 +215,6 @@ print("equal:", torch.equal(out, torch.load({str(tmp_path / 'expected.pt')!r})))
 # --------------------------------------------------------------------------- pickling
 
 
-@snnfunc.neuron(positive=("tau",))
-def module_level_leaky(x, v, a, *, tau=2.0, v_rest):
-    """A user neuron defined at module level, with two states."""
-    a = a * 0.5 + x
-    return v + (a - (v - v_rest)) / tau, a
-
-
 def _adapter_classes():
     """Every module class snnfunc.nn exports but the classic adapters' abstract base."""
     out = []
@@ -244,9 +238,9 @@ def _make(cls, learnable):
     if cls is snn.Recurrent:
         if learnable:
             return snn.Recurrent(4, snnfunc.plif, w=torch.nn.Parameter(torch.full((4,), 0.5))), x
-        return snn.Recurrent(4, module_level_leaky), x
+        return snn.Recurrent(4, two_state_leaky), x
     if cls is snn.NeuronNode:
-        return snn.NeuronNode(module_level_leaky, tau=tau), x
+        return snn.NeuronNode(two_state_leaky, tau=tau), x
     if cls in _PARAMETER:
         return cls(step_mode="m", **{_PARAMETER[cls]: tau}), x
     return cls(step_mode="m"), x  # the classic four (PLIF and RIF learn w)
@@ -300,7 +294,7 @@ def test_every_adapter_pickles_copies_and_saves(cls, live, learnable, tmp_path):
 
 
 def test_a_neuron_pickles_as_its_definition():
-    for nrn in (module_level_leaky, snnfunc.functional.defined._alif,
+    for nrn in (two_state_leaky, snnfunc.functional.defined._alif,
                 snnfunc.functional.neurons._lif):
         assert pickle.loads(pickle.dumps(nrn)) is nrn
         assert copy.deepcopy(nrn) is nrn
@@ -397,24 +391,6 @@ def test_the_reference_loop_never_changes_its_inputs(nrn):
     nrn.step(x[0], arg, **params)
     for t, b in zip((x, *state, *params.values()), before):
         assert torch.equal(t, b), "the reference loop changed an argument"
-
-
-def _threshold(v, r, a, *, v_threshold, beta=0.3):
-    return v_threshold + beta * a
-
-
-def _on_spike(s, v, r, a, *, t_ref=2.0):
-    return {"r": r + t_ref * s, "a": a + s}
-
-
-@snnfunc.neuron(threshold=_threshold, on_spike=_on_spike, positive=("tau", "tau_a"))
-def refractory(x, v, r, a, *, tau=2.0, tau_a=10.0, v_rest):
-    """The refractory neuron of docs/custom-neuron.md: `r - 1` lands on clamp's bound 0."""
-    resting = r > 0
-    v = torch.where(resting, v_rest, v + (x - (v - v_rest)) / tau)
-    r = torch.clamp(r - 1, min=0.0)
-    a = a - a / tau_a
-    return v, r, a
 
 
 def test_a_clamp_at_its_bound_differentiates_as_torch():
