@@ -29,15 +29,18 @@ def compare(fused, reference, dtype):
     """Failures as `op: what at (x, r0): fused vs reference` lines."""
     (fs, fg, fx), (rs, rg, rx) = fused, reference
     pairs = _pairs(dtype)
-    tol = dict(rtol=4 * torch.finfo(dtype).eps, atol=0.0)
+    eps = torch.finfo(dtype).eps
     bad = []
     for name, a, b, ga, gb in zip(STATES, fs, rs, fg, rg):
         exact = name == "v" or OPS[name][1]
+        # a function's value within a few ulp, its derivative within what that error becomes
+        # where it is ill-conditioned (tanh's 1 - y^2 near |x| = 2: about 30 times)
+        tol = dict(rtol=4 * eps, atol=0.0) if exact else dict(rtol=64 * eps, atol=0.0)
         ga = torch.zeros_like(a) if ga is None else ga
         gb = torch.zeros_like(b) if gb is None else gb
         same_value = _bits(a) == _bits(b)
         if not exact:  # within rounding, and special values (inf, NaN, zero) alike
-            close = torch.isclose(a, b, equal_nan=True, **tol)
+            close = torch.isclose(a, b, equal_nan=True, rtol=4 * eps, atol=0.0)
             special = ~(torch.isfinite(a) & torch.isfinite(b) & (a != 0) & (b != 0))
             same_value = torch.where(special, same_value, close)
         close_grad = torch.isclose(ga, gb, equal_nan=True, **tol) & (

@@ -162,6 +162,16 @@ def main():
         if err:
             kind, kw, dtype, T, N, sg = case[:6]
             failures.append(f"{kind} {kw} {dtype} T={T} N={N} {sg} {case[6:9]}: {err}")
+    for dtype in (torch.float64, torch.float32):  # every IR operation, at its boundaries
+        from ir_op_table import run
+        from test_ir_ops import compare
+
+        n += 1
+        try:
+            bad = compare(run(dtype, "fused"), run(dtype, "reference"), dtype)
+        except Exception as exc:  # noqa: BLE001
+            bad = [f"{type(exc).__name__}: {exc}"]
+        failures += [f"IR operations {dtype}: {line}" for line in bad]
     for line in failures:
         print("FAIL", line)
     print(f"{n - len(failures)} passed, {len(failures)} failed in {time.time() - start:.1f} s")

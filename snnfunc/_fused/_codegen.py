@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 
 from snnfunc import _ir
+from snnfunc._backends.c.spelling import CSpelling
+from snnfunc._kernel.emit import Emitter
 
 IO_TYPES = {  # torch dtype name -> (C type in memory, compute type, load, store)
     "float32": ("float", "float", "({x})", "({x})"),
@@ -208,173 +210,6 @@ __attribute__((const)) float snn_expf(float);
 """
 
 
-_C_FUNCS = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "sqrt": "sqrt",
-            "abs": "fabs", "tanh": "tanh", "cosh": "cosh", "sinh": "sinh", "sin": "sin",
-            "cos": "cos"}
-
-
-def _literal(value: float, single: bool, ctype: str = "REAL") -> str:
-    if math.isnan(value):
-        return f"(({ctype})NAN)"
-    if math.isinf(value):
-        return f"(({ctype})INFINITY)" if value > 0 else f"(({ctype})-INFINITY)"
-    return f"(({ctype}){value!r})"
-
-
-def _func(name: str, single: bool) -> str:
-    base = _C_FUNCS[name]
-    return base + "f" if single else base
-
-
-# operations on numbers: a node of these over run-time numbers and constants only is a number
-# itself, computed in double as Python computes it (then rounded where it meets the neurons'
-# values, as torch rounds a Python number)
-_ARITH = {"add", "sub", "mul", "div", "neg", "pow", "reciprocal", "rsqrt", "sigmoid",
-          "minimum", "maximum", *_ir.CLAMPS, *_C_FUNCS}
-
-
-def _select(a: str, b: str, cmp: str) -> str:
-    """torch.minimum (`cmp` "<") or torch.maximum (">") of two values: NaN wins, then `b` at
-    a tie (the second operand, as x86's min and max instructions)."""
-    return f"({a} != {a}) ? {a} : (({b} != {b}) ? {b} : ({a} {cmp} {b} ? {a} : {b}))"
-
-
-class _Emitter:
-    """Writes graph nodes as C statements, each node once, in order."""
-
-    def __init__(self, g: _ir.Graph, inputs: dict[str, str], single: bool, prefix: str,
-                 given: dict[int, str] | None = None, fast_exp_from: int | None = None):
-        self.g, self.inputs, self.single, self.p = g, inputs, single, prefix
-        self.given = given or {}  # node -> an expression of its value (read, not computed)
-        # nodes from this one on (a VJP's, not the forward's) take e^x from VJP_EXPF (float)
-        self.fast_exp_from = fast_exp_from
-        self.lines: list[str] = []
-        self.done: set[int] = set()
-        self.used: set = set()  # the inputs (names) and given nodes (ids) read
-        self._scalar: dict[int, bool] = {}
-
-    def name(self, i: int) -> str:
-        return f"{self.p}{i}"
-
-    def emit_until(self, last: int) -> None:
-        for i in range(last + 1):
-            self.emit(i)
-
-    def scalar(self, i: int) -> bool:
-        """Whether node `i` is a run-time number (a surrogate's parameter, or arithmetic on
-        such numbers and constants): one value for every neuron, held in double."""
-        if i not in self._scalar:
-            op, args = self.g.nodes[i]
-            if i in self.given:
-                out = False
-            elif op == "input":
-                out = args[0].startswith(_ir.SCALAR_INPUT)
-            elif op in _ARITH:
-                vals = args[:1] if op == "pow" else args
-                out = any(self.g.nodes[a][0] != "const" for a in vals) and all(
-                    self.g.nodes[a][0] == "const" or self.scalar(a) for a in vals)
-            else:
-                out = False
-            self._scalar[i] = out
-        return self._scalar[i]
-
-    def arg(self, a: int, double: bool) -> str:
-        """The text of node `a` read by a node computed in double (a number) or in REAL."""
-        op, args = self.g.nodes[a]
-        if op == "const" and double:
-            return _literal(args[0], self.single, "double")
-        self.emit(a)
-        if self.scalar(a) and not double:
-            return f"((REAL){self.name(a)})"
-        return self.name(a)
-
-    def emit(self, i: int) -> None:
-        if i in self.done:
-            return
-        self.done.add(i)
-        op, args = self.g.nodes[i]
-        if i in self.given:
-            self.used.add(i)
-            self.lines.append(f"const REAL {self.name(i)} = {self.given[i]};")
-            return
-        double = self.scalar(i)
-        ctype = "double" if double else "REAL"
-        if op == "input":
-            expr = self.inputs.get(args[0])
-            if expr is None:  # an input this code block does not have (unused here)
-                return
-            self.used.add(args[0])
-            self.lines.append(f"const {ctype} {self.name(i)} = {expr};")
-            return
-        if op == "const":
-            self.lines.append(f"const REAL {self.name(i)} = {_literal(args[0], self.single)};")
-            return
-        n = self.name
-        a = [self.arg(x, double) for x in (args[:1] if op == "pow" else args)]
-        single = self.single and not double
-        fast = single and self.fast_exp_from is not None and i >= self.fast_exp_from
-        f = lambda name: "VJP_EXPF" if fast and name == "exp" else _func(name, single)  # noqa: E731
-        one, zero = f"({ctype})1", f"({ctype})0"
-        if op in ("add", "sub", "mul", "div"):
-            sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
-            expr = f"{a[0]} {sym} {a[1]}"
-        elif op == "neg":
-            expr = f"-{a[0]}"
-        elif op in _C_FUNCS:
-            expr = f"{f(op)}({a[0]})"
-        elif op == "rsqrt":
-            expr = f"{one} / {f('sqrt')}({a[0]})"
-        elif op == "reciprocal":
-            expr = f"{one} / {a[0]}"
-        elif op == "sigmoid":
-            expr = f"{one} / ({one} + {f('exp')}(-{a[0]}))"
-        elif op == "pow":
-            k = args[1]
-            x = a[0]
-            expr = {2.0: f"{x} * {x}", 3.0: f"{x} * {x} * {x}", 1.0: x, 0.5: f"{f('sqrt')}({x})",
-                    -0.5: f"{one} / {f('sqrt')}({x})", -1.0: f"{one} / {x}",
-                    -2.0: f"{one} / ({x} * {x})", 0.0: one}.get(
-                k, f"{'powf' if single else 'pow'}({x}, {_literal(k, single, ctype)})")
-        elif op in ("minimum", "maximum", "clamp_min_v", "clamp_max_v"):  # b at a tie
-            cmp = "<" if op in ("minimum", "clamp_max_v") else ">"
-            expr = _select(a[0], a[1], cmp)
-        elif op == "clamp_v":  # maximum(x, lo), then minimum with hi
-            expr = _select(f"({_select(a[0], a[1], '>')})", a[2], "<")
-        elif op == "clamp_min":  # x unless below lo; a NaN lo gives NaN
-            expr = f"({a[1]} != {a[1]}) ? {a[1]} : (({a[0]} < {a[1]}) ? {a[1]} : {a[0]})"
-        elif op == "clamp_max":
-            expr = f"({a[1]} != {a[1]}) ? {a[1]} : (({a[0]} > {a[1]}) ? {a[1]} : {a[0]})"
-        elif op == "clamp":  # min(max(x, lo), hi) as torch's scalar path: lo > hi gives hi
-            lo = f"(({a[0]} < {a[1]}) ? {a[1]} : {a[0]})"
-            expr = (f"({a[1]} != {a[1]}) ? {a[1]} : (({a[2]} != {a[2]}) ? {a[2]} : "
-                    f"(({a[2]} < {lo}) ? {a[2]} : {lo}))")
-        elif op == "relu":  # -0.0 and NaN kept, as torch's relu
-            expr = f"({a[0]} < {zero}) ? {zero} : {a[0]}"
-        elif op == "where":
-            expr = f"{a[0]} ? {a[1]} : {a[2]}"
-        elif op in _ir.COMPARE:
-            sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[op]
-            self.lines.append(f"const int {n(i)} = {a[0]} {sym} {a[1]};")
-            return
-        elif op in ("and", "or"):
-            self.lines.append(f"const int {n(i)} = {a[0]} {'&' if op == 'and' else '|'} {a[1]};")
-            return
-        elif op == "not":
-            self.lines.append(f"const int {n(i)} = !{a[0]};")
-            return
-        elif op == "spike":
-            expr = f"({a[0]} >= 0) ? {one} : (REAL)0"
-        elif op == "detach":
-            expr = a[0]
-        elif op == "reset_hard":
-            expr = f"({a[1]} > 0) ? {a[2]} : {a[0]}"
-        elif op == "reset_soft":
-            expr = f"({a[1]} > 0) ? {a[0]} - {a[2]} : {a[0]}"
-        else:  # pragma: no cover
-            raise _ir.DefinitionError(f"the C emitter has no rule for {op}")
-        self.lines.append(f"const {ctype} {n(i)} = {expr};")
-
-
 def _step_inputs(neuron, ids, single, states_from: str | None, shared=None) -> dict[str, str]:
     """C expressions for the step's inputs inside the loop over neurons `i` (the states from
     `states_from`, or none); a parameter or threshold `shared` by every neuron is one value of
@@ -494,9 +329,7 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
     parameter and then the threshold, whether every neuron shares one value."""
     g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
     single = IO_TYPES[dtype][1] == "float"
-    em = _Emitter(g, {}, single, "n")
-    inputs = _step_inputs(neuron, ids, single, "S{k}[i]", shared)
-    em.inputs = inputs
+    em = Emitter(g, CSpelling(single), _step_inputs(neuron, ids, single, "S{k}[i]", shared), "n")
     for i in [outs["s"], outs["h"], *outs["states"]]:
         em.emit(i)
     body = "\n        ".join(em.lines)
@@ -698,9 +531,9 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
             inputs[f"cot:state:{k}"] = f"G{k}[i]"
         inputs.update({f"{_ir.SCALAR_INPUT}{k}": f"j->sc[{k + 1}]"
                        for k in range(_scalar_inputs(g))})
-        em = _Emitter(g, inputs, single, "n",
+        em = Emitter(g, CSpelling(single), inputs, "n",
                       {node: f"buf[({e} * T + t) * n + i]" for node, e in slot.items()},
-                      fast_exp_from=n_forward)
+                     vjp_from=n_forward)
         for c in _roots(neuron, ids, res, need):
             em.emit(c)
         gx, cth = res[ids["x"]], res[ids["v_threshold"]]
@@ -732,8 +565,8 @@ def backward_source(neuron, opts: dict, *, hard: bool, detach: bool, surrogate_d
     out_table = ", ".join("{" + ", ".join("1" if p else "0" for p in out) + "}"
                           for _, out, _ in patterns)
     load = "\n  ".join(_load_block(neuron, shared))
-    rem = _Emitter(recompute_g, _step_inputs(neuron, rids, single, "S{k}[i]", shared), single,
-                   "n")
+    rem = Emitter(recompute_g, CSpelling(single),
+                  _step_inputs(neuron, rids, single, "S{k}[i]", shared), "n")
     for o in routs["states"]:
         rem.emit(o)
     for node in kept:

@@ -13,150 +13,9 @@ import math
 import re
 
 from snnfunc import _ir
+from snnfunc._backends.triton.spelling import TritonSpelling
 from snnfunc._fused import _codegen
-
-
-_ARITH = {"add", "sub", "mul", "div", "neg", "pow", "reciprocal", "rsqrt", "sigmoid", "exp",
-          "expm1", "log", "log1p", "sqrt", "abs", "tanh", "cosh", "sinh", "sin", "cos",
-          "minimum", "maximum", *_ir.CLAMPS}
-
-
-class _Emitter:
-    def __init__(self, g, inputs, f32: bool, prefix: str):
-        self.g, self.inputs, self.f32, self.p = g, inputs, f32, prefix
-        self.lines: list[str] = []
-        self.done: set[int] = set()
-        self._scalar: dict[int, bool] = {}
-
-    def name(self, i):
-        return f"{self.p}{i}"
-
-    def scalar(self, i) -> bool:
-        """A run-time number (see the C emitter): one float64 value for every neuron."""
-        if i not in self._scalar:
-            op, args = self.g.nodes[i]
-            if op == "input":
-                out = args[0].startswith(_ir.SCALAR_INPUT)
-            elif op in _ARITH:
-                vals = args[:1] if op == "pow" else args
-                out = any(self.g.nodes[a][0] != "const" for a in vals) and all(
-                    self.g.nodes[a][0] == "const" or self.scalar(a) for a in vals)
-            else:
-                out = False
-            self._scalar[i] = out
-        return self._scalar[i]
-
-    def arg(self, a, double):
-        op, args = self.g.nodes[a]
-        if op == "const" and double:
-            return _lit(args[0])
-        self.emit(a)
-        if self.scalar(a) and not double:
-            return f"{self.name(a)}.to(REAL)"
-        return self.name(a)
-
-    def div(self, a, b, double=False):
-        return f"tl.math.div_rn({a}, {b})" if self.f32 and not double else f"({a}) / ({b})"
-
-    def sqrt(self, a, double=False):
-        return f"tl.sqrt_rn({a})" if self.f32 and not double else f"tl.sqrt({a})"
-
-    def emit(self, i):
-        if i in self.done:
-            return
-        self.done.add(i)
-        op, args = self.g.nodes[i]
-        n = self.name
-        if op == "input":
-            expr = self.inputs.get(args[0])
-            if expr is not None:
-                self.lines.append(f"{n(i)} = {expr}")
-            return
-        if op == "const":
-            self.lines.append(f"{n(i)} = tl.full([BLOCK], {_lit(args[0])}, REAL)")
-            return
-        double = self.scalar(i)
-        a = [self.arg(x, double) for x in (args if op != "pow" else args[:1])]
-        d = lambda p, q: self.div(p, q, double)  # noqa: E731
-        sq = lambda p: self.sqrt(p, double)  # noqa: E731
-        zero = "0.0" if double else "tl.zeros([BLOCK], REAL)"
-        if op in ("add", "sub", "mul"):
-            expr = f"{a[0]} {dict(add='+', sub='-', mul='*')[op]} {a[1]}"
-        elif op == "div":
-            expr = d(a[0], a[1])
-        elif op == "neg":
-            expr = f"-{a[0]}"
-        elif op in ("exp", "log", "abs", "sin", "cos"):
-            expr = f"tl.{op}({a[0]})"
-        elif op == "sqrt":
-            expr = sq(a[0])
-        elif op == "rsqrt":
-            expr = d("1.0", sq(a[0]))
-        elif op == "reciprocal":
-            expr = d("1.0", a[0])
-        elif op == "expm1":
-            expr = f"tl.exp({a[0]}) - 1.0"
-        elif op == "log1p":
-            expr = f"tl.log(1.0 + {a[0]})"
-        elif op == "sigmoid":
-            expr = d("1.0", f"1.0 + tl.exp(-{a[0]})")
-        elif op == "tanh":
-            expr = f"2.0 * {d('1.0', f'1.0 + tl.exp(-2.0 * {a[0]})')} - 1.0"
-        elif op == "cosh":
-            expr = f"(tl.exp({a[0]}) + tl.exp(-{a[0]})) * 0.5"
-        elif op == "sinh":
-            expr = f"(tl.exp({a[0]}) - tl.exp(-{a[0]})) * 0.5"
-        elif op == "pow":
-            k, x = args[1], a[0]
-            one = "1.0" if double else "tl.full([BLOCK], 1.0, REAL)"
-            expr = {2.0: f"{x} * {x}", 3.0: f"{x} * {x} * {x}", 1.0: x, 0.5: sq(x),
-                    -0.5: d("1.0", sq(x)), -1.0: d("1.0", x), -2.0: d("1.0", f"{x} * {x}"),
-                    0.0: one}.get(k, f"tl.exp({k!r} * tl.log({x}))")
-        elif op in ("minimum", "maximum", "clamp_min_v", "clamp_max_v"):  # b at a tie
-            expr = _select(a[0], a[1], "<" if op in ("minimum", "clamp_max_v") else ">")
-        elif op == "clamp_v":
-            expr = _select(_select(a[0], a[1], ">"), a[2], "<")
-        elif op == "clamp_min":
-            expr = f"tl.where({a[1]} != {a[1]}, {a[1]}, tl.where({a[0]} < {a[1]}, {a[1]}, {a[0]}))"
-        elif op == "clamp_max":
-            expr = f"tl.where({a[1]} != {a[1]}, {a[1]}, tl.where({a[0]} > {a[1]}, {a[1]}, {a[0]}))"
-        elif op == "clamp":
-            lo = f"tl.where({a[0]} < {a[1]}, {a[1]}, {a[0]})"
-            expr = (f"tl.where({a[1]} != {a[1]}, {a[1]}, tl.where({a[2]} != {a[2]}, {a[2]}, "
-                    f"tl.where({a[2]} < {lo}, {a[2]}, {lo})))")
-        elif op == "relu":
-            expr = f"tl.where({a[0]} < 0.0, {zero}, {a[0]})"
-        elif op == "where":
-            expr = f"tl.where({a[0]}, {a[1]}, {a[2]})"
-        elif op in _ir.COMPARE:
-            sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[op]
-            expr = f"{a[0]} {sym} {a[1]}"
-        elif op in ("and", "or"):
-            expr = f"{a[0]} {'&' if op == 'and' else '|'} {a[1]}"
-        elif op == "not":
-            expr = f"{a[0]} == 0"
-        elif op == "spike":
-            expr = f"tl.where({a[0]} >= 0, 1.0, 0.0).to(REAL)"
-        elif op == "detach":
-            expr = a[0]
-        elif op == "reset_hard":
-            expr = f"tl.where({a[1]} > 0, {a[2]}, {a[0]})"
-        elif op == "reset_soft":
-            expr = f"tl.where({a[1]} > 0, {a[0]} - {a[2]}, {a[0]})"
-        else:  # pragma: no cover
-            raise _ir.DefinitionError(f"the Triton emitter has no rule for {op}")
-        self.lines.append(f"{n(i)} = {expr}")
-
-
-def _select(a, b, c):
-    """torch.minimum (`c` "<") or maximum (">"): NaN wins, then `b` at a tie."""
-    return (f"tl.where({a} != {a}, {a}, tl.where({b} != {b}, {b}, "
-            f"tl.where({a} {c} {b}, {a}, {b})))")
-
-
-def _lit(v):
-    return ("float('nan')" if math.isnan(v) else ("1e400" if v > 0 else "-1e400")
-            if math.isinf(v) else repr(v))
+from snnfunc._kernel.emit import Emitter
 
 
 def _inputs(neuron, states_from):
@@ -238,7 +97,7 @@ def _forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False):
     f32 = _codegen.IO_TYPES[dtype][1] == "float"
     g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
     K = len(neuron.states)
-    em = _Emitter(g, _inputs(neuron, "S{k}"), f32, "n")
+    em = Emitter(g, TritonSpelling(f32), _inputs(neuron, "S{k}"), "n")
     for i in [outs["s"], outs["h"], *outs["states"]]:
         em.emit(i)
     body = em.lines + [f"tl.store(s_ptr + at, {em.name(outs['s'])}.to(s_ptr.dtype.element_ty@RND@), mask=mask)"]
@@ -272,7 +131,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
     L, period = len(patterns), len(patterns) - fix
     # recompute the states before every step into the buffer [K, T, N]
     rg, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
-    rem = _Emitter(rg, _inputs(neuron, "S{k}"), f32, "r")
+    rem = Emitter(rg, TritonSpelling(f32), _inputs(neuron, "S{k}"), "r")
     for o in routs["states"]:
         rem.emit(o)
     recompute = ([f"tl.store(buf_ptr + ({k} * T + tl.cast(t, tl.int64)) * N + offs, S{k}, mask=mask)" for k in range(K)]
@@ -290,7 +149,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
             inputs[f"cot:state:{k}"] = f"G{k}"
         inputs.update({f"{_ir.SCALAR_INPUT}{k}": f"tl.load(sc_ptr + {k + 1})"
                        for k in range(_codegen._scalar_inputs(g))})
-        em = _Emitter(g, inputs, f32, f"b{b}_")
+        em = Emitter(g, TritonSpelling(f32), inputs, f"b{b}_")
         lines = []
         gx = res[ids["x"]]
         if gx is not None:
