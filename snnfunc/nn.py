@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from snnfunc import functional as F
-from snnfunc.functional._checks import _is_number, check_surrogate
+from snnfunc._core.checks import _is_number, check_surrogate
 from snnfunc.surrogate import Sigmoid, Surrogate
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "PLIFNode", "RIFNode", "NeuronNode", "CubaLIFNode",

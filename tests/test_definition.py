@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import snnfunc
-from snnfunc.definition import _REGISTRY, DefinitionError
+from snnfunc._core.registry import _NEURONS as _REGISTRY
+from snnfunc.definition import DefinitionError
 from snnfunc.functional.defined import DEFINITIONS
 
 torch.manual_seed(0)

@@ -15,7 +15,7 @@ import torch
 import snnfunc
 from snnfunc import _fused
 from snnfunc import surrogate as S
-from snnfunc.definition import _option_values
+from snnfunc._core.definition import option_values as _option_values
 from snnfunc.functional.defined import DEFINITIONS
 from snnfunc.functional.neurons import DEFINITIONS as CLASSIC
 from test_edge_values import EDGE, bits

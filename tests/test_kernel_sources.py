@@ -35,7 +35,7 @@ def _neurons():
     table of every IR operation."""
     from ir_op_table import TABLE as OPS  # noqa: F401  (registers it)
     from registry import refractory  # noqa: F401  (registers it)
-    from snnfunc import definition
+    from snnfunc._core import registry as definition
 
     names = ["snnfunc:if", "snnfunc:lif", "snnfunc:plif", "snnfunc:rif", "snnfunc:cuba_lif",
              "snnfunc:alif", "snnfunc:qif", "snnfunc:eif", "tests:ir_op_table",
@@ -80,7 +80,7 @@ def configs():
 
 def render(cfg) -> str:
     """The source of one configuration, by today's generator."""
-    from snnfunc import definition
+    from snnfunc._core import registry as definition
     from snnfunc._fused import _codegen, _generated, _triton_codegen
 
     nrn = definition.lookup(cfg["neuron"])

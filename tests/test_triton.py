@@ -121,7 +121,7 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
     """The generated Triton kernels build for an H100/H200: IEEE division, no FMA."""
     from snnfunc import surrogate as S
     from snnfunc._fused import _generated, _generated_triton, _triton_codegen
-    from snnfunc.definition import _option_values
+    from snnfunc._core.definition import option_values as _option_values
     from snnfunc.functional.defined import DEFINITIONS
 
     neuron = DEFINITIONS[name]

@@ -374,9 +374,9 @@ def test_definitions_the_generator_cannot_keep_exact_are_refused():
 
 
 def _registered():
-    from snnfunc import definition
+    from snnfunc._core import registry
 
-    return sorted(definition._REGISTRY.values(), key=lambda n: n.name)
+    return registry.registered()
 
 
 @pytest.mark.parametrize("nrn", _registered(), ids=lambda n: n.name)

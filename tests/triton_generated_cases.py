@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from snnfunc._fused import _generated  # noqa: E402
-from snnfunc.definition import _option_values  # noqa: E402
+from snnfunc._core.definition import option_values as _option_values  # noqa: E402
 from test_edge_values import bits  # noqa: E402
 from test_generated import NEURONS, SURROGATES, Gaussian, leaves  # noqa: E402
 

@@ -1,7 +1,7 @@
 """C source for a neuron definition's fused kernels, generated from its traced step.
 
 The skeleton (blocks of neurons on OpenMP threads, the loop over T, the recompute-then-BPTT
-backward) is written once here; the per-neuron part is the traced step (`snnfunc._ir`), one
+backward) is written once here; the per-neuron part is the traced step (`snnfunc._core.ir`), one
 C statement per node in the definition's order. Built without FMA contraction or fast math,
 so wherever the definition uses + - * / and comparisons the forward equals the reference
 loop bit for bit.
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 
-from snnfunc import _ir
+from snnfunc._core import ir as _ir
+from snnfunc._core.vjp import vjp
 from snnfunc._backends.c.spelling import CSpelling
 from snnfunc._kernel.emit import Emitter
 
@@ -407,7 +408,7 @@ def _vjp_block(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_
             put(o, f"cot:state:{k}")
     wrt = [ids["x"], *(ids[f"state:{n}"] for n in neuron.states),
            *(ids[f"param:{n}"] for n in neuron.parameters), ids["v_threshold"]]
-    res = _ir.vjp(g, cots, wrt, surrogate_derivative)
+    res = vjp(g, cots, wrt, surrogate_derivative)
     state_out = tuple(res[ids[f"state:{n}"]] is not None for n in neuron.states)
     return (g, ids, outs, res, wrt), state_out
 

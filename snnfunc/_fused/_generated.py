@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from snnfunc import _ir
+from snnfunc._core import ir as _ir
 from snnfunc._fused import _codegen, _cpu, _ops
 
 KERNELS_IN_MEMORY = 1024  # built kernels a process keeps at hand (least recently used go)
@@ -245,7 +245,7 @@ _MAX_SCALARS = 64
 
 
 def _check(neuron_name, x, states, params, th, scalars, device_type="cpu"):
-    from snnfunc.definition import lookup
+    from snnfunc._core.registry import lookup
 
     neuron = lookup(neuron_name)
     if not isinstance(x, Tensor) or x.dtype not in DTYPES:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from snnfunc import _ir
+from snnfunc._core import ir as _ir
 from snnfunc._backends.triton.spelling import TritonSpelling
 from snnfunc._fused import _codegen
 from snnfunc._kernel.emit import Emitter

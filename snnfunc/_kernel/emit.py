@@ -11,7 +11,7 @@ real value, as torch rounds a Python number) and `mask` (a comparison).
 
 from __future__ import annotations
 
-from snnfunc import _ir
+from snnfunc._core import ir as _ir
 from snnfunc._kernel import lowering
 
 # operations on numbers: a node of these over run-time numbers and constants only is a number

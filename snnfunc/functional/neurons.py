@@ -22,9 +22,10 @@ import math
 import torch
 
 from snnfunc.definition import neuron
-from snnfunc.functional import _checks
-from snnfunc.functional._core import (NeuronOutput, NeuronOutputWithH, StepOutput,
-                                      StepOutputWithH, reset)
+from snnfunc._core import checks as _checks
+from snnfunc._core.reset import reset
+from snnfunc._core.results import (NeuronOutput, NeuronOutputWithH, StepOutput,
+                                   StepOutputWithH)
 from snnfunc.surrogate import Sigmoid
 
 __all__ = [

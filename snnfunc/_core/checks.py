@@ -47,10 +47,27 @@ def _check_broadcast(name: str, shape: torch.Size, step_shape: torch.Size, what:
         )
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The one half-precision rule: float16 and bfloat16 are loaded and stored in their own
+    dtype and computed in float32, states held in float32 between steps (so that a sequence
+    run in pieces equals the whole); float32 and float64 compute in themselves. The reference
+    loop, the kernels, the ops' checks and the recurrent layer all follow it."""
+    return torch.float32 if dtype in HALF else dtype
+
+
 def state_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a neuron's state is held in: float32 for float16/bfloat16 inputs (computed in
-    float32, so that a sequence run in pieces equals the whole), else the input's."""
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    """The dtype a neuron's state is held in for the input `x`: `compute_dtype(x.dtype)`."""
+    return compute_dtype(x.dtype)
+
+
+def upcast(params: dict, v_threshold: torch.Tensor, dtype: torch.dtype):
+    """Parameters and threshold in the compute dtype of inputs of `dtype`."""
+    if dtype not in HALF:
+        return params, v_threshold
+    return {k: p.float() for k, p in params.items()}, v_threshold.float()
 
 
 def check_tensor_like(name: str, value: torch.Tensor, x: torch.Tensor, step_shape, what,

@@ -1,41 +1,9 @@
-"""What every neuron shares: the output NamedTuples and the reset (forward a select, backward
-the derivative of the blend), used by the reference loop of every definition."""
+"""The reset every neuron shares (forward a select, backward the derivative of the blend), as
+the reference loop of every definition computes it."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
-
-
-class NeuronOutput(NamedTuple):
-    """Result of a multi-step neuron: `spikes` `[T, *shape]` and the final state `v`."""
-
-    spikes: torch.Tensor
-    v: torch.Tensor
-
-
-class NeuronOutputWithH(NamedTuple):
-    """`NeuronOutput` plus `h` `[T, *shape]`, the voltage after charge and before reset."""
-
-    spikes: torch.Tensor
-    v: torch.Tensor
-    h: torch.Tensor
-
-
-class StepOutput(NamedTuple):
-    """Result of one time step: `spike` and the next state `v`."""
-
-    spike: torch.Tensor
-    v: torch.Tensor
-
-
-class StepOutputWithH(NamedTuple):
-    """`StepOutput` plus `h`, the voltage after charge and before reset."""
-
-    spike: torch.Tensor
-    v: torch.Tensor
-    h: torch.Tensor
 
 
 class _Reset(torch.autograd.Function):
