@@ -169,7 +169,8 @@ def test_ensemble_vmap_equals_one_by_one(capsys):
 @pytest.mark.skipif(not torch.distributed.is_available(),
                     reason="needs a torch build with torch.distributed")
 def test_ddp_two_processes_stay_identical_and_learn(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    # TMPDIR: torchrun's torchelastic_* folder goes into tmp_path, not /tmp
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(EXAMPLES / "ddp.py"), "--epochs", "3", "--out", str(tmp_path)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
