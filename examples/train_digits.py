@@ -6,7 +6,9 @@
     python examples/train_digits.py --checkpoint out/digits.pt --resume --epochs 40
 
 Linear -> PLIF -> Linear -> LIF over T time steps, a spike-count readout and cross-entropy,
-Adam. Prints loss and test accuracy per epoch and saves two PNGs in --out:
+Adam. The Linear layers start at 4x PyTorch's default scale (--init-gain), so that both
+spiking layers fire from the first batch on and the first epoch already learns. Prints loss
+and test accuracy per epoch and saves two PNGs in --out:
 digits_training.png (loss and accuracy per epoch) and digits_spikes.png (one test digit: its
 input spikes, the hidden layer's spikes, membrane traces of hidden neurons that charge, leak,
 fire and reset, and the prediction).
@@ -59,10 +61,20 @@ def encode(images: torch.Tensor, T: int, encoder: str) -> torch.Tensor:
 
 
 class DigitsSNN(torch.nn.Module):
-    def __init__(self, neuron: str, hidden: int = 256):
+    def __init__(self, neuron: str, hidden: int = 256, init_gain: float = 4.0):
         super().__init__()
         self.fc1 = torch.nn.Linear(64, hidden)
         self.fc2 = torch.nn.Linear(hidden, 10)
+        # PyTorch's default init (weights within ±1/sqrt(fan_in)) suits activations around 0;
+        # these neurons fire at a threshold of 1 from sparse 0/1 inputs, and at that scale
+        # (seed 0, the training digits) the hidden layer fires at 0.01 % of its steps and the
+        # output layer never: the spike counts are all 0, the loss stays at log(10) = 2.303
+        # and the first epoch learns nothing. Scaled by 4, the hidden layer fires at 13 % of
+        # its steps and the output layer at 9 %, silent for 1 digit in 1437
+        with torch.no_grad():
+            for fc in (self.fc1, self.fc2):
+                fc.weight.mul_(init_gain)
+                fc.bias.mul_(init_gain)
         self.neuron = neuron
         self.w = torch.nn.Parameter(torch.full((hidden,), 0.5))  # PLIF: 1/tau, RIF: self-weight
         if neuron == "rif":
@@ -93,6 +105,8 @@ def main(argv=None):
     ap.add_argument("--encoder", choices=["poisson", "constant"], default="poisson",
                     help="Poisson spikes with the pixel intensity as rate, or the intensity as a constant current")
     ap.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    ap.add_argument("--init-gain", type=float, default=4.0,
+                    help="scale of PyTorch's default Linear init (1: the default, silent at the start)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate (cosine schedule)")
     ap.add_argument("--no-compile", action="store_true", help="run eagerly")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
@@ -106,7 +120,7 @@ def main(argv=None):
     np.random.seed(args.seed)
     x_tr, y_tr, x_te, y_te = digits_split()
 
-    net = DigitsSNN(args.neuron)
+    net = DigitsSNN(args.neuron, init_gain=args.init_gain)
     model = net if args.no_compile else torch.compile(net, dynamic=False)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     history = {"loss": [], "accuracy": []}

@@ -35,7 +35,9 @@ def test_train_digits_short_run_learns(tmp_path, neuron, capsys):
     assert (tmp_path / "digits_spikes.png").stat().st_size > 10_000
     assert (tmp_path / "digits_training.png").stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "test accuracy" in out
+    # it learns from the first epoch on: the output layer is not silent at the start
+    first = float(re.search(r"epoch +1 +loss (\S+) +test accuracy ([\d.]+)%", out).group(2))
+    assert first > 30, out[-500:]  # chance is 10 %
     # the figure's traces show neurons that fire, but not at every step, and leak in between
     traces = re.findall(r"neuron \d+ \((\d+) spikes?, (\d+) steps? leaking\)", out)
     assert len(traces) == 2 and all(0 < int(n) < 10 and int(leak) > 0 for n, leak in traces), out[-500:]
@@ -169,7 +171,8 @@ def test_ensemble_vmap_equals_one_by_one(capsys):
 @pytest.mark.skipif(not torch.distributed.is_available(),
                     reason="needs a torch build with torch.distributed")
 def test_ddp_two_processes_stay_identical_and_learn(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    # TMPDIR: torchrun's torchelastic_* folder goes into tmp_path, not /tmp
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(EXAMPLES / "ddp.py"), "--epochs", "3", "--out", str(tmp_path)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

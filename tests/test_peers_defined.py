@@ -12,11 +12,12 @@ docs/from-spikingjelly.md.
 """
 
 import math
+import re
 import warnings
 
 import pytest
 import torch
-from test_peers import _needs, above, currents, grads
+from test_peers import _needs, above, currents, grads, snntorch_run
 
 import snnfunc
 from snnfunc import surrogate as S
@@ -196,6 +197,59 @@ def test_snntorch_synaptic_delayed_reset_maps_only_for_subtract_with_beta_1():
         if mechanism == "zero":  # the step after each spike: membrane exactly 0, no spike
             after = s_peer[:-1].bool()
             assert after.any() and (mem[1:][after] == 0).all() and (s_peer[1:][after] == 0).all()
+
+
+@snnfunc.neuron
+def snntorch_leaky(x, v, m, *, beta=0.875, theta=1.0, v_rest):
+    """snnTorch's default Leaky as written in docs/from-snntorch.md: m is snnTorch's mem."""
+    reset = torch.where(m > theta, 1.0, 0.0)  # the previous step's spike
+    m = beta * m + x - reset * theta          # snnTorch's mem
+    return m, m                               # v fires and resets; m goes on
+
+
+def test_snntorch_leaky_definition_is_the_documented_one():
+    """The definition above is, statement for statement, the one docs/from-snntorch.md gives
+    (comments and spacing aside)."""
+    from pathlib import Path
+
+    def statements(text):
+        found = re.search(r"^@snnfunc.neuron\ndef snntorch_leaky.*?\n\n", text, re.M | re.S).group(0)
+        return [" ".join(line.split("#")[0].split()) for line in found.splitlines()
+                if line.strip() and '"""' not in line]
+
+    here = Path(__file__).read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "from-snntorch.md").read_text()
+    assert len(statements(here)) == 5 and statements(here) == statements(page)
+
+
+@SNNTORCH
+@pytest.mark.parametrize("beta", [0.875, 0.9])
+def test_snntorch_default_leaky_equals_its_definition(beta):
+    """snnTorch 1.0's Leaky(beta) with every other argument at its default (subtract reset,
+    delayed by one step, atan surrogate with alpha 2) against `snntorch_leaky` over T = 50:
+    spikes and mem at every step bit for bit, input gradients to float32 rounding."""
+    import snntorch
+
+    theta = 1.0
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(50, 8, 64, generator=g) * 0.7
+    node = snntorch.Leaky(beta=beta)
+    s_peer, g_peer = grads(lambda x: snntorch_run(node, x)[0], x)
+    mem = snntorch_run(node, x)[1]
+    run = lambda x: snntorch_leaky(x, beta=beta, theta=theta,  # noqa: E731
+                                   v_threshold=above(theta, torch.float32),
+                                   surrogate=S.ATan(2.0), return_states=True)
+    s_mine, g_mine = grads(lambda x: run(x).spikes, x)
+    out = run(x)
+    assert 0.05 < s_peer.mean() < 0.8 and s_peer.dtype == s_mine.dtype == torch.float32
+    assert torch.equal(s_peer, s_mine)
+    assert torch.equal(mem, out.trace.m) and torch.equal(mem[-1], out.state.m)
+    torch.testing.assert_close(g_mine[0], g_peer[0], rtol=1e-5, atol=1e-5)
+    assert g_peer[0].abs().max() > 0.1  # the surrogate gradients are there to compare
+    # and the built-in soft reset is not it (the reason for the definition)
+    soft = snnfunc.plif(x, w=1 - beta, decay_input=False, v_reset=None,
+                        v_threshold=above(theta, torch.float32)).spikes
+    assert not torch.equal(soft, s_peer)
 
 
 # ------------------------------------------------------------------------------ Norse
