@@ -19,7 +19,8 @@ A new surrogate needs only its derivative:
         sigma: float = 0.5
 
         def derivative(self, x):
-            return torch.exp(-0.5 * (x / self.sigma) ** 2) / (self.sigma * math.sqrt(2 * math.pi))
+            z = x / self.sigma
+            return torch.exp(-0.5 * z**2) / (self.sigma * math.sqrt(2 * math.pi))
 """
 
 from __future__ import annotations

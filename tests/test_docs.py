@@ -222,9 +222,7 @@ def test_docs_code_lines_fit_the_page():
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
 @pytest.mark.parametrize("group", [
     "guides",
-    pytest.param("api", marks=pytest.mark.xfail(strict=True, reason=(
-        "the example in snnfunc.surrogate's module docstring has a 94-character line; "
-        "remove this mark when the docstring wraps it"))),
+    "api",
 ])
 def test_code_blocks_fit_at_1280px_in_chromium(site, group):
     """Every page of the site in a 1280 px wide frame: no code block scrolls sideways. The

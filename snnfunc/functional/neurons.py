@@ -4,8 +4,8 @@ Every neuron does, per time step, in this order (charge, fire, reset):
 
 $$H_t = f(V_{t-1}, X_t), \qquad S_t = \Theta(H_t - V_{th}),$$
 
-$$V_t = \begin{cases} V_{reset} & \text{if } S_t = 1 \text{ (hard reset, `v_reset` a number)} \\
-H_t - V_{th} & \text{if } S_t = 1 \text{ (soft reset, `v_reset=None`)} \\
+$$V_t = \begin{cases} V_{reset} & \text{if } S_t = 1 \text{ (hard reset: v_reset a number)} \\
+H_t - V_{th} & \text{if } S_t = 1 \text{ (soft reset: v_reset = None)} \\
 H_t & \text{if } S_t = 0 \end{cases}$$
 
 A neuron that does not fire keeps $H_t$ exactly (NaN, infinities and -0.0 included). The
