@@ -51,8 +51,8 @@ print(json.dumps({"cold": cold, "graphs": frames}))
 BUILD = r"""
 import json, time
 t0 = time.perf_counter()
-import snnfunc._fused
-ok = snnfunc._fused.available()
+from snnfunc._kernel import dispatch
+ok = dispatch.available()
 print(json.dumps({"build": time.perf_counter() - t0, "ok": ok}))
 """
 

@@ -234,7 +234,7 @@ class New:
     calls them, with the same shared values and the same absent gradients as `Old`."""
 
     def __init__(self, kind, x):
-        from snnfunc._fused import _generated as G
+        from snnfunc._kernel import call, surrogates
         from snnfunc.functional.neurons import DEFINITIONS
         from snnfunc.surrogate import Sigmoid
 
@@ -245,16 +245,15 @@ class New:
         common = dict(x=x, states=[x.new_zeros(()) for _ in range(k)],
                       params=[x.new_full((), PARAMS[kind][n]) for n in nrn.parameters],
                       th=x.new_ones(()), scalars=torch.zeros(1, dtype=torch.float64),
-                      neuron=nrn.name, options=G.options_string(dict(nrn.options)), hard=True)
+                      neuron=nrn.name, options=call.options_string(dict(nrn.options)), hard=True)
         self.fkw = dict(common, want_h=False)
         self.bkw = dict(common, gs=torch.ones_like(x), gh=None, sg=None, gstates=[None] * k,
-                        surrogate=G.surrogate_token(Sigmoid()), detach=False,
+                        surrogate=surrogates.surrogate_token(Sigmoid()), detach=False,
                         # no parameter's gradient; the initial states', as the old kernel
                         # always computed them
                         need=[False] * (len(nrn.parameters) + 1) + [True] * k)
-        names = {a.name for a in self.bwd_op._schema.arguments}
-        if "gtraces" in names:  # later schemas: gradients of a trace of every state
-            self.bkw["gtraces"] = [None] * k
+        self.bkw["gtraces"] = [None] * k
+        self.bkw["scalars"] = torch.tensor([0.0, Sigmoid().alpha], dtype=torch.float64)
         self.k = k
 
     def forward(self):

@@ -1,6 +1,7 @@
 """snnfunc: spiking neurons as pure, time-unrolled functions for PyTorch."""
 
-from snnfunc import _fused, functional, memory, surrogate  # _fused registers torch.ops.snnfunc.*
+from snnfunc import _backends  # noqa: F401  (the backends register their kernels' ops)
+from snnfunc import functional, memory, surrogate
 from snnfunc.functional import *  # noqa: F401,F403
 from snnfunc.functional import __all__ as _functional_all
 

@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from snnfunc import _fused
-from snnfunc._fused import _cpu
+from snnfunc._backends.c import build
+from snnfunc._kernel import backends, cache, dispatch
 
 
 def _version(package: str) -> str:
@@ -35,27 +35,27 @@ def info(file=None) -> str:
     """
     import snnfunc
 
-    cpu, cuda = _fused._cpu_error(), _fused._cuda_error()
+    cpu, cuda = backends.error("cpu"), backends.error("cuda")
     lines = [
         f"snnfunc {snnfunc.__version__}",
         f"python  {platform.python_version()} ({sys.platform}, {platform.machine()})",
         f"torch   {torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})",
         f"triton  {_version('triton')}",
-        f"C compiler: {_cpu._compiler() or 'none found'}",
+        f"C compiler: {build.compiler() or 'none found'}",
         "fused kernels (impl='auto' uses them where they apply):",
         f"  cpu:  {'available' if cpu is None else 'not available: ' + cpu}"
-        + (f" ({_cpu.path()})" if cpu is None else ""),
+        + (f" ({build.path()})" if cpu is None else ""),
         f"  cuda: {'available' if cuda is None else 'not available: ' + cuda}",
         "  dtypes: float16, bfloat16 (computed in float32), float32, float64",
     ]
-    files = _cpu.cache_files()
+    files = cache.cache_files()
     size = sum(n for _, n in files)
     lines.append(f"kernel cache: {len(files)} kernels, {size / (1 << 20):.1f} MiB (bound: "
-                 f"{_cpu.MAX_FILES} kernels, {_cpu._max_bytes() / (1 << 20):.0f} MiB; least "
+                 f"{cache.MAX_FILES} kernels, {cache.max_bytes() / (1 << 20):.0f} MiB; least "
                  f"recently used go first)")
-    if _fused.fallbacks:
+    if dispatch.fallbacks:
         lines.append("calls that ran the reference loop in this process (impl='auto'):")
-        lines += [f"  {n:>6} x {reason}" for reason, n in _fused.fallbacks.most_common()]
+        lines += [f"  {n:>6} x {reason}" for reason, n in dispatch.fallbacks.most_common()]
     else:
         lines.append("calls that ran the reference loop in this process: none")
     text = "\n".join(lines)

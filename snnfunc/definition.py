@@ -31,6 +31,7 @@ from snnfunc import memory
 from snnfunc._core import checks, registry
 from snnfunc._core.definition import Definition, option_values, parse
 from snnfunc._core.ir import DefinitionError
+from snnfunc._kernel import dispatch
 from snnfunc._core.results import (NeuronOutput, NeuronOutputWithH, StatesOutput,
                                    StatesOutputWithH, StepOutput, StepOutputWithH,
                                    StepStatesOutput, StepStatesOutputWithH, TraceOutput)
@@ -138,9 +139,7 @@ class Neuron(Definition):
             detach_reset=detach_reset, return_h=return_h, sequence=True)
         out = None
         if impl != "reference":
-            from snnfunc._fused import _generated
-
-            out = _generated.run(self, x_seq, states, params, opts, v_threshold=v_threshold,
+            out = dispatch.run(self, x_seq, states, params, opts, v_threshold=v_threshold,
                                  v_reset=v_reset, surrogate=surrogate,
                                  detach_reset=detach_reset, return_h=return_h,
                                  force=impl == "fused", return_states=return_states)

@@ -236,7 +236,7 @@ def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
     apply (another neuron function, half precision, not on the CPU, a surrogate whose
     derivative cannot be compiled, no compiler, ...; any argument error is left to the general
     path to raise)."""
-    from snnfunc._fused import _generated
+    from snnfunc._kernel import call, dispatch, surrogates
 
     if x_seq.dtype not in _FAST_DTYPES or x_seq.device.type != "cpu":  # the CPU kernels' ops
         return None
@@ -252,34 +252,25 @@ def _kernel(spec, x_seq, tensors, floats) -> Optional[_Kernel]:
         _, params, opts, th, v_reset = nrn._prepare(x_seq, None, kw, return_h=False,
                                                     sequence=True, **fire)
         surrogate = fire["surrogate"]
-        if (_generated.why_not(x_seq, surrogate, nrn) is not None
-                or _generated.why_not_surrogate(surrogate) is not None):
+        if (dispatch.why_not(x_seq, surrogate, nrn) is not None
+                or surrogates.why_not_surrogate(surrogate) is not None):
             return None
-        ready = lambda t: _generated._step(t, x_seq).contiguous()  # noqa: E731
-        plan = _generated.surrogate_plan(surrogate)
-        scalars = _generated._new_scalars(torch.device("cpu"), 0.0 if v_reset is None else v_reset,
-                                            plan.values)
-        return _Kernel(nrn.name, _generated.options_string(opts), v_reset is not None,
+        ready = lambda t: call.step_tensor(t, x_seq).contiguous()  # noqa: E731
+        plan = surrogates.surrogate_plan(surrogate)
+        scalars = dispatch.new_scalars(torch.device("cpu"), 0.0 if v_reset is None else v_reset,
+                                       plan.values)
+        return _Kernel(nrn.name, call.options_string(opts), v_reset is not None,
                        bool(fire["detach_reset"]), plan.token,
                        [ready(params[n]) for n in nrn.parameters], ready(th), scalars)
     except Exception:
         return None
 
 
-_TAKES: dict = {}
-
-
-def _takes(op, name: str) -> bool:
-    """Whether the op's schema has the argument `name` (optional ones, added later)."""
-    key = (str(op), name)
-    if key not in _TAKES:
-        _TAKES[key] = any(a.name == name for a in op._schema.arguments)
-    return _TAKES[key]
-
-
 def _fast_forward(k: _Kernel, x_seq, state, s0, weight, bias):
     """Spikes `[T, ...]`, the states after every step, and the inputs I `[T, ...]`."""
-    forward = torch.ops.snnfunc.defined_forward.default
+    from snnfunc._kernel import backends
+
+    forward = backends.BACKENDS[x_seq.device.type].forward
     I = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     xs, Is, I1 = x_seq.unbind(0), I.unbind(0), I.split(1)  # the views, made once
     wt = weight.t()
@@ -316,10 +307,11 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
     """BPTT, one step's VJP per call of the kernel in reverse: `(g_I [T, ...], g_state0,
     g_s0 or None, g_weight, g_neuron [one per kernel parameter, then the threshold; None
     where not needed], each summed over T)`."""
-    backward = torch.ops.snnfunc.defined_backward.default
+    from snnfunc._kernel import backends
+
+    backward = backends.BACKENDS[x_seq.device.type].backward
     T, n = x_seq.shape[0], len(state)
     two_d = x_seq.dim() == 3
-    extra = {"gtraces": [None] * n} if _takes(backward, "gtraces") else {}
     # the cotangent of the state after the last step (None: none); the states before it are
     # outputs too, whose cotangents are usually None or zero (rnn returns the last state
     # only): then nothing to add at every step
@@ -340,7 +332,7 @@ def _fast_backward(k: _Kernel, need: list, detach, x_seq, state, s0, weight, spi
             gs = (gs_steps[t] + g_next @ weight).unsqueeze(0)
         st = state if t == 0 else [b[t - 1] for b in before]
         out = backward(I1[t], st, k.params, k.th, gs, None, None, g_st, k.scalars, k.neuron,
-                       k.options, k.surrogate, k.hard, k.detach, need_op, **extra)
+                       k.options, k.surrogate, k.hard, k.detach, need_op, [None] * n)
         g_inputs[t] = out[0]
         g_next = out[0][0]
         g_st = out[1:1 + n]

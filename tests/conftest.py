@@ -7,6 +7,11 @@ import pytest
 import torch
 
 from snnfunc import surrogate as S
+from snnfunc._kernel import backends, dispatch
+
+CPU_KERNELS = pytest.mark.skipif(not dispatch.available("cpu"),
+                                 reason=f"fused CPU kernels unavailable: {backends.error('cpu')}")
+"""Marks tests that need the C kernels (built with the machine's C compiler)."""
 
 
 def _pw(x, conds_vals, default):

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import snnfunc
-from snnfunc import _fused
 from snnfunc import nn as snn
 from snnfunc import surrogate as S
-from snnfunc._fused import _cpu
+from snnfunc._backends.c import build as _cpu
+from snnfunc._kernel import surrogates
+from conftest import CPU_KERNELS
 
-needs_kernel = pytest.mark.skipif(
-    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+needs_kernel = CPU_KERNELS
 
 
 # --------------------------------------------------------------------------- user surrogates
@@ -232,7 +232,7 @@ def _bwd_args(**change):
                 gh=None, sg=None, gstates=[torch.ones(8)],
                 scalars=torch.tensor([0.0, 4.0], dtype=torch.float64),  # v_rest, Sigmoid's alpha
                 neuron="snnfunc:lif", options="decay_input=1",
-                surrogate=_fused._generated.surrogate_token(S.Sigmoid()), hard=True,
+                surrogate=surrogates.surrogate_token(S.Sigmoid()), hard=True,
                 detach=False, need=[True, True, True], gtraces=[None])
     args.update(change)
     return args
@@ -273,7 +273,7 @@ def test_ops_are_registered_at_import_and_an_exported_graph_loads_in_a_fresh_pro
     torch.save(x, tmp_path / "x.pt")
     code = f"""
 import torch, snnfunc
-from snnfunc._fused import _cpu
+from snnfunc._backends.c import build as _cpu
 assert hasattr(torch.ops.snnfunc, "defined_forward") and hasattr(torch.ops.snnfunc, "defined_backward")
 assert not _cpu._libs  # registered, not yet built
 x = torch.load({str(tmp_path / 'x.pt')!r})

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 import snnfunc
-from snnfunc import _fused
+from conftest import CPU_KERNELS
 from snnfunc import nn as snn
 from snnfunc import surrogate as S
 from conftest import NEURONS, call, call_step
 
-pytestmark = pytest.mark.skipif(
-    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+pytestmark = CPU_KERNELS
 
 INF, NAN = math.inf, math.nan
 EDGE = [0.0, -0.0, INF, -INF, NAN, 0.5, 1.0, 1.5, -1.0, 1e-30]

@@ -10,12 +10,11 @@ import torch
 from torch.func import grad, jacfwd, jvp, vmap
 
 import snnfunc
-from snnfunc import _fused
+from conftest import CPU_KERNELS
 from snnfunc import surrogate as S
 from conftest import NEURONS, SURROGATES, call
 
-pytestmark = pytest.mark.skipif(
-    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+pytestmark = CPU_KERNELS
 
 OPTIONS = [
     dict(v_reset=0.0, detach_reset=False, decay_input=True),

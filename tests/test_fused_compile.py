@@ -5,13 +5,12 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import snnfunc
-from snnfunc import _fused
+from conftest import CPU_KERNELS
 from snnfunc import surrogate as S
 
 pytestmark = [
     pytest.mark.compile,
-    pytest.mark.skipif(not _fused.available("cpu"),
-                       reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}"),
+    CPU_KERNELS,
 ]
 
 

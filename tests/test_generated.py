@@ -13,15 +13,15 @@ import pytest
 import torch
 
 import snnfunc
-from snnfunc import _fused
+from conftest import CPU_KERNELS
+from snnfunc._kernel import dispatch, surrogates
 from snnfunc import surrogate as S
 from snnfunc._core.definition import option_values as _option_values
 from snnfunc.functional.defined import DEFINITIONS
 from snnfunc.functional.neurons import DEFINITIONS as CLASSIC
 from test_edge_values import EDGE, bits
 
-pytestmark = pytest.mark.skipif(
-    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+pytestmark = CPU_KERNELS
 
 
 @snnfunc.neuron(positive=("tau",), rest={"w": 0.25})
@@ -169,7 +169,7 @@ def test_every_surrogate_is_compiled_into_the_kernel(name, surrogate):
         grads.append(torch.autograd.grad(_loss(out, x.shape[0]), [x, th, *leaves(state)]))
     for p, q in zip(*grads):
         torch.testing.assert_close(p, q)
-    assert _fused._generated.why_not_surrogate(surrogate) is None
+    assert surrogates.why_not_surrogate(surrogate) is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,8 +198,8 @@ def test_a_user_surrogate_is_traced_into_the_kernel_or_evaluated_in_torch():
             out = neuron(x, state, surrogate=sg, impl=impl, **params)
             grads.append(torch.autograd.grad(out.spikes.sum() + out.state.v.sum(), x))
         torch.testing.assert_close(grads[0], grads[1])
-    assert _fused._generated.why_not_surrogate(Gaussian()) is None
-    assert "cannot be compiled" in _fused._generated.why_not_surrogate(PerChannel())
+    assert surrogates.why_not_surrogate(Gaussian()) is None
+    assert "cannot be compiled" in surrogates.why_not_surrogate(PerChannel())
     neuron, kwargs, _ = NEURONS["alif"]
     x, state, params, th = _inputs(neuron, kwargs, torch.float64)
     with pytest.raises(ValueError, match="PerChannel's derivative cannot be compiled.*threshold"):
@@ -339,7 +339,7 @@ def test_the_generated_ops_check_their_arguments():
     with pytest.raises(ValueError, match="need must hold 5"):
         torch.ops.snnfunc.defined_backward(x, *good.values(), torch.ones_like(x), None, None,
                                            [None, None], sc.new_zeros(2), "snnfunc:cuba_lif",
-                                           "decay_input=1", _fused._generated.surrogate_token(S.Sigmoid()),
+                                           "decay_input=1", surrogates.surrogate_token(S.Sigmoid()),
                                            True, False, [True], [None, None])
 
 
@@ -352,7 +352,7 @@ def test_opcheck_the_generated_ops():
     torch.library.opcheck(torch.ops.snnfunc.defined_forward.default,
                           (x, st, par, th, sc, "snnfunc:cuba_lif", "decay_input=1", True, True, True),
                           test_utils=("test_schema", "test_faketensor"))
-    tok = _fused._generated.surrogate_token(S.ATan())
+    tok = surrogates.surrogate_token(S.ATan())
     torch.library.opcheck(torch.ops.snnfunc.defined_backward.default,
                           (x, st, par, th, torch.randn_like(x), None, None, [torch.randn(2, 3, dtype=torch.float64), None],
                            torch.tensor([0.0, 2.0], dtype=torch.float64), "snnfunc:cuba_lif",
@@ -365,12 +365,12 @@ def test_autocast_runs_a_network_fused_end_to_end():
     torch.manual_seed(0)
     fc = torch.nn.Linear(8, 16)
     x = torch.rand(10, 4, 8)
-    before = sum(_fused.fallbacks.values())
+    before = sum(dispatch.fallbacks.values())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = snnfunc.cuba_lif(fc(x), tau_syn=1.5)
         y = snnfunc.alif(out.spikes @ torch.ones(16, 5), impl="fused").spikes
     assert out.spikes.dtype == torch.bfloat16 and y.dtype == torch.bfloat16
-    assert sum(_fused.fallbacks.values()) == before
+    assert sum(dispatch.fallbacks.values()) == before
     y.sum().backward()
     assert fc.weight.grad is not None and fc.weight.grad.dtype == torch.float32
 

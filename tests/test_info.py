@@ -8,21 +8,21 @@ import sys
 import torch
 
 import snnfunc
-from snnfunc import _fused
+from snnfunc._kernel import backends, dispatch
 
 
 def test_info_reports_versions_paths_and_fallbacks():
-    before = _fused.fallbacks.copy()
+    before = dispatch.fallbacks.copy()
     x = torch.rand(3, 4)  # forward mode has no rule through the fused op: the loop runs
     torch.func.jvp(lambda x: snnfunc.lif(x).v, (x,), (torch.ones_like(x),))
     buf = io.StringIO()
     text = snnfunc.info(file=buf)
     assert buf.getvalue().rstrip("\n") == text
     assert f"torch   {torch.__version__}" in text and "snnfunc 0.1.0" in text
-    cpu = _fused._cpu_error()
+    cpu = backends.error("cpu")
     assert ("cpu:  available" in text) == (cpu is None)
     reason = "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
-    assert _fused.fallbacks[reason] == before[reason] + 1
+    assert dispatch.fallbacks[reason] == before[reason] + 1
     assert f"x {reason}" in text
     if not torch.cuda.is_available():
         assert "cuda: not available:" in text

@@ -5,11 +5,10 @@ derivatives as torch.autograd takes them at ties, bounds, ±0, ±inf and NaN."""
 import pytest
 import torch
 
-from snnfunc import _fused
+from conftest import CPU_KERNELS
 from ir_op_table import OPS, STATES, VALUES, run
 
-pytestmark = pytest.mark.skipif(
-    not _fused.available("cpu"), reason=f"fused CPU kernel unavailable: {_fused._cpu.error()}")
+pytestmark = CPU_KERNELS
 
 INT = {torch.float32: torch.int32, torch.float64: torch.int64}
 

@@ -81,7 +81,9 @@ def configs():
 def render(cfg) -> str:
     """The source of one configuration, by today's generator."""
     from snnfunc._core import registry as definition
-    from snnfunc._fused import _codegen, _generated, _triton_codegen
+    from snnfunc._backends.c import skeleton as _codegen
+    from snnfunc._backends.triton import skeleton as _triton_codegen
+    from snnfunc._kernel import surrogates as _generated
 
     nrn = definition.lookup(cfg["neuron"])
     M, K = len(nrn.parameters), len(nrn.states)

@@ -15,7 +15,8 @@ import torch
 
 triton = pytest.importorskip("triton", reason="Triton not installed: the CUDA kernels need it")
 
-from snnfunc._fused import _generated_triton  # noqa: E402
+from snnfunc._backends.triton import host as _generated_triton  # noqa: E402
+from snnfunc._kernel import dispatch  # noqa: E402
 from conftest import NEURONS  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def _compare_cuda(kind, opts, dtype, number):
     b = torch.autograd.grad(ref.spikes.sum() + ref.v.sum(), inputs)
     for u, w in zip(a, b):
         torch.testing.assert_close(u, w, rtol=1e-4, atol=1e-4)
-    assert snnfunc._fused.available("cuda")
+    assert dispatch.available("cuda")
 
 
 def test_every_generated_kernel_under_the_interpreter():
@@ -120,7 +121,9 @@ def test_generated_neurons_on_cuda_equal_reference(dtype):
 def test_generated_kernels_compile_exact_for_sm90(name, dtype):
     """The generated Triton kernels build for an H100/H200: IEEE division, no FMA."""
     from snnfunc import surrogate as S
-    from snnfunc._fused import _generated, _generated_triton, _triton_codegen
+    from snnfunc._backends.triton import host as _generated_triton
+    from snnfunc._backends.triton import skeleton as _triton_codegen
+    from snnfunc._kernel import surrogates as _generated
     from snnfunc._core.definition import option_values as _option_values
     from snnfunc.functional.defined import DEFINITIONS
 

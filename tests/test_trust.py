@@ -17,7 +17,8 @@ import torch
 import snnfunc
 from snnfunc import nn as snn
 from snnfunc import surrogate as S
-from snnfunc._fused import _generated
+from snnfunc._backends.c import build, host
+from snnfunc._kernel import cache, surrogates
 from registry import refractory, two_state_leaky
 
 # --------------------------------------------------------------------------- crafted tokens
@@ -61,7 +62,7 @@ def _forward_args(x, neuron="snnfunc:lif"):
 
 
 def _backward_args(x, neuron="snnfunc:lif", surrogate=None, scalars=None):
-    surrogate = _generated.surrogate_token(S.Sigmoid()) if surrogate is None else surrogate
+    surrogate = surrogates.surrogate_token(S.Sigmoid()) if surrogate is None else surrogate
     scalars = torch.tensor([0.0, 4.0], dtype=torch.float64) if scalars is None else scalars
     return (x, [torch.zeros(x.shape[1:])], [torch.full((), 2.0)], torch.ones(()),
             torch.ones_like(x), None, None, [None], scalars, neuron, "decay_input=1",
@@ -71,7 +72,7 @@ def _backward_args(x, neuron="snnfunc:lif", surrogate=None, scalars=None):
 @pytest.mark.parametrize("name", NEURON_NAMES)
 def test_a_crafted_neuron_name_imports_nothing(trap, name):
     x = torch.rand(3, 4)
-    for op in (torch.ops.snnfunc.defined_forward, snnfunc._fused._generated._forward_impl):
+    for op in (torch.ops.snnfunc.defined_forward, host.forward_fn):
         with pytest.raises(ValueError, match="no neuron definition named .* is registered"):
             op(*_forward_args(x, name))
     with pytest.raises(ValueError, match="no neuron definition named .* is registered"):
@@ -117,11 +118,12 @@ import json, sys, torch
 sys.path.insert(0, {tmp!r})
 import snnfunc
 from snnfunc import surrogate as S
-from snnfunc._fused import _generated, _generated_triton as T
+from snnfunc._backends.triton import host as T
+from snnfunc._kernel import surrogates
 x = torch.rand(3, 4)
 z, one = torch.zeros(4), torch.ones(())
 sc = torch.tensor([0.0, 4.0], dtype=torch.float64)
-good = _generated.surrogate_token(S.Sigmoid())
+good = surrogates.surrogate_token(S.Sigmoid())
 refused = 0
 for name in {names!r}:
     try:
@@ -314,20 +316,18 @@ def test_one_backward_kernel_per_surrogate_kind():
             ref = snnfunc.lif(x, surrogate=sg, impl="reference")
             (r,) = torch.autograd.grad(ref.spikes.sum() + ref.v.sum(), x)
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
-        builds = _generated._built_backward.cache_info().misses
+        builds = host.backward_lib.cache_info().misses
         assert before is None or builds == before, "a new alpha built a new kernel"
         before = builds
 
 
 def test_the_kernel_cache_on_disk_is_bounded(tmp_path, monkeypatch):
-    from snnfunc._fused import _cpu
-
     monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path))
-    monkeypatch.setattr(_cpu, "MAX_FILES", 3)
+    monkeypatch.setattr(cache, "MAX_FILES", 3)
     for k in range(6):  # six distinct sources: six builds into the empty cache
-        _cpu.build(_cpu._PROBE + f"int snn_cache_test_{k}(void) {{ return {k}; }}\n")
-        assert len(_cpu.cache_files()) <= 3
-    kept = [f.name for f, _ in _cpu.cache_files()]
+        build.build(build._PROBE + f"int snn_cache_test_{k}(void) {{ return {k}; }}\n")
+        assert len(cache.cache_files()) <= 3
+    kept = [f.name for f, _ in cache.cache_files()]
     assert len(kept) == 3
     assert "kernel cache: 3 kernels" in snnfunc.info(file=io.StringIO())
 

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from snnfunc._fused import _generated  # noqa: E402
+from snnfunc._kernel import backends  # noqa: E402
 from snnfunc._core.definition import option_values as _option_values  # noqa: E402
 from test_edge_values import bits  # noqa: E402
 from test_generated import NEURONS, SURROGATES, Gaussian, leaves  # noqa: E402
@@ -130,10 +130,7 @@ def main():
     if "--cpu" not in sys.argv:
         if os.environ.get("TRITON_INTERPRET") != "1":
             sys.exit("set TRITON_INTERPRET=1: the kernels must be built for Triton's interpreter")
-        from snnfunc._fused import _generated_triton
-
-        _generated._ops_for = lambda x: (_generated_triton.defined_forward_cuda,
-                                              _generated_triton.defined_backward_cuda)
+        backends.BACKENDS["cpu"] = backends.BACKENDS["cuda"]  # CPU tensors to the Triton ops
     warnings.simplefilter("ignore")
     np.seterr(all="ignore")
     start, failures, n = time.time(), [], 0

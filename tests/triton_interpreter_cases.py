@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import snnfunc  # noqa: E402
 from snnfunc import surrogate as S  # noqa: E402
-from snnfunc._fused import _generated  # noqa: E402
+from snnfunc._kernel import backends  # noqa: E402
 from conftest import call  # noqa: E402
 from test_fused import Gaussian  # noqa: E402
 
@@ -148,10 +148,7 @@ def main():
     warnings.simplefilter("ignore")  # numpy warns about the masked lanes' 0/0
     np.seterr(all="ignore")
     if "--cpu" not in sys.argv:  # route the public functions' CPU tensors to the Triton ops
-        from snnfunc._fused import _generated_triton
-
-        _generated._ops_for = lambda x: (_generated_triton.defined_forward_cuda,
-                                              _generated_triton.defined_backward_cuda)
+        backends.BACKENDS["cpu"] = backends.BACKENDS["cuda"]  # CPU tensors to the Triton ops
     start, failures, n = time.time(), [], 0
     for case in cases(quick):
         n += 1

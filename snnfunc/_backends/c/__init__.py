@@ -1,0 +1,11 @@
+"""The C backend: kernels for the CPU, generated as C and built with the system C compiler
+(`build`), launched through ctypes (`host`). Its spelling of the operations is `spelling`,
+its kernels' skeletons `skeleton`, its runtime the header files in `runtime/`. Registered for
+the device type "cpu"."""
+
+from snnfunc._backends.c import build, host
+from snnfunc._kernel import backends
+
+backends.register("cpu", backends.Backend(
+    "c", host.defined_forward, host.defined_backward, host.forward_fn, host.backward_fn,
+    build.error, direct=True))

@@ -1,6 +1,6 @@
 """Triton source for a neuron definition's CUDA kernels, generated from its traced step.
 
-The same graphs as the C kernels (`_codegen`): one statement per node in the definition's
+The same graphs as the C kernels (`snnfunc._backends.c`): one statement per node in the definition's
 order, IEEE division (`div_rn`) and square root, no FMA contraction (the launch passes
 `enable_fp_fusion=False`), so + - * / and comparisons round as the reference loop does. The
 backward recomputes the states of every step into a buffer, then walks back in time with one
@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import re
 
-from snnfunc._core import ir as _ir
 from snnfunc._backends.triton.spelling import TritonSpelling
-from snnfunc._fused import _codegen
+from snnfunc._core import ir as _ir
 from snnfunc._kernel.emit import Emitter
+from snnfunc._kernel.plan import patterns as backward_patterns
+from snnfunc._kernel.plan import scalar_inputs
 
 
 def _inputs(neuron, states_from):
@@ -94,7 +95,7 @@ def backward_source(neuron, opts, *, dtype, **kw):  # kw: as _backward_source
 
 
 def _forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False):
-    f32 = _codegen.IO_TYPES[dtype][1] == "float"
+    f32 = dtype != "float64"  # half precision computes in float32
     g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
     K = len(neuron.states)
     em = Emitter(g, TritonSpelling(f32), _inputs(neuron, "S{k}"), "n")
@@ -122,10 +123,10 @@ def kernel({sig}):
 
 def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
                      has_gv, need, dtype, has_gtr=None):
-    f32 = _codegen.IO_TYPES[dtype][1] == "float"
+    f32 = dtype != "float64"  # half precision computes in float32
     K, M = len(neuron.states), len(neuron.parameters)
     has_gtr = tuple(has_gtr or (False,) * K)
-    patterns, fix = _codegen.backward_patterns(
+    patterns, fix = backward_patterns(
         neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
         has_gs=has_gs, has_gh=has_gh, has_gv=has_gv, has_gtr=has_gtr)
     L, period = len(patterns), len(patterns) - fix
@@ -148,7 +149,7 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
         for k in range(K):
             inputs[f"cot:state:{k}"] = f"G{k}"
         inputs.update({f"{_ir.SCALAR_INPUT}{k}": f"tl.load(sc_ptr + {k + 1})"
-                       for k in range(_codegen._scalar_inputs(g))})
+                       for k in range(scalar_inputs(g))})
         em = Emitter(g, TritonSpelling(f32), inputs, f"b{b}_")
         lines = []
         gx = res[ids["x"]]

@@ -1,0 +1,110 @@
+"""The C kernels' host side: a configuration's kernel built once (and kept at hand), its job
+filled with the call's pointers and sizes, and run on OpenMP threads."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from snnfunc._backends.c import build, skeleton
+from snnfunc._kernel import ops
+from snnfunc._kernel.call import DTYPES, options_string, shared
+from snnfunc._kernel.surrogates import derivative_rule_for
+
+KERNELS_IN_MEMORY = 1024  # built kernels a process keeps at hand (least recently used go)
+
+
+@functools.lru_cache(maxsize=None)
+def _job_type(k: int, m: int):
+    P, I = ctypes.c_void_p, ctypes.c_int64
+    m = max(m, 1)
+
+    class Job(ctypes.Structure):
+        _fields_ = [("T", I), ("N", I), ("block", I), ("sc", P), ("x", P),
+                    ("th", P), ("gs", P), ("gh", P), ("sg", P), ("st", P * k), ("par", P * m),
+                    ("gst", P * k), ("tr", P * k), ("gtr", P * k), ("sst", I * k),
+                    ("spar", I * m), ("sth", I), ("s", P), ("h", P), ("gx", P), ("gth", P),
+                    ("st_out", P * k), ("gst0", P * k), ("gpar", P * m)]
+
+    return Job
+
+
+def _ptr(t):
+    return None if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _stride(t):
+    return 0 if t.numel() == 1 else 1
+
+
+def _run(lib, neuron, job_fields: dict, backward: bool):
+    K, M = len(neuron.states), len(neuron.parameters)
+    job = _job_type(K, M)()
+    for name, value in job_fields.items():
+        if isinstance(value, list):
+            arr = getattr(job, name)
+            for i, v in enumerate(value):
+                arr[i] = v
+        else:
+            setattr(job, name, value)
+    rc = lib.snn_run(ctypes.addressof(job), int(backward), torch.get_num_threads())
+    if rc:
+        raise MemoryError("the generated neuron kernel could not allocate its buffer")
+
+
+@functools.lru_cache(maxsize=KERNELS_IN_MEMORY)
+def forward_lib(neuron, opts_text, hard, want_h, want_states, dtype, shared):
+    from snnfunc._kernel.call import parse_options
+
+    src = skeleton.forward_source(neuron, parse_options(neuron, opts_text), hard=hard,
+                                  want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states,
+                                  shared=shared)
+    return build.build(src)
+
+
+@functools.lru_cache(maxsize=KERNELS_IN_MEMORY)
+def backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg, has_gv, need,
+                 dtype, has_gtr, shared):
+    from snnfunc._kernel.call import parse_options
+
+    src = skeleton.backward_source(
+        neuron, parse_options(neuron, opts_text), hard=hard, detach=detach,
+        surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
+        has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr, shared=shared)
+    return build.build(src)
+
+
+def forward_kernel(c: ops.ForwardCall) -> None:
+    x, nrn = c.x, c.neuron
+    lib = forward_lib(nrn, options_string(c.opts), c.hard, c.want_h, c.want_states, x.dtype,
+                      shared(c.params, c.th))
+    _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else c.out[0].numel(),
+                        sc=c.scalars.data_ptr(), x=_ptr(x), th=_ptr(c.th),
+                        st=[_ptr(t) for t in c.states], sst=[_stride(t) for t in c.states],
+                        par=[_ptr(t) for t in c.params], spar=[_stride(t) for t in c.params],
+                        sth=_stride(c.th), s=_ptr(c.s), h=_ptr(c.h) if c.want_h else None,
+                        st_out=[_ptr(t) for t in c.out], tr=[_ptr(t) for t in c.tr]),
+         backward=False)
+
+
+def backward_kernel(c: ops.BackwardCall) -> None:
+    x, nrn = c.x, c.neuron
+    lib = backward_lib(nrn, options_string(c.opts), c.hard, c.detach,
+                       None if c.sg is not None else c.surrogate, c.gs is not None,
+                       c.gh is not None, c.sg is not None, tuple(t is not None for t in c.gstates),
+                       c.need, x.dtype, tuple(t is not None for t in c.gtraces),
+                       shared(c.params, c.th))
+    _run(lib, nrn, dict(T=x.shape[0], N=x.shape[1:].numel(), sc=c.scalars.data_ptr(),
+                        x=_ptr(x), th=_ptr(c.th), gs=_ptr(c.gs), gh=_ptr(c.gh), sg=_ptr(c.sg),
+                        st=[_ptr(t) for t in c.states], sst=[_stride(t) for t in c.states],
+                        par=[_ptr(t) for t in c.params], spar=[_stride(t) for t in c.params],
+                        sth=_stride(c.th), gst=[_ptr(t) for t in c.gstates],
+                        gtr=[_ptr(t) for t in c.gtraces], gx=_ptr(c.gx), gth=_ptr(c.gth),
+                        gst0=[_ptr(t) for t in c.gst0], gpar=[_ptr(t) for t in c.gpar]),
+         backward=True)
+
+
+defined_forward, defined_backward, forward_fn, backward_fn = ops.define(
+    "", forward_kernel, backward_kernel, device_type="cpu")

@@ -1,0 +1,86 @@
+"""The backend table: for each device type, the backend whose kernels run there.
+
+A backend is a folder (`snnfunc/_backends/c`, `.../triton`) that registers itself on import:
+its spelling of the operations, its kernels' skeletons and its host code stay inside it; the
+rest of the library reaches its kernels only through `ops_for`. Like Inductor's
+`register_backend_for_device`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import torch
+from torch import Tensor
+
+
+@dataclasses.dataclass
+class Backend:
+    """The kernels of one device type.
+
+    Attributes:
+      name: a short name (`"c"`, `"triton"`).
+      forward, backward: its registered ops (`snnfunc._kernel.ops.define`).
+      forward_fn, backward_fn: the same without the dispatcher: called directly in a plain
+        eager call where `direct` is True (tens of microseconds a call less).
+      error: `() -> str | None`, why its kernels cannot run here (no compiler, no device).
+      direct: whether plain eager calls may bypass the dispatcher.
+    """
+
+    name: str
+    forward: typing.Callable
+    backward: typing.Callable
+    forward_fn: typing.Callable
+    backward_fn: typing.Callable
+    error: typing.Callable[[], str | None]
+    direct: bool = False
+
+
+BACKENDS: dict[str, Backend] = {}
+_MISSING: dict[str, str] = {}
+
+
+def register(device_type: str, backend: Backend) -> None:
+    """Makes `backend` the one that runs on `device_type` tensors."""
+    BACKENDS[device_type] = backend
+    _MISSING.pop(device_type, None)
+
+
+def missing(device_type: str, reason: str) -> None:
+    """Records why no backend for `device_type` could be registered here."""
+    if device_type not in BACKENDS:
+        _MISSING[device_type] = reason
+
+
+@torch.compiler.assume_constant_result
+def error(device_type: str) -> str | None:
+    """Why no kernel can run on `device_type` here, or None; a constant to torch.compile."""
+    backend = BACKENDS.get(device_type)
+    if backend is None:
+        return _MISSING.get(device_type, f"no fused kernel for device {device_type}")
+    return backend.error()
+
+
+def plain_context() -> bool:
+    """Nothing above this call sees or traces the ops: no compile or export, no torch.func
+    transform, no dispatch or function mode (a fake tensor mode), no TorchScript trace."""
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch._C._are_functorch_transforms_active()
+            and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._is_torch_function_mode_enabled())
+
+
+def plain(x) -> bool:
+    """An eager call on plain tensors in a plain context, on a backend that takes direct
+    calls: its ops' functions may be called without the dispatcher."""
+    backend = BACKENDS.get(x.device.type) if type(x) is Tensor else None
+    return backend is not None and backend.direct and plain_context()
+
+
+def ops_for(x):
+    """The forward and backward ops for tensors like `x`."""
+    backend = BACKENDS[x.device.type]
+    if backend.direct and type(x) is Tensor and plain_context():
+        return backend.forward_fn, backend.backward_fn
+    return backend.forward, backend.backward

@@ -1,0 +1,66 @@
+"""The kernel cache on disk, for every backend: where built kernels are kept, and its bound.
+
+After each new kernel the least recently used ones (by modification time, renewed whenever a
+kernel is loaded) go until at most MAX_FILES kernels and MAX_BYTES remain
+(SNNFUNC_CACHE_MAX_MB overrides the size). A process keeps the kernels it has loaded; an
+evicted one is built again on its next first use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MAX_FILES = 2000
+MAX_BYTES = 512 << 20
+_PATTERNS = ("snnfunc_*.so", "snnfunc_*.py")  # every backend names its kernels so
+
+
+def max_bytes() -> int:
+    try:
+        return int(float(os.environ["SNNFUNC_CACHE_MAX_MB"]) * (1 << 20))
+    except (KeyError, ValueError):
+        return MAX_BYTES
+
+
+def cache_files() -> list[Path]:
+    """The kernels in the cache, least recently used first."""
+    root = directory()
+    files = []
+    for pattern in _PATTERNS:
+        for f in root.glob(pattern):
+            try:
+                files.append((f.stat().st_mtime, f.stat().st_size, f))
+            except OSError:  # removed by another process meanwhile
+                pass
+    return [(f, size) for _, size, f in sorted(files)]
+
+
+def evict() -> int:
+    """Removes the least recently used kernels beyond the cache's bounds; how many it removed."""
+    files = cache_files()
+    total, limit, gone = sum(size for _, size in files), max_bytes(), 0
+    for f, size in files:
+        if len(files) - gone <= MAX_FILES and total <= limit:
+            break
+        try:
+            f.unlink()
+        except OSError:
+            continue
+        total -= size
+        gone += 1
+    return gone
+
+
+def touch(path: Path) -> None:
+    """Marks a cached kernel as used now (the eviction order)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def directory() -> Path:
+    root = os.environ.get("SNNFUNC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "snnfunc")
+    return Path(root)

@@ -1,0 +1,143 @@
+"""From a neuron call to its kernels: whether they apply (else the reference loop runs), the
+call record and the scalars, and the autograd Function that runs them.
+
+`run` returns the fused result, or `None` where the fused path does not apply:
+- the kernels take float16, bfloat16 (computed in float32), float32 and float64, on a device
+  with a registered backend that can run here (a C compiler for the CPU, Triton and a GPU
+  for CUDA);
+- forward-mode AD (`torch.func.jvp`, `jacfwd`, `torch.autograd.forward_ad`) has no rule
+  through the fused op;
+- a surrogate whose derivative is not elementwise torch code cannot be compiled in (then it
+  is evaluated in torch, where the neuron fires at `v_threshold`);
+- `T = 0` needs no kernel.
+
+`impl="fused"` raises a `ValueError` saying which of these fails instead of falling back.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+
+import torch
+
+from snnfunc._kernel import backends
+from snnfunc._kernel.autograd import DefinedNeuron
+from snnfunc._kernel.call import DTYPES, CallRecord, options_string
+from snnfunc._kernel.surrogates import surrogate_plan, why_not_surrogate
+
+_log = logging.getLogger("snnfunc")
+
+
+def available(device="cpu") -> bool:
+    """Whether fused kernels can run on `device` here."""
+    return backends.error(torch.device(device).type) is None
+
+
+def _forward_ad_active() -> bool:
+    from torch._C._functorch import TransformType, get_interpreter_stack
+
+    if any(i.key() == TransformType.Jvp for i in get_interpreter_stack() or ()):
+        return True
+    return torch.autograd.forward_ad._current_level >= 0
+
+
+
+fallbacks: collections.Counter = collections.Counter()
+"""Why `impl="auto"` calls ran the reference loop in this process (eager calls only);
+`snnfunc.info()` shows it."""
+
+
+def _fell_back(reason: str) -> None:
+    if torch.compiler.is_compiling():
+        return
+    if reason not in fallbacks:
+        _log.debug("snnfunc: impl='auto' runs the reference loop: %s", reason)
+    fallbacks[reason] += 1
+
+
+@torch.compiler.assume_constant_result
+def _token(surrogate) -> tuple:
+    """(token, run-time numbers): constants to torch.compile."""
+    plan = surrogate_plan(surrogate)
+    return plan.token, plan.values
+
+
+@torch.compiler.assume_constant_result
+def _surrogate_reason(surrogate) -> str:
+    return why_not_surrogate(surrogate) or ""
+
+
+def why_not(x_seq, surrogate, neuron=None) -> str | None:
+    """Why the generated kernels cannot take this call, or None when they can."""
+    if x_seq.dtype not in DTYPES:
+        return f"the fused kernels take float16, bfloat16, float32 and float64, not {x_seq.dtype}"
+    device_error = backends.error(x_seq.device.type)
+    if device_error is not None:
+        return device_error
+    if x_seq.shape[0] == 0:
+        return "T = 0"
+    if not torch.compiler.is_compiling() and _forward_ad_active():
+        return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
+    reason = _surrogate_reason(surrogate)
+    if reason and neuron is not None and neuron.threshold is not None:
+        return reason + ", and the neuron's threshold is not v_threshold"
+    return None
+
+
+_apply = super(torch.autograd.Function, DefinedNeuron).apply
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def _scalars(x_seq, v_reset, values=()):
+    """The op's float64 scalars (v_rest, then the surrogate's run-time numbers) as a tensor:
+    one per set of values in eager calls."""
+    device = x_seq.device if x_seq.device.type == "cuda" else torch.device("cpu")
+    v = 0.0 if v_reset is None else v_reset
+    if not isinstance(v, (float, int)) or not backends.plain_context():  # (a traced or fake tensor
+        return new_scalars(device, v, values)  # must not be cached)
+    return _cached_scalars(device, repr(float(v)), values)  # repr: -0.0 and 0.0 apart
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_scalars(device, text, values):
+    return new_scalars(device, float(text), values)
+
+
+def new_scalars(device, v, values=()):
+    zero = torch.full((1,), -0.0, dtype=torch.float64, device=device)  # -0.0 + v is v, even -0.0
+    if not values:
+        return zero + v
+    return torch.cat([zero + v, torch.tensor(values, dtype=torch.float64, device=device)])
+
+
+def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
+        return_h, force, return_states=False):
+    """The fused neuron `(spikes, h or None, states, traces or None)`, or None where it does
+    not apply."""
+    reason = why_not(x_seq, surrogate, neuron)
+    if reason is not None:
+        if force:
+            raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
+        _fell_back(reason)
+        return None
+    token, values = _token(surrogate)
+    in_torch = bool(_surrogate_reason(surrogate))
+    cfg = CallRecord(neuron.name, options_string(opts), v_reset is not None, detach_reset,
+                     return_h or return_states, token, len(states), return_states, in_torch)
+    scalars = _scalars(x_seq, v_reset, values)
+    tensors = (*states, *(params[n] for n in neuron.parameters))
+    if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x_seq, v_threshold, *tensors))):
+        # nothing to differentiate: the op itself (Dynamo would pass the Function's apply a
+        # context its forward does not take)
+        out = DefinedNeuron.forward(x_seq, v_threshold, scalars, cfg, *tensors)
+    elif backends.plain(x_seq) and not any(map(_wrapped, (x_seq, v_threshold, *tensors))):
+        # Function.apply without its binding of default arguments (inspect.signature)
+        out = _apply(x_seq, v_threshold, scalars, cfg, *tensors)
+    else:
+        out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *tensors)
+    k = len(states)
+    s, h, st, tr = out[0], out[1], tuple(out[2:2 + k]), tuple(out[2 + k:])
+    return s, (h if return_h or return_states else None), st, (tr if return_states else None)
