@@ -25,6 +25,8 @@ makes it callable: argument checks, the reference loop, and dispatch to the kern
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from snnfunc import memory
@@ -41,6 +43,20 @@ __all__ = ["Neuron", "neuron", "DefinitionError", "StatesOutput", "StatesOutputW
            "TraceOutput", "StepStatesOutput", "StepStatesOutputWithH"]
 
 _IMPLS = ("auto", "fused", "reference")
+
+
+class Prepared(NamedTuple):
+    """A neuron call's checked arguments (`Neuron.prepare`): the initial states, parameters
+    (tensors of the input's dtype), options, threshold (a tensor), `v_reset` (a float, or None
+    for the soft reset), surrogate and `detach_reset`."""
+
+    states: tuple
+    params: dict
+    opts: dict
+    v_threshold: torch.Tensor
+    v_reset: float | None
+    surrogate: object
+    detach_reset: bool
 
 
 class Neuron(Definition):
@@ -96,7 +112,8 @@ class Neuron(Definition):
         params = {k: checks.check_param(k, val, x, step_shape, what, positive=k in self.positive)
                   for k, val in params.items()}
         v_threshold = checks.check_param("v_threshold", v_threshold, x, step_shape, what)
-        v_reset = None if v_reset is None else float(v_reset)
+        if v_reset is not None and not checks.traced_number(v_reset):
+            v_reset = float(v_reset)
         states = self._states(state, x, step_shape, v_reset, what)
         return states, params, opts, v_threshold, v_reset
 
@@ -107,14 +124,14 @@ class Neuron(Definition):
                                         parameter=next(iter(self.parameters), None)),)
         dtype = checks.state_dtype(x)
         if state is None:
-            return tuple(x.new_full((), float(rest[n]), dtype=dtype) for n in self.states)
+            return tuple(checks.full(x, rest[n], dtype) for n in self.states)
         if not isinstance(state, tuple) or len(state) != len(self.states):
             raise TypeError(f"state must be None or a {self.State.__name__}"
                             f"({', '.join(self.states)}) of tensors, got {type(state).__name__}")
         out = []
         for n, val in zip(self.states, state):
             if val is None:
-                out.append(x.new_full((), float(rest[n]), dtype=dtype))
+                out.append(checks.full(x, rest[n], dtype))
             elif not isinstance(val, torch.Tensor):
                 raise TypeError(f"state.{n} must be a tensor or None, got {type(val).__name__}")
             else:
@@ -122,8 +139,15 @@ class Neuron(Definition):
                                                      dtype=dtype))
         return tuple(out)
 
-    def _pack(self, states):
-        return states[0] if self.State is None else self.State(*states)
+    def prepare(self, x_seq, state=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
+                detach_reset=False, **kwargs) -> "Prepared":
+        """The checked arguments of a call over `x_seq`, as the kernels and the reference loop
+        take them: for layers built on the neuron (the recurrent layer prepares once, then
+        runs its kernels step by step). Raises as a call would."""
+        states, params, opts, v_threshold, v_reset = self._prepare(
+            x_seq, state, kwargs, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
+            detach_reset=detach_reset, return_h=False, sequence=True)
+        return Prepared(states, params, opts, v_threshold, v_reset, surrogate, detach_reset)
 
     def __call__(self, x_seq, state=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
                  detach_reset=False, return_h=False, return_states=False, impl="auto",

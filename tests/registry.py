@@ -29,3 +29,34 @@ def refractory(x, v, r, a, *, tau=2.0, tau_a=10.0, v_rest):
     r = torch.clamp(r - 1, min=0.0)
     a = a - a / tau_a
     return v, r, a
+
+
+@snnfunc.neuron(positive=("tau",))
+def leaky(x, v, *, tau=2.0, v_rest):
+    """The docs' one-line user neuron."""
+    return v + (x - (v - v_rest)) / tau
+
+
+def _f64(value, n):
+    return torch.full((n,), value, dtype=torch.float64)
+
+
+# name -> (multi-step function, one-step function, keyword arguments for n neurons): every
+# built-in neuron and the user neurons above, with non-default parameters (a parameter that is
+# silently ignored shows), some of them tensors (their gradients are checked)
+NEURONS = {
+    "if": (snnfunc.if_, snnfunc.if_step, lambda n: {"v_threshold": 1.2}),
+    "lif": (snnfunc.lif, snnfunc.lif_step, lambda n: {"tau": _f64(2.5, n)}),
+    "plif": (snnfunc.plif, snnfunc.plif_step,
+             lambda n: {"w": _f64(-0.4, n), "parametrization": "sigmoid"}),
+    "rif": (snnfunc.rif, snnfunc.rif_step, lambda n: {"w": torch.tensor(-0.1, dtype=torch.float64)}),
+    "cuba_lif": (snnfunc.cuba_lif, snnfunc.cuba_lif_step,
+                 lambda n: {"tau_syn": _f64(1.5, n), "tau_mem": 2.0}),
+    "alif": (snnfunc.alif, snnfunc.alif_step, lambda n: {"tau": 2.0, "beta": _f64(0.4, n)}),
+    "qif": (snnfunc.qif, snnfunc.qif_step, lambda n: {"tau": 2.0, "v_c": 0.6}),
+    "eif": (snnfunc.eif, snnfunc.eif_step, lambda n: {"tau": _f64(2.0, n), "delta_T": 0.8}),
+    "user leaky": (leaky, leaky.step, lambda n: {"tau": _f64(1.8, n)}),
+    "user two-state": (two_state_leaky, two_state_leaky.step, lambda n: {"tau": 2.0}),
+    "user refractory": (refractory, refractory.step,
+                        lambda n: {"t_ref": _f64(2.0, n), "tau_a": 5.0}),
+}

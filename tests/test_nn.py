@@ -125,7 +125,7 @@ def test_single_and_multi_step_modes_agree_with_continuation(case):
 
 
 def test_state_is_plain_attribute_shaped_like_first_input():
-    node = snn.LIFNode(2.0, v_reset=-0.2)
+    node = snn.LIFNode(2.0, v_reset=-0.2, step_mode="s")
     assert node.v == -0.2
     node(torch.rand(3, 5, dtype=torch.float16))
     assert isinstance(node.v, torch.Tensor) and node.v.shape == (3, 5)

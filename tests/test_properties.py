@@ -50,8 +50,10 @@ def test_multi_step_equals_step_loop_and_reference(case):
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     assert out.spikes.dtype == dtype and out.v.dtype == compute
     assert bool(((out.spikes == 0) | (out.spikes == 1)).all())
-    # the spec: a spike exactly where H reaches the threshold
-    assert torch.equal(out.spikes, (out.h - 1.0 >= 0).to(dtype))
+    # the spec: a spike exactly where H reaches the threshold (half precision returns H
+    # rounded from the float32 H it fired on: a spike's H may round across the threshold)
+    if compute == dtype:
+        assert torch.equal(out.spikes, (out.h - 1.0 >= 0).to(dtype))
     v = None
     for t in range(T):
         s, v = call_step(kind, x[t], v, p, **kw)

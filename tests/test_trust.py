@@ -102,15 +102,23 @@ def test_a_token_of_a_registered_class_checks_its_fields(trap):
             torch.ops.snnfunc.defined_backward(*_backward_args(x, surrogate=token))
 
 
-@pytest.mark.parametrize("key", ["snn_trap:thing", "lif#0'; import os", ""])
-def test_a_crafted_recurrent_key_imports_nothing(trap, key):
-    x = torch.rand(3, 2, 4)
-    w = torch.zeros(4, 4)
-    with pytest.raises(ValueError, match="key must name a recurrent layer"):
-        torch.ops.snnfunc.rnn_forward(key, x, [torch.zeros(2, 4)], None, w, None, [], [])
-    with pytest.raises(ValueError, match="key must name a recurrent layer"):
-        torch.ops.snnfunc.rnn_backward(key, False, [True] * 5, x, [torch.zeros(2, 4)], None, w,
-                                       None, [], [], x, x, [x], x, [None])
+@pytest.mark.parametrize("name", NEURON_NAMES)
+def test_a_crafted_name_reaches_nothing_through_the_recurrent_ops(trap, name):
+    x, w = torch.rand(3, 2, 4), torch.zeros(4, 4)
+    st, one = [torch.zeros(2, 4)], torch.ones(())
+    sc = torch.tensor([0.0, 4.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="no neuron definition named"):
+        torch.ops.snnfunc.rnn_forward(x, st, None, w, None, [one], one, sc[:1], name,
+                                      "decay_input=1", True)
+    good = surrogates.surrogate_token(S.Sigmoid())
+    with pytest.raises(ValueError, match="no neuron definition named"):
+        torch.ops.snnfunc.rnn_backward(x, st, [x], w, [one], one, sc, x, [None], name,
+                                       "decay_input=1", True, good, False, False, [False] * 2)
+    for token in _surrogate_tokens(trap):
+        with pytest.raises(ValueError, match="surrogate"):
+            torch.ops.snnfunc.rnn_backward(x, st, [x], w, [one], one, sc, x, [None],
+                                           "snnfunc:lif", "decay_input=1", True, token, False,
+                                           False, [False] * 2)
 
 
 _CUDA_OPS_SCRIPT = """
@@ -218,11 +226,12 @@ print("equal:", torch.equal(out, torch.load({str(tmp_path / 'expected.pt')!r})))
 
 
 def _adapter_classes():
-    """Every module class snnfunc.nn exports but the classic adapters' abstract base."""
+    """Every module class snnfunc.nn exports but the abstract bases."""
     out = []
     for name in snn.__all__:
         obj = getattr(snn, name)
-        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj is not snn.BaseNode:
+        if (isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+                and obj not in (snn.BaseNode, snn.StatefulNode)):
             out.append(obj)
     return out
 

@@ -87,7 +87,7 @@ def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: s
     """V_0 as a tensor in `x`'s dtype; None (rest) becomes a 0-d tensor shared by every
     neuron. A number is refused: `lif(x, 2.0)` is the natural slip for `tau=2.0`."""
     if v is None:
-        return x.new_full((), rest, dtype=state_dtype(x))
+        return full(x, rest, state_dtype(x))
     if _is_number(v):
         hint = (f"did you mean {parameter}={v!r}? The neuron's parameters are keyword-only. "
                 if parameter else "")
@@ -125,8 +125,22 @@ def check_param(name: str, value, x: torch.Tensor, step_shape, what, *, positive
     raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(value).__name__}")
 
 
+def traced_number(value) -> bool:
+    """A Python number torch.compile made symbolic (`dynamic=True` turns a float it reads
+    from a closure or a default into a 0-d tensor input)."""
+    return (isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point()
+            and torch.compiler.is_compiling())
+
+
+def full(x: torch.Tensor, value, dtype) -> torch.Tensor:
+    """A 0-d tensor of `value` (a number, or a traced one) on `x`'s device."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=x.device, dtype=dtype)
+    return x.new_full((), value, dtype=dtype)
+
+
 def check_options(v_reset, surrogate, detach_reset, **flags):
-    if v_reset is not None and not _is_number(v_reset):
+    if v_reset is not None and not _is_number(v_reset) and not traced_number(v_reset):
         raise TypeError(
             f"v_reset must be a number (hard reset) or None (soft reset), "
             f"got {type(v_reset).__name__}"

@@ -65,7 +65,7 @@ def _token(surrogate) -> tuple:
 
 
 @torch.compiler.assume_constant_result
-def _surrogate_reason(surrogate) -> str:
+def surrogate_reason(surrogate) -> str:
     return why_not_surrogate(surrogate) or ""
 
 
@@ -80,7 +80,7 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
         return "T = 0"
     if not torch.compiler.is_compiling() and _forward_ad_active():
         return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
-    reason = _surrogate_reason(surrogate)
+    reason = surrogate_reason(surrogate)
     if reason and neuron is not None and neuron.threshold is not None:
         return reason + ", and the neuron's threshold is not v_threshold"
     return None
@@ -112,6 +112,17 @@ def new_scalars(device, v, values=()):
     return torch.cat([zero + v, torch.tensor(values, dtype=torch.float64, device=device)])
 
 
+def record(neuron, x_seq, opts, *, v_reset, surrogate, detach_reset, want_h=False,
+           want_states=False):
+    """The call record of a neuron call and its scalars (v_rest and the surrogate's run-time
+    numbers, a float64 tensor on the device the kernels read it from)."""
+    token, values = _token(surrogate)
+    in_torch = bool(surrogate_reason(surrogate))
+    cfg = CallRecord(neuron.name, options_string(opts), v_reset is not None, detach_reset,
+                     want_h, token, len(neuron.states), want_states, in_torch)
+    return cfg, _scalars(x_seq, v_reset, values)
+
+
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
         return_h, force, return_states=False):
     """The fused neuron `(spikes, h or None, states, traces or None)`, or None where it does
@@ -122,11 +133,9 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
         _fell_back(reason)
         return None
-    token, values = _token(surrogate)
-    in_torch = bool(_surrogate_reason(surrogate))
-    cfg = CallRecord(neuron.name, options_string(opts), v_reset is not None, detach_reset,
-                     return_h or return_states, token, len(states), return_states, in_torch)
-    scalars = _scalars(x_seq, v_reset, values)
+    cfg, scalars = record(neuron, x_seq, opts, v_reset=v_reset, surrogate=surrogate,
+                          detach_reset=detach_reset, want_h=return_h or return_states,
+                          want_states=return_states)
     tensors = (*states, *(params[n] for n in neuron.parameters))
     if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(
             t.requires_grad for t in (x_seq, v_threshold, *tensors))):

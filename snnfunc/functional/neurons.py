@@ -91,7 +91,8 @@ def _sigmoid(w: float) -> float:
     return e / (1.0 + e)
 
 
-def _plif_k(w, parametrization):
+def plif_k(w, parametrization):
+    """PLIF's k = 1/tau from `w` and its parametrization."""
     if parametrization not in _PARAMETRIZATIONS:
         raise ValueError(
             f"parametrization must be one of {_PARAMETRIZATIONS}, got {parametrization!r}"
@@ -232,7 +233,7 @@ def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_
         `spikes` (and `h`) `[T, *shape]` in `x_seq.dtype`, `v` of shape `shape`, the state
         to pass to the next call. For `T = 0` spikes are empty and `v` is $V_0$.
     """
-    return _multi("plif", x_seq, v, dict(w=_plif_k(w, parametrization), decay_input=decay_input),
+    return _multi("plif", x_seq, v, dict(w=plif_k(w, parametrization), decay_input=decay_input),
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                   detach_reset=detach_reset, return_h=return_h,
                   return_states=return_states, impl=impl)
@@ -337,7 +338,7 @@ def plif_step(x, v=None, *, w, parametrization="reciprocal", decay_input=True,
     Returns:
       `StepOutput(spike, v)`, or `StepOutputWithH(spike, v, h)` with `return_h`.
     """
-    return _single("plif", x, v, dict(w=_plif_k(w, parametrization), decay_input=decay_input),
+    return _single("plif", x, v, dict(w=plif_k(w, parametrization), decay_input=decay_input),
                    v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                    detach_reset=detach_reset, return_h=return_h)
 

@@ -169,8 +169,7 @@ def _neuron_kind(node):
 
 
 def _is_recurrent(layer):
-    cls = type(layer)
-    return cls.__name__ == "Recurrent" and cls.__module__ == "snnfunc.recurrent"
+    return isinstance(layer, snn.Recurrent)
 
 
 def _export_recurrent(nir, name, layer, x, dt, exact_threshold, per_neuron):

@@ -1,0 +1,400 @@
+r"""The recurrent layer's time loop as one operator, for neurons made from a definition.
+
+The neuron's arguments are prepared once (`Neuron.prepare`: parameters as tensors, recorded
+by autograd, so PLIF's parametrization differentiates as usual), then its call record reaches
+the kernels through the backend table, like a neuron call: on every device with a backend.
+
+- `snnfunc::rnn_forward`, per step: $I_t = X_t + S_{t-1} W^\top + b$ (the operations of
+  `x + F.linear(s, W, b)`, so the same values bit for bit), then the neuron's forward kernel
+  on that one step. It returns the spikes, the inputs $I$ and the states after every step.
+- `snnfunc::rnn_backward`, per step in reverse: the spikes' cotangent plus the recurrent path
+  $g_{I_{t+1}} W$, then the neuron's one-step VJP kernel. It returns $g_I$ (= $g_X$), the
+  initial states' cotangents and the neuron's parameter and threshold gradients per neuron.
+  The weight's, the bias's and the initial spikes' gradients come from $g_I$ in torch,
+  outside the operator, so that `vmap` gives them per sample.
+
+Both operators have fake kernels (one node to `torch.compile`, whatever T) and vmap rules: a
+vmapped dimension becomes one more batch dimension, unless the weight is vmapped too (an
+ensemble), which runs the operator once per member.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from snnfunc._core.checks import compute_dtype
+from snnfunc._kernel import backends, dispatch
+from snnfunc._kernel.call import CallRecord, step_tensor
+from snnfunc.functional import definition_of
+
+_FIRE = ("v_threshold", "v_reset", "surrogate", "detach_reset")
+
+
+class Prepared(NamedTuple):
+    """A recurrent layer's neuron, ready for the kernels: its call record, its parameters and
+    threshold as step tensors (recorded by autograd), and its scalars."""
+
+    record: CallRecord
+    params: list
+    th: Tensor
+    scalars: Tensor
+
+
+def prepare(neuron, x_seq, neuron_kwargs):
+    """`(Prepared, None)` where the operator applies, else `(None, why not)`."""
+    found = definition_of(neuron)
+    if found is None:
+        return None, ("the neuron is not made from a definition (snnfunc's neuron functions "
+                      "and snnfunc.neuron are)")
+    nrn, defaults, adapt = found
+    kw = {**defaults, **neuron_kwargs}
+    if adapt is not None:
+        kw = adapt(kw)
+    fire = {name: kw.pop(name) for name in _FIRE if name in kw}
+    p = nrn.prepare(x_seq, None, **fire, **kw)
+    reason = dispatch.why_not(x_seq, p.surrogate, nrn)
+    if reason is None:
+        reason = dispatch.surrogate_reason(p.surrogate) or None
+    if reason is not None:
+        return None, reason
+    record, scalars = dispatch.record(nrn, x_seq, p.opts, v_reset=p.v_reset,
+                                      surrogate=p.surrogate, detach_reset=p.detach_reset)
+    params = [step_tensor(p.params[n], x_seq) for n in nrn.parameters]
+    return Prepared(record, params, step_tensor(p.v_threshold, x_seq), scalars), None
+
+
+# --------------------------------------------------------------------------- the loops
+
+
+def _step_input(x_t, s, weight, bias, buf, out):
+    """$X_t + W S_{t-1} + b$ into `out`, with the operations of `x + F.linear(s, W, b)`
+    (mm or addmm into `buf`, then the add); `s` None gives $X_t + b$."""
+    if s is None:
+        if bias is None:
+            out.copy_(x_t)
+        else:
+            torch.add(x_t, bias, out=out)
+    elif buf is not None and s.shape == buf.shape:
+        if bias is None:
+            torch.mm(s, weight.t(), out=buf)
+        else:
+            torch.addmm(bias, s, weight.t(), out=buf)
+        torch.add(x_t, buf, out=out)
+    else:  # another step shape
+        torch.add(x_t, torch.nn.functional.linear(s, weight, bias), out=out)
+
+
+def _forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
+    forward = backends.BACKENDS[x_seq.device.type].forward_fn
+    I = torch.empty_like(x_seq)
+    xs, I1 = x_seq.unbind(0), I.split(1)
+    buf = x_seq.new_empty(x_seq.shape[1:]) if x_seq.dim() == 3 else None
+    st, n = list(state), len(state)
+    spikes, traces = [], [[] for _ in st]
+    s = s0
+    for t, x_t in enumerate(xs):
+        _step_input(x_t, s, weight, bias, buf, I1[t][0])
+        out = forward(I1[t], st, params, th, scalars, neuron, options, hard, False, False)
+        spikes.append(out[0])
+        st = out[2:2 + n]
+        for acc, part in zip(traces, st):
+            acc.append(part)
+        s = out[0][0]
+    return torch.cat(spikes), I, [torch.stack(acc) for acc in traces]
+
+
+def _backward(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
+              options, hard, surrogate, detach_reset, detach_recurrent, need):
+    """BPTT, one step's VJP per kernel call in reverse: `[g_I, *g_state0, *g_params, g_th]`,
+    the parameters' and threshold's per neuron and summed over T (empty where not needed)."""
+    backward = backends.BACKENDS[I.device.type].backward_fn
+    T, n, m = I.shape[0], len(state), len(params)
+    g_st = [None if g is None else g[T - 1] for g in g_states]
+    # the states before the last are outputs too; their cotangents are usually absent or
+    # zero (rnn returns the last state only): then nothing to add at every step
+    g_before = T > 1 and any(g is not None and bool(g[:-1].any()) for g in g_states)
+    I1, gs1, gs_steps = I.split(1), g_spikes.split(1), g_spikes.unbind(0)
+    before = [list(p.unbind(0)) for p in states]
+    acc = [None] * (m + 1)
+    need_op = [*need, *[True] * n]  # every step's state cotangent carries on to the one before
+    g_inputs = [None] * T
+    g_next = None  # g_{I_{t+1}}
+    for t in range(T - 1, -1, -1):
+        if g_next is None or detach_recurrent:
+            gs = gs1[t]
+        elif I.dim() == 3:  # S_t feeds I_{t+1} = X + S_t W^T + b
+            gs = torch.addmm(gs_steps[t], g_next, weight).unsqueeze(0)
+        else:
+            gs = (gs_steps[t] + g_next @ weight).unsqueeze(0)
+        st = state if t == 0 else [b[t - 1] for b in before]
+        out = backward(I1[t], st, params, th, gs, None, None, g_st, scalars, neuron, options,
+                       surrogate, hard, detach_reset, need_op, [None] * n)
+        g_inputs[t] = out[0]
+        g_next = out[0][0]
+        g_st = list(out[1:1 + n])
+        if t > 0 and g_before:
+            g_st = [a if g is None else a + g[t - 1] for a, g in zip(g_st, g_states)]
+        for j in range(m + 1):
+            if need[j]:
+                g = out[1 + n + j]
+                acc[j] = g if acc[j] is None else acc[j] + g
+    return [torch.cat(g_inputs), *g_st, *(I.new_empty(0) if a is None else a for a in acc)]
+
+
+# --------------------------------------------------------------------------- the operators
+
+
+@torch.library.custom_op("snnfunc::rnn_forward", mutates_args=())
+def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight: Tensor,
+                bias: Optional[Tensor], params: list[Tensor], th: Tensor, scalars: Tensor,
+                neuron: str, options: str, hard: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the states after every
+    step (one `[T, ...]` per state)."""
+    return tuple(_forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options,
+                          hard))
+
+
+@rnn_forward.register_fake
+def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
+    T = x_seq.shape[0]
+    return (torch.empty_like(x_seq), torch.empty_like(x_seq),
+            [x_seq.new_empty((T, *p.shape), dtype=p.dtype) for p in state])
+
+
+@torch.library.custom_op("snnfunc::rnn_backward", mutates_args=())
+def rnn_backward(I: Tensor, state: list[Tensor], states: list[Tensor], weight: Tensor,
+                 params: list[Tensor], th: Tensor, scalars: Tensor, g_spikes: Tensor,
+                 g_states: list[Optional[Tensor]], neuron: str, options: str, hard: bool,
+                 surrogate: str, detach_reset: bool, detach_recurrent: bool,
+                 need: list[bool]) -> list[Tensor]:
+    """`[g_I, *g_state0, *g_params, g_th]`: see `_backward`."""
+    return _backward(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
+                     options, hard, surrogate, detach_reset, detach_recurrent, need)
+
+
+@rnn_backward.register_fake
+def _(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options, hard,
+      surrogate, detach_reset, detach_recurrent, need):
+    c = state[0].dtype  # the compute dtype the kernels sum gradients in
+    step = I.shape[1:]
+    return [torch.empty_like(I), *(torch.empty_like(p) for p in state),
+            *(I.new_empty(step if flag else (0,), dtype=c) for flag in need)]
+
+
+# --------------------------------------------------------------------------- vmap rules
+
+
+def _seq(t, d, V):
+    if t is None:
+        return None
+    return t.unsqueeze(1).expand(t.shape[0], V, *t.shape[1:]) if d is None else t.movedim(d, 1)
+
+
+def _step(t, d, shape):
+    """A step tensor with the vmapped dimension first: `shape` is [V, *S]."""
+    if t is None:
+        return None
+    if d is None:
+        return t if t.dim() == 0 else t.expand(shape)
+    t = t.movedim(d, 0)
+    if t.dim() == 1 and len(shape) > 1:  # one value per member
+        t = t.reshape(shape[0], *[1] * (len(shape) - 1))
+    return t.expand(shape)
+
+
+def _dims(d, n):
+    return list(d) if isinstance(d, (list, tuple)) else [d] * n
+
+
+def _per_member(op, info, in_dims, args):
+    """The operator once per vmapped member (a vmapped weight: an ensemble), stacked."""
+    outs = []
+    for v in range(info.batch_size):
+        def pick(a, d):
+            if isinstance(a, (list, tuple)):
+                return [pick(x, e) for x, e in zip(a, _dims(d, len(a)))]
+            return a if d is None or a is None else a.select(d, v)
+        outs.append(op(*(pick(a, d) for a, d in zip(args, in_dims))))
+    first = outs[0]
+
+    def stack(k):
+        if isinstance(first[k], (list, tuple)):
+            return [torch.stack([o[k][j] for o in outs]) for j in range(len(first[k]))]
+        return torch.stack([o[k] for o in outs])
+    return [stack(k) for k in range(len(first))]
+
+
+@rnn_forward.register_vmap
+def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
+    args = (x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard)
+    if in_dims[3] is not None or in_dims[4] is not None or in_dims[7] is not None:
+        out = _per_member(rnn_forward, info, in_dims, args)
+        return tuple(out), (0, 0, [0] * len(state))
+    V = info.batch_size
+    x = _seq(x_seq, in_dims[0], V)
+    shape = x.shape[1:]
+    state = [_step(p, d, shape) for p, d in zip(state, _dims(in_dims[1], len(state)))]
+    s0 = _step(s0, in_dims[2], shape)
+    params = [_step(p, d, shape) for p, d in zip(params, _dims(in_dims[5], len(params)))]
+    th = _step(th, in_dims[6], shape)
+    spikes, I, states = rnn_forward(x, state, s0, weight, bias, params, th, scalars, neuron,
+                                    options, hard)
+    return (spikes, I, states), (1, 1, [1] * len(states))
+
+
+@rnn_backward.register_vmap
+def _(info, in_dims, I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
+      options, hard, surrogate, detach_reset, detach_recurrent, need):
+    args = (I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options,
+            hard, surrogate, detach_reset, detach_recurrent, need)
+    n = len(state)
+    if in_dims[3] is not None or in_dims[6] is not None:
+        out = _per_member(rnn_backward, info, in_dims, args)
+        return out, [0 if o.dim() else None for o in out]
+    V = info.batch_size
+    I = _seq(I, in_dims[0], V)
+    shape = I.shape[1:]
+    state = [_step(p, d, shape) for p, d in zip(state, _dims(in_dims[1], n))]
+    states = [_seq(p, d, V) for p, d in zip(states, _dims(in_dims[2], n))]
+    params = [_step(p, d, shape) for p, d in zip(params, _dims(in_dims[4], len(params)))]
+    th = _step(th, in_dims[5], shape)
+    g_spikes = _seq(g_spikes, in_dims[7], V)
+    g_states = [_seq(g, d, V) for g, d in zip(g_states, _dims(in_dims[8], n))]
+    out = rnn_backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
+                       neuron, options, hard, surrogate, detach_reset, detach_recurrent, need)
+    return out, [1, *[0] * n, *[0 if o.dim() else None for o in out[1 + n:]]]
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The non-tensor part of one recurrent call (constants to torch.compile)."""
+
+    record: CallRecord
+    detach_recurrent: bool
+    n_states: int
+    has_s0: bool
+    has_bias: bool
+
+
+def _reduced(grad, like):
+    """A gradient per neuron (in the compute dtype) summed to `like`'s shape and dtype."""
+    if grad.shape != like.shape:
+        grad = grad.sum() if like.numel() == 1 else grad.sum_to_size(like.shape)
+        grad = grad.reshape(like.shape)
+    return grad.to(like.dtype)
+
+
+def _split(layout: Layout, rest):
+    n = layout.n_states
+    state, rest = list(rest[:n]), list(rest[n:])
+    s0 = rest.pop(0) if layout.has_s0 else None
+    bias = rest.pop(0) if layout.has_bias else None
+    th, scalars, params = rest[0], rest[1], rest[2:]
+    return state, s0, bias, th, scalars, params
+
+
+class RNN(torch.autograd.Function):
+    """The operators tied for autograd, under `torch.func` transforms too. Tensors travel flat:
+    `x_seq, weight, *state, [s0], [bias], th, scalars, *params`."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(layout: Layout, x_seq, weight, *rest):
+        state, s0, bias, th, scalars, params = _split(layout, rest)
+        r = layout.record
+        spikes, I, states = rnn_forward(x_seq, state, s0, weight, bias, params, th, scalars,
+                                        r.neuron, r.options, r.hard)
+        return (spikes, I, *states)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        layout, x_seq, weight, *rest = inputs
+        ctx.layout = layout
+        ctx.save_for_backward(weight, *rest, *output)
+        ctx.mark_non_differentiable(output[1])  # I, saved for the backward
+        ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
+
+    @staticmethod
+    def backward(ctx, g_spikes, g_I, *g_states):
+        layout, r = ctx.layout, ctx.layout.record
+        n = layout.n_states
+        weight, *saved = ctx.saved_tensors
+        k = len(saved) - 2 - n
+        state, s0, bias, th, scalars, params = _split(layout, saved[:k])
+        spikes, I, states = saved[k], saved[k + 1], saved[k + 2:]
+        needs = ctx.needs_input_grad  # layout, x_seq, weight, *rest
+        n_before = 3 + n + layout.has_s0 + layout.has_bias
+        need = [bool(f) for f in (*needs[n_before + 2:], needs[n_before])]  # params, th
+        if g_spikes is None:
+            g_spikes = torch.zeros_like(spikes)
+        args = (I, state, list(states), weight, params, th, scalars, g_spikes, list(g_states),
+                r.neuron, r.options, r.hard, r.surrogate, r.detach, layout.detach_recurrent,
+                need)
+        if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+            grads = rnn_backward(*args)
+        else:  # through a Function, so that torch.func transforms see through it
+            grads = RNNBackward.apply(*args)
+        g_I, g_state0 = grads[0], grads[1:1 + n]
+        g_params, g_th = grads[1 + n:1 + n + len(params)], grads[1 + n + len(params)]
+        N = I.shape[-1]
+        flat = lambda t: t.reshape(-1, N)  # noqa: E731
+        g_w = None
+        if needs[2]:
+            g_w = flat(g_I[1:]).t() @ flat(spikes[:-1].to(g_I.dtype))
+            if s0 is not None:
+                g_w = g_w + flat(g_I[0]).t() @ flat(s0.expand(I.shape[1:]).to(g_I.dtype))
+        out = [g_I if needs[1] else None, g_w,
+               *(_reduced(g, p) if needs[3 + j] else None
+                 for j, (g, p) in enumerate(zip(g_state0, state)))]
+        if layout.has_s0:
+            want = needs[3 + n]
+            g_s0 = (torch.zeros_like(s0) if layout.detach_recurrent
+                    else (g_I[0] @ weight).sum_to_size(s0.shape)) if want else None
+            out.append(g_s0)
+        if layout.has_bias:
+            out.append(g_I.reshape(-1, N).sum(0) if needs[3 + n + layout.has_s0] else None)
+        out.append(_reduced(g_th, th) if need[-1] else None)
+        out.append(None)  # scalars
+        out += [_reduced(g, p) if flag else None for g, p, flag in zip(g_params, params, need)]
+        return (None, *out)
+
+
+class RNNBackward(torch.autograd.Function):
+    """The backward operator as a Function of its own, so that it runs under `torch.func`
+    transforms; its own backward (a second derivative) is not implemented."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return tuple(rnn_backward(*args))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("second derivatives of snnfunc.rnn's fused path are not "
+                           "implemented; use impl='loop'")
+
+
+def run(prepared: Prepared, x_seq, state, s0, weight, bias, detach_recurrent):
+    """Spikes `[T, ...]` and the neuron's state after every step (one `[T, ...]` per part)."""
+    layout = Layout(prepared.record, detach_recurrent, len(state), s0 is not None,
+                    bias is not None)
+    if s0 is not None:
+        s0 = s0.expand(x_seq.shape[1:]) if s0.shape != x_seq.shape[1:] else s0
+    state = [p.to(compute_dtype(x_seq.dtype)) for p in state]  # as the kernels hold states
+    out = RNN.apply(layout, x_seq, weight, *state, *([s0] if s0 is not None else []),
+                    *([bias] if bias is not None else []), prepared.th, prepared.scalars,
+                    *prepared.params)
+    return out[0], out[2:]
