@@ -9,7 +9,7 @@ import torch
 from snnfunc.surrogate import Surrogate
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -88,7 +88,7 @@ def check_state(v, x: torch.Tensor, step_shape: torch.Size, rest: float, what: s
     neuron. A number is refused: `lif(x, 2.0)` is the natural slip for `tau=2.0`."""
     if v is None:
         return full(x, rest, state_dtype(x))
-    if _is_number(v):
+    if is_number(v):
         hint = (f"did you mean {parameter}={v!r}? The neuron's parameters are keyword-only. "
                 if parameter else "")
         raise TypeError(
@@ -112,7 +112,7 @@ def check_param(name: str, value, x: torch.Tensor, step_shape, what, *, positive
 
     A number becomes a 0-d tensor of `x`'s dtype on `x`'s device, so that every path (the
     loop, the fused kernels, CPU and CUDA) rounds it once and divides by it the same way."""
-    if _is_number(value):
+    if is_number(value):
         value = float(value)
         if positive and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -140,7 +140,7 @@ def full(x: torch.Tensor, value, dtype) -> torch.Tensor:
 
 
 def check_options(v_reset, surrogate, detach_reset, **flags):
-    if v_reset is not None and not _is_number(v_reset) and not traced_number(v_reset):
+    if v_reset is not None and not is_number(v_reset) and not traced_number(v_reset):
         raise TypeError(
             f"v_reset must be a number (hard reset) or None (soft reset), "
             f"got {type(v_reset).__name__}"

@@ -101,7 +101,7 @@ def plif_k(w, parametrization):
         return w
     if isinstance(w, torch.Tensor):
         return torch.sigmoid(w)
-    if _checks._is_number(w) and not math.isnan(w):
+    if _checks.is_number(w) and not math.isnan(w):
         return _sigmoid(float(w))
     return w  # rejected with a clear message by _prepare
 

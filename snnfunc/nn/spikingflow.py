@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from snnfunc import functional as F
-from snnfunc._core.checks import _is_number
+from snnfunc._core.checks import is_number
 from snnfunc._stateful import StatefulNode, pick_surrogate
 from snnfunc.surrogate import Sigmoid, Surrogate
 
@@ -47,9 +47,9 @@ class BaseNode(StatefulNode):
     def __init__(self, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(), monitor_state=False,
                  *, detach_reset=False, step_mode=None, surrogate=None, surrogate_function=None):
         super().__init__()
-        if not _is_number(v_threshold):
+        if not is_number(v_threshold):
             raise TypeError(f"v_threshold must be a number, got {type(v_threshold).__name__}")
-        if v_reset is not None and not _is_number(v_reset):
+        if v_reset is not None and not is_number(v_reset):
             raise TypeError(f"v_reset must be a number or None, got {type(v_reset).__name__}")
         self.pulse_soft = pick_surrogate(Sigmoid(), pulse_soft=pulse_soft, surrogate=surrogate,
                                          surrogate_function=surrogate_function)
@@ -140,7 +140,7 @@ class LIFNode(BaseNode):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
                          detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
                          surrogate_function=surrogate_function)
-        if not _is_number(tau):
+        if not is_number(tau):
             raise TypeError(f"tau must be a number, got {type(tau).__name__}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
@@ -205,7 +205,7 @@ class PLIFNode(BaseNode):
         if parametrization not in ("reciprocal", "sigmoid"):
             raise ValueError(
                 f"parametrization must be 'reciprocal' or 'sigmoid', got {parametrization!r}")
-        if not _is_number(init_tau):
+        if not is_number(init_tau):
             raise TypeError(f"init_tau must be a number, got {type(init_tau).__name__}")
         lowest = 1.0 if parametrization == "sigmoid" else 0.0
         if not init_tau > lowest:
@@ -269,7 +269,7 @@ class RIFNode(BaseNode):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
                          detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
                          surrogate_function=surrogate_function)
-        if not _is_number(init_w):
+        if not is_number(init_w):
             raise TypeError(f"init_w must be a number, got {type(init_w).__name__}")
         self.w = nn.Parameter(torch.full(_param_shape(param_shape), float(init_w)))
 
