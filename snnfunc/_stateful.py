@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree
 
+from snnfunc._core.compile import not_compiled
+
 STEP_MODES = ("s", "m")
 
 
@@ -183,7 +185,7 @@ class StatefulNode(nn.Module):
     def _run(self, x, state, sequence: bool, record: bool):
         raise TypeError(f"{type(self).__name__} must define _run()")
 
-    @torch.compiler.disable
+    @not_compiled
     def _record(self, h, spikes, sequence):
         if sequence:
             self.monitor["v"].extend(_numpy_copy(h))

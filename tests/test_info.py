@@ -38,3 +38,35 @@ def test_python_m_snnfunc_without_a_compiler_says_why(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cpu:  not available: building the fused CPU kernel failed" in proc.stdout
     assert "1 x building the fused CPU kernel failed" in proc.stdout
+
+
+def test_import_is_cheap_and_complete():
+    """`import snnfunc` reaches snnfunc.nn and snnfunc.nir, and loads neither torch.compile's
+    machinery nor Triton (seconds) until something compiles or runs on a GPU."""
+    code = ("import sys, snnfunc; snnfunc.nn.LIFNode; snnfunc.nn.Recurrent; "
+            "heavy = [m for m in ('torch._dynamo', 'torch._inductor', 'triton') if m in sys.modules]; "
+            "print('heavy', heavy); snnfunc.nir.to_nir; print('nir', 'snnfunc.nir' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "nir True" in proc.stdout
+    if not torch.cuda.is_available():  # (a GPU registers the Triton ops at import)
+        assert "heavy []" in proc.stdout, proc.stdout
+
+
+def test_the_compile_marks_are_torchs():
+    """snnfunc marks functions for torch.compile without importing Dynamo: with the very mark
+    torch.compiler.assume_constant_result sets (a torch that changes it fails here)."""
+    from snnfunc._core.compile import constant_result
+
+    def f():
+        return 1
+
+    def g():
+        return 1
+
+    torch.compiler.assume_constant_result(f)
+    constant_result(g)
+    marks = {k for k in vars(f) if "dynamo" in k}
+    assert marks and marks == {k for k in vars(g) if "dynamo" in k}

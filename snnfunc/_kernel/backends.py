@@ -8,33 +8,53 @@ rest of the library reaches its kernels only through `ops_for`. Like Inductor's
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 
 import torch
 from torch import Tensor
 
+from snnfunc._core.compile import constant_result
 
-@dataclasses.dataclass
+
 class Backend:
     """The kernels of one device type.
 
-    Attributes:
+    Args:
       name: a short name (`"c"`, `"triton"`).
-      forward, backward: its registered ops (`snnfunc._kernel.ops.define`).
-      forward_fn, backward_fn: the same without the dispatcher: called directly in a plain
-        eager call where `direct` is True (tens of microseconds a call less).
+      ops: `() -> (forward op, backward op, forward function, backward function)`: its
+        registered ops (`snnfunc._kernel.ops.define`) and the same without the dispatcher
+        (called directly in plain eager calls where `direct`). Called once, when the backend
+        is first used: registering a backend's ops may cost time (Triton's do).
       error: `() -> str | None`, why its kernels cannot run here (no compiler, no device).
-      direct: whether plain eager calls may bypass the dispatcher.
+      direct: whether plain eager calls may bypass the dispatcher (tens of microseconds a
+        call less).
     """
 
-    name: str
-    forward: typing.Callable
-    backward: typing.Callable
-    forward_fn: typing.Callable
-    backward_fn: typing.Callable
-    error: typing.Callable[[], str | None]
-    direct: bool = False
+    def __init__(self, name: str, ops: typing.Callable, error: typing.Callable[[], str | None],
+                 direct: bool = False):
+        self.name, self._ops, self.error, self.direct = name, ops, error, direct
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            self._loaded = tuple(self._ops())
+        return self._loaded
+
+    @property
+    def forward(self):
+        return self._load()[0]
+
+    @property
+    def backward(self):
+        return self._load()[1]
+
+    @property
+    def forward_fn(self):
+        return self._load()[2]
+
+    @property
+    def backward_fn(self):
+        return self._load()[3]
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -53,7 +73,7 @@ def missing(device_type: str, reason: str) -> None:
         _MISSING[device_type] = reason
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def error(device_type: str) -> str | None:
     """Why no kernel can run on `device_type` here, or None; a constant to torch.compile."""
     backend = BACKENDS.get(device_type)

@@ -22,6 +22,7 @@ import logging
 
 import torch
 
+from snnfunc._core.compile import constant_result
 from snnfunc._kernel import backends
 from snnfunc._kernel.autograd import DefinedNeuron
 from snnfunc._kernel.call import DTYPES, CallRecord, options_string
@@ -57,14 +58,14 @@ def _fell_back(reason: str) -> None:
     fallbacks[reason] += 1
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def _token(surrogate) -> tuple:
     """(token, run-time numbers): constants to torch.compile."""
     plan = surrogate_plan(surrogate)
     return plan.token, plan.values
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def surrogate_reason(surrogate) -> str:
     return why_not_surrogate(surrogate) or ""
 

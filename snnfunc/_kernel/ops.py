@@ -128,6 +128,30 @@ def _c(t):
     return None if t is None else t.contiguous()
 
 
+def x_rows(x):
+    """How the kernels read x: `(x, step stride, row stride, row length)`, neuron i of step t
+    at `x[t * sT + (i // C) * sR + i % C]`. x itself where its layout allows it: a contiguous
+    step (any stride between steps, 0 for an input expanded over T) or a step of rows of
+    contiguous values (a batch-first input); else a contiguous copy."""
+    step, strides = x.shape[1:], x.stride()[1:]
+    N = step.numel()
+    C, k = 1, len(step)
+    while k > 0 and (step[k - 1] == 1 or strides[k - 1] == C):
+        C *= step[k - 1]
+        k -= 1
+    if k == 0 or N == 0:
+        return x, (x.stride(0) if x.shape[0] > 1 else N), C, max(C, 1)
+    row = expected = strides[k - 1]
+    for d in range(k - 1, -1, -1):
+        if step[d] == 1:
+            continue
+        if strides[d] != expected:
+            x = x.contiguous()
+            return x, N, N, max(N, 1)
+        expected = strides[d] * step[d]
+    return x, (x.stride(0) if x.shape[0] > 1 else N), row, C
+
+
 @dataclasses.dataclass
 class ForwardCall:
     """A checked call of the forward op: contiguous inputs, the outputs to fill (`s`, `h`,
@@ -138,7 +162,7 @@ class ForwardCall:
     hard: bool
     want_h: bool
     want_states: bool
-    x: Tensor
+    x: Tensor  # as x_rows reads it, with x_strides its (step stride, row stride, row length)
     states: list
     params: list
     th: Tensor
@@ -147,6 +171,8 @@ class ForwardCall:
     h: Tensor
     out: list
     tr: list
+
+    x_strides: tuple = ()
 
     def outputs(self) -> list:
         return [self.s, self.h, *self.out, *self.tr]
@@ -164,9 +190,10 @@ def forward_call(x, states, params, th, scalars, neuron, options, hard, want_h, 
     nrn = check_call(neuron, x, states, params, th, scalars, device_type)
     opts = parse_options(nrn, options)
     s, h, out, tr = _forward_outputs(x, states, want_h, want_states)
-    return ForwardCall(nrn, opts, hard, want_h, want_states, x.contiguous(),
-                       [_c(t) for t in states], [_c(t) for t in params], th.contiguous(),
-                       scalars.contiguous(), s, h, out, tr)
+    x, *x_strides = x_rows(x)
+    return ForwardCall(nrn, opts, hard, want_h, want_states, x, [_c(t) for t in states],
+                       [_c(t) for t in params], th.contiguous(), scalars.contiguous(), s, h,
+                       out, tr, tuple(x_strides))
 
 
 @dataclasses.dataclass
@@ -195,6 +222,7 @@ class BackwardCall:
     gst0: list
     gpar: list
     gth: Tensor
+    x_strides: tuple = ()
 
     def outputs(self) -> list:
         return [self.gx, *self.gst0, *self.gpar, self.gth]
@@ -216,10 +244,11 @@ def backward_call(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, o
     opts = parse_options(nrn, options)
     gtraces = [_c(t) for t in (gtraces or [None] * len(nrn.states))]
     gx, gst0, gpar, gth = _backward_outputs(x, len(states), len(params), need)
-    return BackwardCall(nrn, opts, hard, detach, surrogate, tuple(need), x.contiguous(),
+    x, *x_strides = x_rows(x)
+    return BackwardCall(nrn, opts, hard, detach, surrogate, tuple(need), x,
                         [_c(t) for t in states], [_c(t) for t in params], th.contiguous(),
                         scalars.contiguous(), _c(gs), _c(gh), _c(sg), [_c(t) for t in gstates],
-                        gtraces, gx, gst0, gpar, gth)
+                        gtraces, gx, gst0, gpar, gth, tuple(x_strides))
 
 
 # --------------------------------------------------------------------------- the ops

@@ -101,6 +101,6 @@ forward_op, backward_op, forward_fn, backward_fn = ops.define(
 def install():
     """Registers the toy backend for CPU tensors; returns what puts the previous one back."""
     previous = backends.BACKENDS["cpu"]
-    backends.register("cpu", backends.Backend("toy", forward_op, backward_op, forward_fn,
-                                              backward_fn, lambda: None))
+    backends.register("cpu", backends.Backend(
+        "toy", lambda: (forward_op, backward_op, forward_fn, backward_fn), lambda: None))
     return lambda: backends.register("cpu", previous)

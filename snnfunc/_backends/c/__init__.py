@@ -7,5 +7,5 @@ from snnfunc._backends.c import build, host
 from snnfunc._kernel import backends
 
 backends.register("cpu", backends.Backend(
-    "c", host.defined_forward, host.defined_backward, host.forward_fn, host.backward_fn,
+    "c", lambda: (host.defined_forward, host.defined_backward, host.forward_fn, host.backward_fn),
     build.error, direct=True))

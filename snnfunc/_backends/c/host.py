@@ -22,7 +22,8 @@ def _job_type(k: int, m: int):
     m = max(m, 1)
 
     class Job(ctypes.Structure):
-        _fields_ = [("T", I), ("N", I), ("block", I), ("sc", P), ("x", P),
+        _fields_ = [("T", I), ("N", I), ("block", I), ("sxt", I), ("sxr", I), ("xc", I),
+                    ("sc", P), ("x", P),
                     ("th", P), ("gs", P), ("gh", P), ("sg", P), ("st", P * k), ("par", P * m),
                     ("gst", P * k), ("tr", P * k), ("gtr", P * k), ("sst", I * k),
                     ("spar", I * m), ("sth", I), ("s", P), ("h", P), ("gx", P), ("gth", P),
@@ -80,8 +81,9 @@ def forward_kernel(c: ops.ForwardCall) -> None:
     x, nrn = c.x, c.neuron
     lib = forward_lib(nrn, options_string(c.opts), c.hard, c.want_h, c.want_states, x.dtype,
                       shared(c.params, c.th))
+    sxt, sxr, xc = c.x_strides
     _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else c.out[0].numel(),
-                        sc=c.scalars.data_ptr(), x=_ptr(x), th=_ptr(c.th),
+                        sxt=sxt, sxr=sxr, xc=xc, sc=c.scalars.data_ptr(), x=_ptr(x), th=_ptr(c.th),
                         st=[_ptr(t) for t in c.states], sst=[_stride(t) for t in c.states],
                         par=[_ptr(t) for t in c.params], spar=[_stride(t) for t in c.params],
                         sth=_stride(c.th), s=_ptr(c.s), h=_ptr(c.h) if c.want_h else None,
@@ -96,7 +98,9 @@ def backward_kernel(c: ops.BackwardCall) -> None:
                        c.gh is not None, c.sg is not None, tuple(t is not None for t in c.gstates),
                        c.need, x.dtype, tuple(t is not None for t in c.gtraces),
                        shared(c.params, c.th))
-    _run(lib, nrn, dict(T=x.shape[0], N=x.shape[1:].numel(), sc=c.scalars.data_ptr(),
+    sxt, sxr, xc = c.x_strides
+    _run(lib, nrn, dict(T=x.shape[0], N=x.shape[1:].numel(), sxt=sxt, sxr=sxr, xc=xc,
+                        sc=c.scalars.data_ptr(),
                         x=_ptr(x), th=_ptr(c.th), gs=_ptr(c.gs), gh=_ptr(c.gh), sg=_ptr(c.sg),
                         st=[_ptr(t) for t in c.states], sst=[_stride(t) for t in c.states],
                         par=[_ptr(t) for t in c.params], spar=[_stride(t) for t in c.params],

@@ -43,9 +43,11 @@ def _runtime(name: str) -> str:
 
 _VECTOR_MATH, _ROWS, _RUN = _runtime("vector_math.h"), _runtime("rows.h"), _runtime("launch.h")
 _FAST_EXP, _F16, _DIRECT = _runtime("fast_exp.h"), _runtime("half.h"), _runtime("direct.h")
+_X_ROWS = _runtime("rows_of_x.h")
 _TYPES = "typedef {io} IO;\ntypedef {real} REAL;\n#define BLK {blk}\n"
 _JOB = r"""typedef struct {{
   int64_t T, N, block;
+  int64_t sxt, sxr, xc;  /* x[t, i] at x + t * sxt + (i / xc) * sxr + i % xc */
   const double *sc;  /* v_rest, then the surrogate's run-time parameters */
   const IO *x, *th, *gs, *gh, *sg;
   const REAL *st[{k}];  /* states in the compute type: float32 for half precision */
@@ -93,7 +95,7 @@ def _preamble(neuron, dtype: str, blk: int, nbuf: int) -> str:
     io, real, ld, st = IO_TYPES[dtype]
     k, m = len(neuron.states), max(len(neuron.parameters), 1)
     head = (_VECTOR_MATH + _TYPES.format(io=io, real=real, blk=blk) + _ROWS
-            + _JOB.format(k=k, m=m))
+            + _JOB.format(k=k, m=m) + _X_ROWS)
     head += (f"#define NSTATES {k}\n#define NPARAMS {len(neuron.parameters)}\n"
              f"#define NBUF {nbuf}  /* values kept per neuron-step in the backward's buffer */\n")
     if dtype == "float16":
@@ -155,13 +157,15 @@ def forward_source(neuron, opts: dict, *, hard: bool, want_h: bool, dtype: str,
         traces = " ".join(f"REAL *restrict tr{k}t = j->tr[{k}] + t * N + i0;" for k in range(K))
     finals = [f"for (int64_t i = 0; i < n; i++) j->st_out[{k}][i0 + i] = S{k}[i];"
               for k in range(len(neuron.states))]
+    rows = 3 + len(neuron.states) + len(neuron.parameters) + 1 + 1
     src = f"""
 static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   REAL *restrict XF = buf, *restrict SF = buf + j->block, *restrict HF = buf + 2 * j->block;  /* float16 */
+  IO *restrict XG = (IO *)(buf + {rows - 1} * j->block);  /* a row of x gathered */
   (void)XF; (void)SF; (void)HF;
   {chr(10).join('  ' + line for line in _load_block(neuron, shared, heap=3)).strip()}
   for (int64_t t = 0; t < T; t++) {{
-    const IO *restrict xt = j->x + t * N + i0;
+    const IO *restrict xt = x_row(j, t, i0, n, XG);
     IO *restrict st = j->s + t * N + i0;
     IO *restrict ht = {'j->h + t * N + i0' if want_h else 'NULL'};
     (void)ht;
@@ -177,7 +181,6 @@ static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
 }}
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void)j; (void)i0; (void)n; (void)buf; }}
 """ + _RUN
-    rows = 3 + len(neuron.states) + len(neuron.parameters) + 1
     return _preamble(neuron, dtype, FORWARD_BLOCK, 1) + f"#define FWD_ROWS {rows}\n" + src
 
 
@@ -286,6 +289,7 @@ static void fwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{ (void
 static const int OUT_PRESENT[{len(patterns)}][{K}] = {{{out_table}}};
 static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   REAL XF[BLK], GSF[BLK], GHF[BLK], SGF[BLK], GXF[BLK];  /* rows in the compute type (float16) */
+  IO XG[BLK];  /* a row of x gathered */
   (void)XF; (void)GSF; (void)GHF; (void)SGF; (void)GXF;
   {load}
   const int64_t row = n * (int64_t)sizeof(IO);
@@ -295,7 +299,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   const int nt = STREAM_GX && T * N * (int64_t)sizeof(IO) >= NT_BYTES;  /* gx streamed */
   const int64_t next = i0 + n < N ? (N - i0 - n < n ? N - i0 - n : n) * (int64_t)sizeof(IO) : 0;
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
-    const IO *restrict xt = j->x + t * N + i0;
+    const IO *restrict xt = x_row(j, t, i0, n, XG);
     IN(xt, XF);
     if (t >= T - ahead) {{  /* the rows the walk back reads first */
       if (j->gs) pf_read(j->gs + t * N + i0, row);
@@ -310,7 +314,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   {init}
   for (int64_t t = T - 1; t >= 0; t--) {{
     const int64_t r = T - 1 - t;
-    const IO *restrict xt = j->x + t * N + i0;
+    const IO *restrict xt = {'x_row(j, t, i0, n, XG)' if reads_x else 'NULL'};
     const IO *restrict gst = j->gs ? j->gs + t * N + i0 : NULL;
     const IO *restrict ght = j->gh ? j->gh + t * N + i0 : NULL;
     const IO *restrict sgt = j->sg ? j->sg + t * N + i0 : NULL;
@@ -330,7 +334,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     {pre}
     {dispatch}
     OUTG(gxt, GXF);
-    if (next) pf_read(j->x + t * N + i0 + n, next);  /* the next block's recompute */
+    if (next && j->xc >= N) pf_read(j->x + t * j->sxt + i0 + n, next);  /* the next block's recompute */
   }}
   nt_fence(nt);
   {present0 if any(need[M + 1:]) else ''}

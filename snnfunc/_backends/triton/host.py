@@ -74,7 +74,7 @@ def forward_kernel(c: ops.ForwardCall) -> None:
             want_trace=c.want_states))
     wrap_triton(_kernels[key])[_grid(N)](
         x, c.th, c.scalars, *c.states, *c.params, c.s, c.h if c.want_h else c.s, *c.out,
-        *(t if c.want_states else c.out[0] for t in c.tr), T, N,
+        *(t if c.want_states else c.out[0] for t in c.tr), T, N, *c.x_strides,
         **_shared(c.th, c.states, c.params), BLOCK=_BLOCK, **_OPTIONS)
 
 
@@ -101,8 +101,8 @@ def backward_kernel(c: ops.BackwardCall) -> None:
         *(dummy if t is None else t for t in c.gstates),
         *(dummy if t is None else t for t in c.gtraces), buf, c.gx,
         *(dummy if t.numel() == 0 else t for t in (*c.gst0, *c.gpar)),
-        dummy if c.gth.numel() == 0 else c.gth, T, N, **_shared(c.th, c.states, c.params),
-        BLOCK=_BLOCK, **_OPTIONS)
+        dummy if c.gth.numel() == 0 else c.gth, T, N, *c.x_strides,
+        **_shared(c.th, c.states, c.params), BLOCK=_BLOCK, **_OPTIONS)
 
 
 defined_forward_cuda, defined_backward_cuda, forward_fn, backward_fn = ops.define(

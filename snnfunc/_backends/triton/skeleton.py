@@ -20,7 +20,8 @@ from snnfunc._kernel.plan import scalar_inputs
 
 
 def _inputs(neuron, states_from):
-    exprs = {"x": "tl.load(x_ptr + at, mask=mask).to(REAL)", "v_threshold": "TH",
+    exprs = {"x": "tl.load(x_ptr + tl.cast(t, tl.int64) * SXT + xoff, mask=mask).to(REAL)",
+             "v_threshold": "TH",
              "v_rest": "vr"}
     for k, n in enumerate(neuron.states):
         exprs[f"state:{n}"] = states_from.format(k=k)
@@ -35,12 +36,14 @@ def _signature(neuron, extra_ptrs, shared=True):
             *(f"par{k}_ptr" for k in range(M)), *extra_ptrs]
     flags = ["TH_SHARED: tl.constexpr", *(f"ST{k}_SHARED: tl.constexpr" for k in range(K)),
              *(f"PAR{k}_SHARED: tl.constexpr" for k in range(M))]
-    return ", ".join([*ptrs, "T", "N", *flags, "BLOCK: tl.constexpr"])
+    return ", ".join([*ptrs, "T", "N", "SXT", "SXR", "XC", *flags, "BLOCK: tl.constexpr"])
 
 
 def _loads(neuron, real):
     K, M = len(neuron.states), len(neuron.parameters)
     out = ["offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)", "mask = offs < N",
+           # x[t, i] at t * SXT + (i // XC) * SXR + i % XC: a view read in place
+           "xoff = (tl.cast(offs, tl.int64) // XC) * SXR + tl.cast(offs, tl.int64) % XC",
            "TH = _load(th_ptr, offs, mask, TH_SHARED).to(REAL)",
            "vr = tl.load(sc_ptr).to(REAL)"]
     out += [f"S{k} = _load(st{k}_ptr, offs, mask, ST{k}_SHARED).to(REAL)" for k in range(K)]
