@@ -87,12 +87,15 @@ class StatefulNode(nn.Module):
 
     _state_attr = "state"
 
-    def _init_stateful(self, step_mode, monitor_state, *, explicit_step_mode=True):
+    def _init_stateful(self, step_mode, monitor_state, batch_first=False, *,
+                       explicit_step_mode=True):
         if step_mode not in STEP_MODES:
             raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
-        if not isinstance(monitor_state, bool):
-            raise TypeError(f"monitor_state must be True or False, got {monitor_state!r}")
+        for name, flag in (("monitor_state", monitor_state), ("batch_first", batch_first)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         self.step_mode = step_mode
+        self.batch_first = batch_first
         self._explicit_step_mode = explicit_step_mode
         self.monitor = {"v": [], "s": []} if monitor_state else False
         setattr(self, self._state_attr, self._rest())
@@ -129,17 +132,18 @@ class StatefulNode(nn.Module):
         for t in _pytree.tree_leaves(state):
             if not isinstance(t, torch.Tensor):
                 continue
+            if (self.step_mode == "s" and t.dim() >= 2 and x.dim() == t.dim() + 1
+                    and tuple(x.shape[1:]) == tuple(t.shape)):
+                raise ValueError(
+                    f"{name} is in single-step mode (step_mode='s') and holds a state of "
+                    f"shape {tuple(t.shape)}, but was given {tuple(x.shape)}, a sequence of "
+                    f"such steps: make it with step_mode='m' for sequences [T, ...], call it "
+                    f"once per step, or reset() it first if this is one step of a new shape")
             try:
                 fits = torch.broadcast_shapes(t.shape, step) == step
             except RuntimeError:
                 fits = False
             if not fits:
-                if self.step_mode == "s" and x.dim() >= 2 and tuple(x.shape[1:]) == tuple(t.shape):
-                    raise ValueError(
-                        f"{name} is in single-step mode (step_mode='s') and holds a state of "
-                        f"shape {tuple(t.shape)}, but was given {tuple(x.shape)}, a sequence of "
-                        f"such steps: make it with step_mode='m' for sequences [T, ...], or "
-                        f"call it once per step")
                 held = " v" if self._state_attr == "v" else ""
                 raise ValueError(
                     f"{name} holds a state{held} of shape {tuple(t.shape)} from an earlier input, "
@@ -169,9 +173,13 @@ class StatefulNode(nn.Module):
     # -- the call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step (`step_mode="s"`) or a sequence `[T, ...]` (`"m"`); returns spikes."""
+        """One step (`step_mode="s"`) or a sequence `[T, ...]` (`"m"`; `[B, T, ...]` with
+        `batch_first=True`, read in place); returns spikes."""
         self._warn_single_step(x)
         sequence = self.step_mode == "m"
+        swap = sequence and self.batch_first and isinstance(x, torch.Tensor) and x.dim() >= 2
+        if swap:
+            x = x.transpose(0, 1)  # a view: the kernels read it in place
         step = (x.shape[1:] if sequence else x.shape) if isinstance(x, torch.Tensor) else None
         state = self._state_for(x, step)
         record = self.monitor is not False
@@ -180,7 +188,7 @@ class StatefulNode(nn.Module):
             setattr(self, self._state_attr, new_state)
             if record:
                 self._record(h, spikes, sequence)
-        return spikes
+        return spikes.transpose(0, 1) if swap else spikes
 
     def _run(self, x, state, sequence: bool, record: bool):
         raise TypeError(f"{type(self).__name__} must define _run()")

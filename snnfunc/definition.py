@@ -43,6 +43,46 @@ __all__ = ["Neuron", "neuron", "DefinitionError", "StatesOutput", "StatesOutputW
            "TraceOutput", "StepStatesOutput", "StepStatesOutputWithH"]
 
 _IMPLS = ("auto", "fused", "reference")
+FIRE = ("v_threshold", "v_reset", "surrogate", "detach_reset")
+"""The options of the fire and the reset, which every neuron takes."""
+CALL = ("return_h", "return_states", "batch_first", "impl")
+"""The options of a call (what it returns and how it runs), which every neuron takes."""
+
+
+def keywords_listed(fn):
+    """A neuron function that names the keywords it takes when given one it does not (Python
+    says only which one was wrong)."""
+    import functools
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    names = ", ".join(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as exc:
+            unknown = [k for k in kwargs if k not in params]
+            if unknown and "unexpected keyword argument" in str(exc):
+                raise TypeError(f"{fn.__name__}() got an unexpected keyword argument "
+                                f"{unknown[0]!r}; it takes {names}") from None
+            raise
+
+    return call
+
+
+def _batch_first(out):
+    """A neuron's result with its sequences `[T, B, ...]` as `[B, T, ...]` views."""
+    seq = lambda t: t.transpose(0, 1)  # noqa: E731
+    parts = {f: getattr(out, f) for f in out._fields}
+    for f in ("spikes", "h"):
+        if f in parts:
+            parts[f] = seq(parts[f])
+    if "trace" in parts:
+        tr = parts["trace"]
+        parts["trace"] = seq(tr) if isinstance(tr, torch.Tensor) else type(tr)(*map(seq, tr))
+    return type(out)(**parts)
 
 
 class Prepared(NamedTuple):
@@ -86,9 +126,7 @@ class Neuron(Definition):
             elif k in self.options:
                 opts[k] = val
             else:
-                allowed = ", ".join([*self.parameters, *self.options, "v_threshold",
-                                     "v_reset", "surrogate", "detach_reset", "return_h",
-                                     "return_states", "impl"])
+                allowed = ", ".join([*self.parameters, *self.options, *FIRE, *CALL])
                 raise TypeError(f"{where}() got an unexpected keyword argument {k!r}; it takes "
                                 f"{allowed}")
         for k, default in self.parameters.items():
@@ -150,14 +188,25 @@ class Neuron(Definition):
         return Prepared(states, params, opts, v_threshold, v_reset, surrogate, detach_reset)
 
     def __call__(self, x_seq, state=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-                 detach_reset=False, return_h=False, return_states=False, impl="auto",
-                 **kwargs):
-        """The multi-step neuron over `x_seq` `[T, *shape]`; see the class docstring.
-        `return_states=True` also returns the state after every step (`TraceOutput`)."""
+                 detach_reset=False, return_h=False, return_states=False, batch_first=False,
+                 impl="auto", **kwargs):
+        """The multi-step neuron over `x_seq` `[T, *shape]` (`[B, T, ...]` with
+        `batch_first=True`, read in place; the sequences it returns are `[B, T, ...]` views
+        too); see the class docstring. `return_states=True` also returns the state after
+        every step (`TraceOutput`)."""
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
-        if not isinstance(return_states, bool):
-            raise TypeError(f"return_states must be True or False, got {return_states!r}")
+        for name, flag in (("return_states", return_states), ("batch_first", batch_first)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if batch_first:
+            if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
+                raise ValueError(f"x_seq must be [B, T, ...] with batch_first=True, got "
+                                 f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
+            out = self(x_seq.transpose(0, 1), state, v_threshold=v_threshold, v_reset=v_reset,
+                       surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
+                       return_states=return_states, impl=impl, **kwargs)
+            return _batch_first(out)
         states, params, opts, v_threshold, v_reset = self._prepare(
             x_seq, state, kwargs, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
             detach_reset=detach_reset, return_h=return_h, sequence=True)

@@ -1,5 +1,6 @@
 """Pure neuron functions over explicit state; see `snnfunc.functional.neurons`."""
 
+from snnfunc.definition import CALL, FIRE
 from snnfunc.functional import defined, neurons
 
 from snnfunc.functional.neurons import (
@@ -31,9 +32,6 @@ from snnfunc.functional.defined import (
 
 
 
-_FIRE = ("v_threshold", "v_reset", "surrogate", "detach_reset")
-
-
 def definition_of(fn):
     """`(Neuron, keyword defaults, adapt)` when `fn` is one of the library's neuron functions
     (`snnfunc.lif`, ...) or a `Neuron` (made with `snnfunc.neuron`), else None: the definition
@@ -56,8 +54,7 @@ def _own_defaults(fn, nrn):
 
     return {n: p.default for n, p in inspect.signature(fn).parameters.items()
             if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
-            and n not in (*nrn.parameters, *nrn.options, *_FIRE, "return_h", "return_states",
-                          "impl")}
+            and n not in (*nrn.parameters, *nrn.options, *FIRE, *CALL)}
 
 
 def _plif_adapt(kw):

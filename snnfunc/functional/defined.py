@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from snnfunc.definition import neuron
+from snnfunc.definition import keywords_listed, neuron
 from snnfunc.surrogate import Sigmoid
 
 __all__ = ["CubaLIFState", "ALIFState", "cuba_lif", "cuba_lif_step", "alif", "alif_step",
@@ -78,9 +78,10 @@ def _eif(x, v, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_rest):
 
 # --------------------------------------------------------------------------- public API
 
+@keywords_listed
 def cuba_lif(x_seq, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True, v_threshold=1.0,
              v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False,
-             return_states=False, impl="auto"):
+             return_states=False, batch_first=False, impl="auto"):
     r"""Current-based LIF neuron (NIR's CubaLIF, snnTorch's `Synaptic`) over a sequence.
 
     A synaptic current $I$ integrates the input and charges the membrane:
@@ -108,6 +109,8 @@ def cuba_lif(x_seq, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True, v
       return_h: also return `h`, the membrane after charge and before reset at every step.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -117,9 +120,11 @@ def cuba_lif(x_seq, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True, v
     return _cuba_lif(x_seq, state, tau_syn=tau_syn, tau_mem=tau_mem, decay_input=decay_input,
                      v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                      detach_reset=detach_reset, return_h=return_h,
-                     return_states=return_states, impl=impl)
+                     return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def cuba_lif_step(x, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True,
                   v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(), detach_reset=False,
                   return_h=False):
@@ -145,9 +150,10 @@ def cuba_lif_step(x, state=None, *, tau_syn=2.0, tau_mem=2.0, decay_input=True,
                           detach_reset=detach_reset, return_h=return_h)
 
 
+@keywords_listed
 def alif(x_seq, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=True,
          v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False,
-         return_states=False, impl="auto"):
+         return_states=False, batch_first=False, impl="auto"):
     r"""Adaptive-threshold LIF neuron (Bellec et al. 2018; Norse's `LSNN`) over a sequence.
 
     An adaptation $A$ decays, raises the threshold and jumps by 1 at each spike:
@@ -175,6 +181,8 @@ def alif(x_seq, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=Tr
       return_h: also return `h`, the membrane after charge and before reset.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -183,9 +191,11 @@ def alif(x_seq, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=Tr
     return _alif(x_seq, state, tau=tau, tau_adapt=tau_adapt, beta=beta, decay_input=decay_input,
                  v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                  detach_reset=detach_reset, return_h=return_h,
-                 return_states=return_states, impl=impl)
+                 return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def alif_step(x, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=True,
               v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(), detach_reset=False,
               return_h=False):
@@ -212,8 +222,9 @@ def alif_step(x, state=None, *, tau=2.0, tau_adapt=20.0, beta=0.5, decay_input=T
                       surrogate=surrogate, detach_reset=detach_reset, return_h=return_h)
 
 
+@keywords_listed
 def qif(x_seq, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0,
-        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False,
+        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False, batch_first=False,
         impl="auto"):
     r"""Quadratic integrate-and-fire neuron (SpikingJelly's `QIFNode`) over a sequence.
 
@@ -235,6 +246,8 @@ def qif(x_seq, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0
       return_h: also return `h`, the voltage after charge and before reset.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -242,9 +255,11 @@ def qif(x_seq, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0
     """
     return _qif(x_seq, v, tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_reset=v_reset,
                 surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
-                return_states=return_states, impl=impl)
+                return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def qif_step(x, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0,
              surrogate=Sigmoid(), detach_reset=False, return_h=False):
     r"""One time step of `qif`.
@@ -268,8 +283,9 @@ def qif_step(x, v=None, *, tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.
                      surrogate=surrogate, detach_reset=detach_reset, return_h=return_h)
 
 
+@keywords_listed
 def eif(x_seq, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v_reset=0.0,
-        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False,
+        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False, batch_first=False,
         impl="auto"):
     r"""Exponential integrate-and-fire neuron (SpikingJelly's `EIFNode`) over a sequence.
 
@@ -292,6 +308,8 @@ def eif(x_seq, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v
       return_h: also return `h`, the voltage after charge and before reset.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"`, `"fused"` or `"reference"`, as for `snnfunc.lif`.
 
     Returns:
@@ -299,9 +317,11 @@ def eif(x_seq, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v
     """
     return _eif(x_seq, v, tau=tau, delta_T=delta_T, theta_rh=theta_rh, v_threshold=v_threshold,
                 v_reset=v_reset, surrogate=surrogate, detach_reset=detach_reset,
-                return_h=return_h, return_states=return_states, impl=impl)
+                return_h=return_h, return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def eif_step(x, v=None, *, tau=2.0, delta_T=1.0, theta_rh=0.8, v_threshold=1.0, v_reset=0.0,
              surrogate=Sigmoid(), detach_reset=False, return_h=False):
     r"""One time step of `eif`.

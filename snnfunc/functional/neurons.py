@@ -13,6 +13,14 @@ backward pass differentiates the blend $H_t(1 - S_t) + V_{reset} S_t$ (hard) or
 $H_t - V_{th} S_t$ (soft), with the surrogate's $g'(H_t - V_{th})$ in place of $\Theta'$.
 The charge $f$ is the only thing that differs between neurons. With `detach_reset=True`
 the spike in the reset is detached from the graph (the gradient still flows through the fire).
+
+Shapes: `x_seq` is time-major, `[T, *shape]`, and the state has one step's shape: a 2-d
+`[T, N]` is N neurons over T steps, and a 1-d `[T]` is one neuron over T steps (its state 0-d),
+not one step of T neurons (for one step use the `*_step` functions or `x.unsqueeze(0)`).
+`batch_first=True` takes `[B, T, ...]`, read in place. Any view is read without a copy where
+its layout allows: an input expanded over T (`x.expand(T, ...)`, a static encoder's output
+repeated), a slice of time, a batch-first tensor; a step whose values are scattered (a
+transposed feature dimension) is copied once.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import math
 
 import torch
 
-from snnfunc.definition import neuron
+from snnfunc.definition import keywords_listed, neuron
 from snnfunc._core import checks as _checks
 from snnfunc._core.reset import reset
 from snnfunc._core.results import (NeuronOutput, NeuronOutputWithH, StepOutput,
@@ -117,8 +125,9 @@ def _single(kind, x, v, params, **options):
 # --------------------------------------------------------------------------- public API
 
 
+@keywords_listed
 def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-        detach_reset=False, return_h=False, return_states=False, impl="auto"):
+        detach_reset=False, return_h=False, return_states=False, batch_first=False, impl="auto"):
     r"""Integrate-and-fire neuron over a time-major sequence.
 
     $$H_t = V_{t-1} + X_t$$
@@ -139,6 +148,8 @@ def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
       return_h: also return `h`, the voltage after charge and before reset at every step.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -150,11 +161,13 @@ def if_(x_seq, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
     """
     return _multi("if", x_seq, v, {}, v_threshold=v_threshold, v_reset=v_reset,
                   surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
-                  return_states=return_states, impl=impl)
+                  return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False, impl="auto"):
+        surrogate=Sigmoid(), detach_reset=False, return_h=False, return_states=False, batch_first=False, impl="auto"):
     r"""Leaky integrate-and-fire neuron over a time-major sequence.
 
     With $V_r$ = `v_reset` (0 for the soft reset):
@@ -180,6 +193,8 @@ def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.
       return_h: also return `h`, the voltage after charge and before reset at every step.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -192,12 +207,14 @@ def lif(x_seq, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.
     return _multi("lif", x_seq, v, dict(tau=tau, decay_input=decay_input),
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                   detach_reset=detach_reset, return_h=return_h,
-                  return_states=return_states, impl=impl)
+                  return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_threshold=1.0,
          v_reset=0.0, surrogate=Sigmoid(), detach_reset=False, return_h=False,
-         return_states=False, impl="auto"):
+         return_states=False, batch_first=False, impl="auto"):
     r"""Parametric LIF neuron (learnable time constant) over a time-major sequence.
 
     With $k = w$ (`parametrization="reciprocal"`, SpikingFlow's form: `w` holds $1/\tau$) or
@@ -224,6 +241,8 @@ def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_
       return_h: also return `h`, the voltage after charge and before reset at every step.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -236,11 +255,13 @@ def plif(x_seq, v=None, *, w, parametrization="reciprocal", decay_input=True, v_
     return _multi("plif", x_seq, v, dict(w=plif_k(w, parametrization), decay_input=decay_input),
                   v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                   detach_reset=detach_reset, return_h=return_h,
-                  return_states=return_states, impl=impl)
+                  return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
-        detach_reset=False, return_h=False, return_states=False, impl="auto"):
+        detach_reset=False, return_h=False, return_states=False, batch_first=False, impl="auto"):
     r"""Recurrent IF neuron (learnable self-weight) over a time-major sequence.
 
     $$H_t = V_{t-1} + w\,(V_{t-1} - V_r) + X_t$$
@@ -261,6 +282,8 @@ def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
       return_h: also return `h`, the voltage after charge and before reset at every step.
       return_states: also return the state after every step: `TraceOutput(spikes, state, h,
         trace)`.
+      batch_first: `x_seq` is `[B, T, ...]` (read in place, no copy); the sequences
+        returned are `[B, T, ...]` too.
       impl: `"auto"` (default) runs the fused kernel where it applies and the unrolled loop
         elsewhere (forward-mode AD, for example; `snnfunc.info()` says which applies here);
         `"fused"` and `"reference"` force one.
@@ -272,9 +295,11 @@ def rif(x_seq, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
     """
     return _multi("rif", x_seq, v, dict(w=w), v_threshold=v_threshold, v_reset=v_reset,
                   surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
-                  return_states=return_states, impl=impl)
+                  return_states=return_states,
+                  batch_first=batch_first, impl=impl)
 
 
+@keywords_listed
 def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
             detach_reset=False, return_h=False):
     r"""One time step of `if_`: $H = V + X$, then fire and reset.
@@ -295,6 +320,7 @@ def if_step(x, v=None, *, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
                    surrogate=surrogate, detach_reset=detach_reset, return_h=return_h)
 
 
+@keywords_listed
 def lif_step(x, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
              surrogate=Sigmoid(), detach_reset=False, return_h=False):
     r"""One time step of `lif`.
@@ -318,6 +344,7 @@ def lif_step(x, v=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0
                    detach_reset=detach_reset, return_h=return_h)
 
 
+@keywords_listed
 def plif_step(x, v=None, *, w, parametrization="reciprocal", decay_input=True,
               v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(), detach_reset=False,
               return_h=False):
@@ -343,6 +370,7 @@ def plif_step(x, v=None, *, w, parametrization="reciprocal", decay_input=True,
                    detach_reset=detach_reset, return_h=return_h)
 
 
+@keywords_listed
 def rif_step(x, v=None, *, w, v_threshold=1.0, v_reset=0.0, surrogate=Sigmoid(),
              detach_reset=False, return_h=False):
     r"""One time step of `rif`.

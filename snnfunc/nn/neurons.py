@@ -31,12 +31,13 @@ class NeuronNode(StatefulNode):
       step_mode: `"s"` (one step per call) or `"m"` (`[T, ...]` per call, the default).
       monitor_state: record H and spikes per step in `self.monitor`.
       surrogate_function: SpikingJelly's name for `surrogate`.
+      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
       **parameters: the neuron's parameters and options (`tau=3.0`, `decay_input=False`).
     """
 
     def __init__(self, neuron, *, v_threshold=1.0, v_reset=0.0, surrogate=None,
                  detach_reset=False, step_mode="m", monitor_state=False,
-                 surrogate_function=None, **parameters):
+                 surrogate_function=None, batch_first=False, **parameters):
         super().__init__()
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a snnfunc.Neuron (made with @snnfunc.neuron), got "
@@ -60,7 +61,7 @@ class NeuronNode(StatefulNode):
                 self.register_buffer(name, value)
             else:
                 self._numbers[name] = value
-        self._init_stateful(step_mode, monitor_state)
+        self._init_stateful(step_mode, monitor_state, batch_first)
 
     def _kwargs(self):
         kw = dict(self._numbers)

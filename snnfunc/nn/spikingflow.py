@@ -40,12 +40,14 @@ class BaseNode(StatefulNode):
       surrogate: the surrogate spike function, a `snnfunc.surrogate.Surrogate` such as
         `ATan()`; the same as `pulse_soft` (give one of them).
       surrogate_function: SpikingJelly's name for `surrogate`.
+      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
     """
 
     _state_attr = "v"
 
     def __init__(self, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(), monitor_state=False,
-                 *, detach_reset=False, step_mode=None, surrogate=None, surrogate_function=None):
+                 *, detach_reset=False, step_mode=None, surrogate=None, surrogate_function=None,
+                 batch_first=False):
         super().__init__()
         if not is_number(v_threshold):
             raise TypeError(f"v_threshold must be a number, got {type(v_threshold).__name__}")
@@ -58,7 +60,7 @@ class BaseNode(StatefulNode):
         self.v_threshold = float(v_threshold)
         self.v_reset = None if v_reset is None else float(v_reset)
         self.detach_reset = detach_reset
-        self._init_stateful("s" if step_mode is None else step_mode, monitor_state,
+        self._init_stateful("s" if step_mode is None else step_mode, monitor_state, batch_first,
                             explicit_step_mode=step_mode is not None)
 
     @property
@@ -132,14 +134,16 @@ class LIFNode(BaseNode):
       step_mode: `"s"` (one step per call, the default) or `"m"` (`[T, ...]` per call).
       surrogate: the surrogate spike function; the same as `pulse_soft`.
       surrogate_function: SpikingJelly's name for `surrogate`.
+      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
     """
 
     def __init__(self, tau=100.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
                  monitor_state=False, *, decay_input=True, detach_reset=False, step_mode=None,
-                 surrogate=None, surrogate_function=None):
+                 surrogate=None, surrogate_function=None,
+                 batch_first=False):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
                          detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
-                         surrogate_function=surrogate_function)
+                         surrogate_function=surrogate_function, batch_first=batch_first)
         if not is_number(tau):
             raise TypeError(f"tau must be a number, got {type(tau).__name__}")
         if not tau > 0:
@@ -193,15 +197,16 @@ class PLIFNode(BaseNode):
       step_mode: `"s"` (one step per call, the default) or `"m"` (`[T, ...]` per call).
       surrogate: the surrogate spike function; the same as `pulse_soft`.
       surrogate_function: SpikingJelly's name for `surrogate`.
+      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
     """
 
     def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
                  monitor_state=False, *, parametrization="reciprocal", param_shape=(1,),
                  decay_input=True, detach_reset=False, step_mode=None, surrogate=None,
-                 surrogate_function=None):
+                 surrogate_function=None, batch_first=False):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
                          detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
-                         surrogate_function=surrogate_function)
+                         surrogate_function=surrogate_function, batch_first=batch_first)
         if parametrization not in ("reciprocal", "sigmoid"):
             raise ValueError(
                 f"parametrization must be 'reciprocal' or 'sigmoid', got {parametrization!r}")
@@ -261,14 +266,16 @@ class RIFNode(BaseNode):
       step_mode: `"s"` (one step per call, the default) or `"m"` (`[T, ...]` per call).
       surrogate: the surrogate spike function; the same as `pulse_soft`.
       surrogate_function: SpikingJelly's name for `surrogate`.
+      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
     """
 
     def __init__(self, init_w=-1e-3, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
                  monitor_state=False, *, param_shape=(1,), detach_reset=False, step_mode=None,
-                 surrogate=None, surrogate_function=None):
+                 surrogate=None, surrogate_function=None,
+                 batch_first=False):
         super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
                          detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
-                         surrogate_function=surrogate_function)
+                         surrogate_function=surrogate_function, batch_first=batch_first)
         if not is_number(init_w):
             raise TypeError(f"init_w must be a number, got {type(init_w).__name__}")
         self.w = nn.Parameter(torch.full(_param_shape(param_shape), float(init_w)))

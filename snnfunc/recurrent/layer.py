@@ -122,8 +122,8 @@ def _loop(x_seq, state_type, parts, s0, rec, neuron, detach, neuron_kwargs):
 
 
 def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Tensor | None = None,
-        neuron: Callable = lif, detach_recurrent: bool = False, impl: str = "auto",
-        **neuron_kwargs) -> RecurrentOutput:
+        neuron: Callable = lif, detach_recurrent: bool = False, batch_first: bool = False,
+        impl: str = "auto", **neuron_kwargs) -> RecurrentOutput:
     r"""A recurrent spiking layer over a time-major sequence.
 
     Every step feeds the previous step's spikes back through the recurrent map:
@@ -150,6 +150,7 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         or a NamedTuple of tensors of one step's shape (`None` meaning rest).
       detach_recurrent: detach the spikes fed back from the graph: no gradient flows from
         $I_t$ to $S_{t-1}$ (the weight's gradient still does).
+      batch_first: `x_seq` is `[B, T, N]` (read in place, no copy) and so are the spikes.
       impl: `"auto"` (default) runs the time loop as one operator where it applies (a weight
         tensor or `nn.Linear`, a neuron made from a definition: snnfunc's neuron functions
         and `snnfunc.neuron`'s, with fused kernels on the device), the Python loop elsewhere;
@@ -164,6 +165,15 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         step's spikes `[B, N]`, to pass to the next call. For `T = 0`, `spikes` is empty and
         the state is the initial one.
     """
+    if batch_first is not False:
+        if batch_first is not True:
+            raise TypeError(f"batch_first must be True or False, got {batch_first!r}")
+        if not isinstance(x_seq, Tensor) or x_seq.dim() < 3:
+            raise ValueError(f"x_seq must be [B, T, N] with batch_first=True, got "
+                             f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
+        out = rnn(x_seq.transpose(0, 1), state, weight=weight, bias=bias, neuron=neuron,
+                  detach_recurrent=detach_recurrent, impl=impl, **neuron_kwargs)
+        return RecurrentOutput(out.spikes.transpose(0, 1), out.state)
     _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs)
     if isinstance(weight, nn.Linear):
         weight, bias = weight.weight, weight.bias

@@ -34,13 +34,15 @@ class Recurrent(StatefulNode):
       bias: learn a bias $b$ of the recurrent map.
       detach_recurrent: detach the spikes fed back from the graph.
       step_mode: `"m"` (default): `forward` takes `[T, B, N]`; `"s"`: one step `[B, N]`.
+      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, N]`.
       **neuron_kwargs: the neuron's options (`tau=2.0`, `surrogate=ATan()`, ...). A
         `torch.nn.Parameter` among them (PLIF's `w`) is registered as a parameter of this
         module under its option's name.
     """
 
     def __init__(self, features: int, neuron: Callable = lif, *, bias: bool = True,
-                 detach_recurrent: bool = False, step_mode: str = "m", **neuron_kwargs):
+                 detach_recurrent: bool = False, step_mode: str = "m", batch_first: bool = False,
+                 **neuron_kwargs):
         super().__init__()
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features must be a positive int, got {features!r}")
@@ -66,7 +68,7 @@ class Recurrent(StatefulNode):
                 del neuron_kwargs[name]
         self.neuron_kwargs = neuron_kwargs
         self.reset_parameters()
-        self._init_stateful(step_mode, False)
+        self._init_stateful(step_mode, False, batch_first)
 
     def reset_parameters(self) -> None:
         """Weight and bias drawn as `torch.nn.Linear` draws them."""

@@ -29,9 +29,8 @@ from torch import Tensor
 from snnfunc._core.checks import compute_dtype
 from snnfunc._kernel import backends, dispatch
 from snnfunc._kernel.call import CallRecord, step_tensor
+from snnfunc.definition import FIRE
 from snnfunc.functional import definition_of
-
-_FIRE = ("v_threshold", "v_reset", "surrogate", "detach_reset")
 
 
 class Prepared(NamedTuple):
@@ -54,7 +53,7 @@ def prepare(neuron, x_seq, neuron_kwargs):
     kw = {**defaults, **neuron_kwargs}
     if adapt is not None:
         kw = adapt(kw)
-    fire = {name: kw.pop(name) for name in _FIRE if name in kw}
+    fire = {name: kw.pop(name) for name in FIRE if name in kw}
     p = nrn.prepare(x_seq, None, **fire, **kw)
     reason = dispatch.why_not(x_seq, p.surrogate, nrn)
     if reason is None:
