@@ -26,7 +26,11 @@ def test_spikingflow_signatures():
         params = inspect.signature(cls).parameters
         positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_OR_KEYWORD]
         assert positional == first + common
-        assert all(p.kind == p.KEYWORD_ONLY for n, p in params.items() if n not in positional)
+        assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD)  # **options: BaseNode's
+                   for n, p in params.items() if n not in positional)
+        node = cls(detach_reset=True, step_mode="m", surrogate=S.ATan(), batch_first=True)
+        assert node.detach_reset and node.step_mode == "m" and node.batch_first
+        assert node.pulse_soft == S.ATan()
         assert params["v_threshold"].default == 1.0 and params["v_reset"].default == 0.0
         assert params["pulse_soft"].default == S.Sigmoid() and params["monitor_state"].default is False
     assert inspect.signature(snn.LIFNode).parameters["tau"].default == 100.0

@@ -130,20 +130,13 @@ class LIFNode(BaseNode):
       pulse_soft: the surrogate spike function (SpikingFlow's name for `surrogate`).
       monitor_state: record H and spikes per step in `self.monitor`.
       decay_input: whether the input is divided by `tau` too (keyword only).
-      detach_reset: detach the spike in the reset from the graph.
-      step_mode: `"s"` (one step per call, the default) or `"m"` (`[T, ...]` per call).
-      surrogate: the surrogate spike function; the same as `pulse_soft`.
-      surrogate_function: SpikingJelly's name for `surrogate`.
-      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
+      **options: keyword only, as for `BaseNode`: `detach_reset`, `step_mode`, `surrogate`
+        (`surrogate_function`), `batch_first`.
     """
 
     def __init__(self, tau=100.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
-                 monitor_state=False, *, decay_input=True, detach_reset=False, step_mode=None,
-                 surrogate=None, surrogate_function=None,
-                 batch_first=False):
-        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
-                         detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
-                         surrogate_function=surrogate_function, batch_first=batch_first)
+                 monitor_state=False, *, decay_input=True, **options):
+        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state, **options)
         if not is_number(tau):
             raise TypeError(f"tau must be a number, got {type(tau).__name__}")
         if not tau > 0:
@@ -193,20 +186,14 @@ class PLIFNode(BaseNode):
       param_shape: shape of `w`: `(1,)` shares one value per layer (SpikingFlow's), `(C,)`
         or the full step shape gives one per channel or neuron (keyword only).
       decay_input: whether the input is scaled by $k$ too (keyword only).
-      detach_reset: detach the spike in the reset from the graph.
-      step_mode: `"s"` (one step per call, the default) or `"m"` (`[T, ...]` per call).
-      surrogate: the surrogate spike function; the same as `pulse_soft`.
-      surrogate_function: SpikingJelly's name for `surrogate`.
-      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
+      **options: keyword only, as for `BaseNode`: `detach_reset`, `step_mode`, `surrogate`
+        (`surrogate_function`), `batch_first`.
     """
 
     def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
                  monitor_state=False, *, parametrization="reciprocal", param_shape=(1,),
-                 decay_input=True, detach_reset=False, step_mode=None, surrogate=None,
-                 surrogate_function=None, batch_first=False):
-        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
-                         detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
-                         surrogate_function=surrogate_function, batch_first=batch_first)
+                 decay_input=True, **options):
+        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state, **options)
         if parametrization not in ("reciprocal", "sigmoid"):
             raise ValueError(
                 f"parametrization must be 'reciprocal' or 'sigmoid', got {parametrization!r}")
@@ -262,20 +249,13 @@ class RIFNode(BaseNode):
       pulse_soft: the surrogate spike function (SpikingFlow's name for `surrogate`).
       monitor_state: record H and spikes per step in `self.monitor`.
       param_shape: shape of `w` (keyword only), as for `PLIFNode`.
-      detach_reset: detach the spike in the reset from the graph.
-      step_mode: `"s"` (one step per call, the default) or `"m"` (`[T, ...]` per call).
-      surrogate: the surrogate spike function; the same as `pulse_soft`.
-      surrogate_function: SpikingJelly's name for `surrogate`.
-      batch_first: with `step_mode="m"`, inputs and spikes are `[B, T, ...]`.
+      **options: keyword only, as for `BaseNode`: `detach_reset`, `step_mode`, `surrogate`
+        (`surrogate_function`), `batch_first`.
     """
 
     def __init__(self, init_w=-1e-3, v_threshold=1.0, v_reset=0.0, pulse_soft=Sigmoid(),
-                 monitor_state=False, *, param_shape=(1,), detach_reset=False, step_mode=None,
-                 surrogate=None, surrogate_function=None,
-                 batch_first=False):
-        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state,
-                         detach_reset=detach_reset, step_mode=step_mode, surrogate=surrogate,
-                         surrogate_function=surrogate_function, batch_first=batch_first)
+                 monitor_state=False, *, param_shape=(1,), **options):
+        super().__init__(v_threshold, v_reset, pulse_soft, monitor_state, **options)
         if not is_number(init_w):
             raise TypeError(f"init_w must be a number, got {type(init_w).__name__}")
         self.w = nn.Parameter(torch.full(_param_shape(param_shape), float(init_w)))
