@@ -147,6 +147,8 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
                 const[arg] = 256
             elif arg in ("T", "N"):
                 sig[arg] = "i32"
+            elif arg in ("SXT", "SXR", "XC"):  # x's strides: a view read in place
+                sig[arg] = "i64"
             elif arg == "sc_ptr":
                 sig[arg] = "*fp64"
             elif arg == "buf_ptr" or arg.startswith(("gst0", "gpar", "gth")):
