@@ -45,6 +45,7 @@ def info(file=None) -> str:
         "fused kernels (impl='auto' uses them where they apply):",
         f"  cpu:  {'available' if cpu is None else 'not available: ' + cpu}"
         + (f" ({build.path()})" if cpu is None else ""),
+        f"  cpu instruction set: {build.isa() or '-'} on {build.cpu_name()}",
         f"  cuda: {'available' if cuda is None else 'not available: ' + cuda}",
         "  dtypes: float16, bfloat16 (computed in float32), float32, float64",
     ]

@@ -70,3 +70,22 @@ def test_the_compile_marks_are_torchs():
     constant_result(g)
     marks = {k for k in vars(f) if "dynamo" in k}
     assert marks and marks == {k for k in vars(g) if "dynamo" in k}
+
+
+def test_info_names_the_instruction_set_of_the_built_kernels():
+    """The ISA line comes from a library built as the kernels are, so it is what they use:
+    on an x86-64 CPU whose flags list avx2 (avx512f), the kernels target AVX2 (AVX-512)."""
+    from snnfunc._backends.c import build
+
+    text = snnfunc.info(file=io.StringIO())
+    isa = build.isa()
+    if backends.error("cpu") is not None:
+        assert isa is None and "cpu instruction set: -" in text
+        return
+    assert f"cpu instruction set: {isa} on {build.cpu_name()}" in text
+    flags = next((line.split() for line in build._cpu_id().splitlines()
+                  if line.startswith("flags")), [])
+    if "generic build" not in isa and "avx512f" in flags and "avx512vl" in flags:
+        assert isa.startswith("AVX-512")
+    elif "generic build" not in isa and "avx2" in flags:
+        assert isa.startswith("AVX2")

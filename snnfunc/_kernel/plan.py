@@ -106,7 +106,10 @@ def scalar_inputs(g) -> int:
 # forward values the backward keeps from its recompute rather than computing them again
 _EXPENSIVE = {"div", "exp", "expm1", "log", "log1p", "sqrt", "rsqrt", "tanh", "cosh", "sinh",
               "sin", "cos", "reciprocal", "sigmoid", "pow"}
-_FREE_INPUTS = ("x", "param:", "v_threshold", "v_rest")  # read in the walk back as they are
+# read in the walk back as they are: one value per neuron, not per step (x is per step: where
+# the walk back needs it, or a value computed from it, it is kept, so that the backward reads
+# x from memory once)
+_FREE_INPUTS = ("param:", "v_threshold", "v_rest")
 
 
 def roots(neuron, ids, res, need):
@@ -125,8 +128,8 @@ def kept_values(neuron, patterns, n_forward, need):
 
     Start from every forward value a VJP node reads; drop, latest first, each that a few
     cheap operations (no division, no exp) give again from the others kept and the inputs
-    read as they are (x, parameters, threshold, v_rest). A state is kept where the VJP reads
-    it; x is read again, not kept."""
+    read as they are (parameters, threshold, v_rest). A state is kept where the VJP reads
+    it, and so is x: the backward reads each input row from memory once."""
     g = patterns[0][2][0]
     wanted: set[int] = set()
     for _, _, (gb, ids, outs, res, wrt) in patterns:

@@ -35,6 +35,16 @@ def _cpu_id() -> str:
         return sys.platform
 
 
+def cpu_name() -> str:
+    """The CPU's model name (or the machine type where the system does not say)."""
+    for line in _cpu_id().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
@@ -83,7 +93,37 @@ def build(source: str) -> ctypes.CDLL:
         return lib
 
 
-_PROBE = "int snn_run(void *j, int b, int n) { (void)j; (void)b; (void)n; return 0; }\n"
+# built like every kernel, it says which instruction set the compiler targeted there
+_PROBE = r"""int snn_run(void *j, int b, int n) { (void)j; (void)b; (void)n; return 0; }
+const char *snn_isa(void) {
+  return
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  "AVX-512"
+#elif defined(__AVX2__)
+  "AVX2"
+#elif defined(__AVX__)
+  "AVX"
+#elif defined(__SSE2__)
+  "SSE2"
+#elif defined(__ARM_NEON)
+  "NEON"
+#else
+  "no vector extension"
+#endif
+#if defined(__FMA__)
+  "+FMA"
+#endif
+#ifdef SNN_NO_MVEC
+  " (generic build: no -march=native or no libmvec; e^x and the other functions from libm, "
+  "one value at a time)"
+#elif (defined(__AVX512F__) && defined(__AVX512VL__) || defined(__AVX2__)) && defined(__FMA__)
+  " (-march=native; the backward's e^x in float inlined; exp, log, sin, cos (tanh, cosh, sinh, expm1, log1p with glibc 2.35 on) vectorised through libmvec)"
+#else
+  " (-march=native; e^x and the other functions from libmvec)"
+#endif
+  ;
+}
+"""
 
 
 def error() -> str | None:
@@ -104,6 +144,16 @@ def error() -> str | None:
             except (OSError, RuntimeError) as exc:
                 _error[0] = f"building the fused CPU kernel failed: {exc}"
     return _error[0]
+
+
+def isa() -> str | None:
+    """The instruction set the C kernels are built for on this machine (None where they cannot
+    be built): what `-march=native` gave the compiler, as the kernels see it."""
+    if error() is not None:
+        return None
+    lib = build(_PROBE)
+    lib.snn_isa.restype = ctypes.c_char_p
+    return lib.snn_isa().decode()
 
 
 def path() -> str:
