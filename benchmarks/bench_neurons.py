@@ -8,8 +8,11 @@ the plain loop, torch.compile, SpikingJelly, snnTorch and Norse, side by side in
     python benchmarks/bench_neurons.py --quick          # 16 MiB only, fewer repeats
     python benchmarks/bench_neurons.py --sizes 16 --Ts 8 64 --no-peers
 
-Three groups of tables (``--tables``):
+Four groups of tables (``--tables``):
 
+- ``bytes``: the bytes per neuron-step each generated kernel of a training call reads and
+  writes, counted from its source, beside the floor (the GPU's speed model while none is at
+  hand; no timing);
 - ``peers``: LIF and PLIF, every contender below, by shape (``--sizes``, ``--Ts``);
 - ``neurons``: every neuron of the library's registries (``snnfunc.functional.neurons`` and
   ``snnfunc.functional.defined``; ``--neurons`` picks some), the fused kernel against the
@@ -391,6 +394,46 @@ def table(title, header, body):
         print(line(r))
 
 
+def kernel_sources(nrn, dtype):
+    """{backend: (forward source, backward source)} of a training call: default options, hard
+    reset, Sigmoid surrogate, only the spikes' gradient in, every gradient out."""
+    from snnfunc import surrogate as S
+    from snnfunc._backends.c import skeleton as c
+    from snnfunc._core.definition import option_values
+    from snnfunc._kernel.surrogates import derivative_rule_for, surrogate_token
+
+    opts = next(iter(option_values(nrn.options)))
+    K, M = len(nrn.states), len(nrn.parameters)
+    bw = dict(hard=True, detach=False, has_gs=True, has_gh=False, has_gv=(False,) * K,
+              need=(True,) * (M + 1 + K), dtype=dtype,
+              surrogate_derivative=derivative_rule_for(surrogate_token(S.Sigmoid()), False))
+    return {"C": (c.forward_source(nrn, opts, hard=True, want_h=False, dtype=dtype),
+                  c.backward_source(nrn, opts, **bw))}
+
+
+def run_bytes(args):
+    """The bytes per neuron-step each generated kernel of a training call moves, counted from
+    its source, beside the floor (forward: read x, write s; backward: read x and the spikes'
+    gradient, write the input's)."""
+    from snnfunc._backends.c import traffic
+
+    counters = {"C": traffic}
+    reg, body = registry(), []
+    for name in args.neurons:
+        for dtype, io in (("float32", 4), ("bfloat16", 2)):
+            for backend, (fwd, bwd) in kernel_sources(reg[name], dtype).items():
+                row = [name, dtype, backend]
+                for src, floor in ((fwd, 2 * io), (bwd, 3 * io)):
+                    st = counters[backend].streams(src, dtype)
+                    parts = " + ".join(f"{k} {v}" for k, v in st["read"].items()) + " -> " + \
+                        " + ".join(f"{k} {v}" for k, v in st["write"].items())
+                    row.append(f"{parts} = {counters[backend].total(st)} B (floor {floor})")
+                body.append(row)
+    table("Bytes each generated kernel of a training call reads -> writes per neuron-step, "
+          "counted from its source (default options, Sigmoid surrogate, the spikes' gradient)",
+          ["neuron", "dtype", "backend", "forward", "backward"], body)
+
+
 def report(mib, Ts, rows, extra):
     header = ["method"] + [f"T={T}" for T in Ts]
     for neuron in ("lif", "plif"):
@@ -416,8 +459,8 @@ def report(mib, Ts, rows, extra):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tables", nargs="+", default=["neurons", "half", "peers"],
-                    choices=["peers", "neurons", "half"], help="which groups of tables")
+    ap.add_argument("--tables", nargs="+", default=["bytes", "neurons", "half", "peers"],
+                    choices=["bytes", "peers", "neurons", "half"], help="which groups of tables")
     ap.add_argument("--sizes", type=int, nargs="+", default=[16],
                     help="MiB of x_seq (peers tables)")
     ap.add_argument("--Ts", type=int, nargs="+", default=[4, 8, 64, 256, 1024],
@@ -455,6 +498,8 @@ def main():
     unknown = set(args.neurons) - set(registry())
     if unknown:
         ap.error(f"unknown neurons {sorted(unknown)}; the registries hold {list(registry())}")
+    if "bytes" in args.tables:
+        run_bytes(args)
     if "neurons" in args.tables:
         report_neurons(args, run_neurons(args))
     if "half" in args.tables:
