@@ -1,10 +1,10 @@
-"""Benchmarks for a lent GPU (part of benchmarks/gpu_check.sh), in two parts:
+"""The LIF table of benchmarks/gpu_check.sh, and what its training-step part (gpu_train.py)
+shares with it (the report, the clock, the copy's bandwidth, the command line):
 
-    python benchmarks/gpu_bench.py lif   --device cuda --md lif.md [--deadline EPOCH]
-    python benchmarks/gpu_bench.py train --device cuda --md train.md [--deadline EPOCH]
-    TRITON_INTERPRET=1 python benchmarks/gpu_bench.py lif --device cpu --dry-run   # rehearsal
+    python benchmarks/gpu_bench.py --device cuda --md lif.md [--deadline EPOCH]
+    TRITON_INTERPRET=1 python benchmarks/gpu_bench.py --device cpu --dry-run   # rehearsal
 
-`lif`: LIF forward, and forward+backward, in float32 and bfloat16, at N = 64k, 1M and 16M
+LIF forward, and forward+backward, in float32 and bfloat16, at N = 64k, 1M and 16M
 neurons and T = 8, 64 and 1024 steps, side by side in the same process:
 - snnfunc: `snnfunc.lif(x, tau=2.0, impl="fused")` (the generated Triton kernels);
 - SpikingJelly 2.0: `functional.lif_multi_step` with its Triton LIF
@@ -28,18 +28,6 @@ its tensors would not fit the free memory, and says so. The check column compare
 (forward) or x's gradient (forward+backward) of SpikingJelly and the compiled loop to
 snnfunc's.
 
-`train`: one training step (forward, backward, Adam) of the convolutional PLIF network of
-examples/train_fashion_mnist.py (the paper's GPU setting from its docstring: 128 channels, fc
-2048, T 8, batch 64) on random images, under `torch.autocast("cuda", torch.bfloat16)`:
-snnfunc against an equivalent SpikingJelly 2.0 network (the same layers with
-`ParametricLIFNode(init_tau=2.0, surrogate_function=ATan(), detach_reset=True,
-step_mode="m")`, weights copied), eager and `torch.compile`d. Under autocast SpikingJelly's
-PLIF gets bfloat16 input with its voltage in bfloat16, for which it runs its torch reference
-loop; a second SpikingJelly row uses its precision API
-(`prepare_model_for_precision(..., PrecisionConfig(mode="bf16", neuron_storage="fp32"))`),
-which runs its Triton PLIF with a float32 voltage. Median step time after warm-up, the first
-step's time (compiling included) and peak memory.
-
 `--dry-run` (on the CPU) runs every path at tiny sizes: snnfunc's Triton kernels under the
 interpreter (TRITON_INTERPRET=1) where eager, its C kernels under torch.compile (Inductor does
 not build Triton kernels for CPU tensors), SpikingJelly on its CPU implementation.
@@ -48,8 +36,6 @@ not build Triton kernels for CPU tensors), SpikingJelly on its CPU implementatio
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import os
 import statistics
 import sys
@@ -57,16 +43,15 @@ import time
 import traceback
 from pathlib import Path
 
+# SpikingJelly's LIF on CUDA: its Triton kernels, not its own choice (its PLIF chooses, see
+# gpu_train.py); read when SpikingJelly is imported
 os.environ.setdefault("SJ_LIF_CUDA_IMPLEMENTATION", "triton")
-os.environ.setdefault("SJ_PLIF_CUDA_IMPLEMENTATION", "triton")
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 import snnfunc  # noqa: E402
 from snnfunc._kernel import backends  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TALLY = {"failed": 0, "not run": 0}  # cells: the exit status says whether any failed or was left
 _C_BACKEND = backends.BACKENDS.get("cpu")
 
@@ -76,6 +61,24 @@ def triton_on_cpu(on: bool) -> None:
     if on and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("the dry run runs the Triton kernels under the interpreter: set TRITON_INTERPRET=1")
     backends.BACKENDS["cpu"] = backends.BACKENDS["cuda"] if on else _C_BACKEND
+
+
+def sj_refusals_as_on_cuda() -> None:
+    """Dry run: SpikingJelly refuses a call that needs its torch reference loop while
+    SJ_*_CUDA_IMPLEMENTATION names another implementation, on CUDA tensors only; here it
+    refuses on CPU tensors too, so that the rehearsal fails where the GPU run would."""
+    from spikingjelly._ops import selection
+
+    original = selection._require_automatic_torch
+
+    def require(sel, device, reason):
+        if sel._requested != "auto":
+            raise RuntimeError(f"{sel._environment_variable}={sel._requested!r} cannot run this "
+                               f"execution profile: {reason} (refused on CUDA; the dry run "
+                               f"refuses it on {device})")
+        return original(sel, device, reason)
+
+    selection._require_automatic_torch = require
 
 
 class Report:
@@ -231,6 +234,7 @@ def lif_part(args, out):
     reps, max_s = (2, 1.0) if dry else (15, 1.5)
     if dry:
         triton_on_cpu(True)
+        sj_refusals_as_on_cuda()
     out(environment(device) + ".")
     bw, ms = copy_bandwidth(clock, (16 if dry else 1024) << 20)
     out(f"Device-to-device copy of {(16 if dry else 1024)} MiB: {ms:.3f} ms, {bw:.0f} GB/s "
@@ -326,151 +330,10 @@ def _lif_row(clock, device, dtype, N, T, grad, reps, max_s, bw, essential, own, 
     return f"| {N} | {T} | " + " | ".join(cells) + " | " + ", ".join(check) + " |"
 
 
-# --------------------------------------------------------------------------- training step
-
-
-def _plifnet():
-    sys.path.insert(0, str(ROOT / "examples"))
-    from train_fashion_mnist import PLIFNet
-
-    return PLIFNet
-
-
-class SJNet(nn.Module):
-    """PLIFNet's layers with SpikingJelly's neurons and containers, weights copied."""
-
-    def __init__(self, src):
-        super().__init__()
-        from spikingjelly.activation_based import layer, neuron, surrogate
-
-        def plif():
-            return neuron.ParametricLIFNode(init_tau=2.0, surrogate_function=surrogate.ATan(),
-                                            detach_reset=True, step_mode="m")
-
-        convs = [copy.deepcopy(m) for m in src.modules() if isinstance(m, nn.Conv2d)]
-        bns = [copy.deepcopy(m) for m in src.modules() if isinstance(m, nn.BatchNorm2d)]
-        fcs = [copy.deepcopy(m) for m in src.modules() if isinstance(m, nn.Linear)]
-        self.T, self.classes, self.votes = src.T, src.classes, src.votes
-        self.encoder = nn.Sequential(convs[0], bns[0])
-        self.features = nn.Sequential(
-            plif(), layer.SeqToANNContainer(nn.MaxPool2d(2)),
-            layer.SeqToANNContainer(convs[1], bns[1]), plif(),
-            layer.SeqToANNContainer(nn.MaxPool2d(2), nn.Flatten()))
-        p = [m.p for m in src.modules() if isinstance(m, nn.Dropout)]
-        self.classifier = nn.Sequential(nn.Dropout(p[0]), fcs[0], plif(), nn.Dropout(p[1]), fcs[1], plif())
-
-    def forward(self, images):
-        from spikingjelly.activation_based import functional as sjf
-
-        sjf.reset_net(self)
-        x = self.encoder(images)
-        x_seq = x.unsqueeze(0).expand(self.T, *x.shape)
-        spikes = self.classifier(self.features(x_seq))
-        return spikes.unflatten(-1, (self.classes, self.votes)).mean((0, 3))
-
-
-def sj_plif_implementation(device):
-    if device.type != "cuda":
-        return "SpikingJelly's CPU implementation"
-    from spikingjelly._ops import plif as sj_ops
-
-    sel = sj_ops._selection
-    chosen = [v.name for v in sel._selections.values() if v is not None]
-    chosen += [f"compile: {v.name}" for v in sel._compiled_selections.values() if v is not None]
-    fallbacks = [k[1] for k, v in sel._selections.items() if v is None and isinstance(k, tuple)]
-    return ", ".join(chosen + [f"torch reference ({r})" for r in fallbacks]) or "its own"
-
-
-def train_part(args, out):
-    device = torch.device(args.device)
-    clock = Clock(device)
-    dry = args.dry_run
-    channels, fc, T, batch = (4, 16, 2, 4) if dry else (128, 2048, 8, 64)
-    steps, max_s = (2, 5.0) if dry else (20, 4.0)
-    out(environment(device) + ".")
-    out(f"PLIFNet(channels={channels}, fc={fc}, T={T}), batch {batch}, random images and labels, "
-        f"Adam, autocast {device.type} bfloat16; median of up to {steps} steps after 2 warm-up steps.")
-    out()
-    out("| network | mode | step (median ms) | first step (s) | peak memory (MiB) | loss | neurons ran as |")
-    out("|---|---|---|---|---|---|---|")
-    torch.manual_seed(0)
-    PLIFNet = _plifnet()
-    images = torch.rand(batch, 1, 28, 28, device=device)
-    labels = torch.randint(0, 10, (batch,), device=device)
-    template = PLIFNet(channels, fc, T)
-    variants = [("snnfunc", "eager"), ("SpikingJelly 2.0", "eager"),
-                ("SpikingJelly 2.0, precision API (Triton PLIF, fp32 voltage)", "eager"),
-                ("snnfunc", "torch.compile"), ("SpikingJelly 2.0", "torch.compile")]
-    for name, mode in variants:
-        if args.deadline and time.time() > args.deadline - (30 if mode == "torch.compile" else 8):
-            out(f"| {name} | {mode} | not run: the part's time budget is spent | | | | |")
-            TALLY["not run"] += 1
-            continue
-        if dry:  # snnfunc's Triton kernels under the interpreter, except for Inductor
-            triton_on_cpu(name == "snnfunc" and mode == "eager")
-        try:
-            out(_train_row(clock, device, template, name, mode, images, labels, steps, max_s))
-        except Exception as exc:  # noqa: BLE001  (the other variants still run)
-            traceback.print_exc()
-            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            if dry and "requires a CUDA device" in msg:
-                out(f"| {name} | {mode} | skipped in the dry run: {msg} | | | | |")
-            else:
-                out(f"| {name} | {mode} | failed: {type(exc).__name__}: {msg} | | | | |")
-                TALLY["failed"] += 1
-        torch._dynamo.reset()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    if dry:
-        triton_on_cpu(False)
-
-
-def _train_row(clock, device, template, name, mode, images, labels, steps, max_s):
-    torch.manual_seed(1)
-    if name == "snnfunc":
-        net = copy.deepcopy(template).to(device)
-    else:
-        net = SJNet(template).to(device)
-        if "precision" in name:
-            from spikingjelly.activation_based.precision.api import prepare_model_for_precision
-            from spikingjelly.activation_based.precision.config import PrecisionConfig
-
-            net = prepare_model_for_precision(
-                net, device, PrecisionConfig(mode="bf16", neuron_storage="fp32")).model
-    net.train()
-    model = torch.compile(net, backend=COMPILE_BACKEND) if mode == "torch.compile" else net
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            rates = model(images)
-            loss = nn.functional.cross_entropy(rates.float() * 10, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    t0 = time.perf_counter()
-    loss = step().item()
-    first = time.perf_counter() - t0
-    step()
-    step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    ms, n = clock.median_ms(step, steps, max_s)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    ran = ("fused kernels" if name == "snnfunc" and device.type == "cuda"
-           else "Triton interpreter" if name == "snnfunc" and mode == "eager"
-           else "C kernels" if name == "snnfunc" else sj_plif_implementation(device))
-    if not math.isfinite(loss):
-        ran += "; LOSS NOT FINITE"
-    return (f"| {name} | {mode} | {ms:.2f} ms ({n} steps) | {first:.1f} | "
-            f"{'-' if math.isnan(peak) else f'{peak:.0f}'} | {loss:.3f} | {ran} |")
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=["lif", "train"])
+def run(part, argv=None):
+    """The command line of both parts: runs part(args, out); the exit status 1 when a cell
+    failed, 3 when the deadline left some not run, 124 when stopped by SIGINT."""
+    ap = argparse.ArgumentParser(description=(sys.modules[part.__module__].__doc__ or "").split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--md", type=Path, default=os.environ.get("PART_MD") or None,
                     help="markdown section to write (default: $PART_MD, else stdout)")
@@ -482,7 +345,7 @@ def main(argv=None):
     COMPILE_BACKEND = args.compile_backend
     out = Report(args.md)
     try:
-        (lif_part if args.part == "lif" else train_part)(args, out)
+        part(args, out)
     except KeyboardInterrupt:
         out("\n(stopped at the part's time budget)")
         return 124
@@ -490,4 +353,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(lif_part))
