@@ -820,6 +820,7 @@ VARIANTS = {
     "channels-last": (True, {}, None, False, True),
     "channels-last, fallback_random=True": (True, {"fallback_random": True}, None, False, True),
     "max-pool through ATen (a custom op)": (True, {}, None, True, False),
+    "cpp.simdlen=128": (True, {"cpp.simdlen": 128}, None, False, False),
     "freezing=True": (True, {"freezing": True}, None, False, False),
     "mode='max-autotune-no-cudagraphs'": (True, {}, "max-autotune-no-cudagraphs", False, False),
 }
