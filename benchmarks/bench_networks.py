@@ -4,6 +4,7 @@
     python benchmarks/bench_networks.py --quick                  # 3 repeats, 1 profiled step, 1 thread
     python benchmarks/bench_networks.py --networks conv-plif --threads 1 --allocators glibc
     python benchmarks/bench_networks.py --diagnose               # compiled against eager, conv PLIF, candidate fixes
+    python benchmarks/bench_networks.py --save a.json ...        # later: --report a.json b.json (tables again)
 
 Three networks, each in five configurations built from the same initial weights:
 
@@ -47,6 +48,11 @@ scaling with threads is oneDNN's, and its three compiles take minutes):
   timed in rounds that alternate between the configurations (a busy moment of a shared
   machine falls on all of them alike), after two warm-up steps. A step is ``zero_grad``,
   forward, loss, backward, ``Adam.step``, the neurons' state reset included.
+- **CPU time** (1 thread only): the same steps' CPU time of the thread that runs them
+  (``time.thread_time``; at 1 thread every kernel runs on it: OpenMP's one thread, oneDNN,
+  Inductor's kernels, autograd's CPU backward). Unlike the wall time it leaves out the time
+  other processes of a shared machine held the core, so its ratios hold when the wall time's
+  spread is wide.
 - **Compile**: the wall time of the first step of a compiled configuration (compilation of
   forward and backward included) in a process whose Inductor cache directory is empty (each
   process gets a new one) and whose Inductor has already compiled a trivial function (its
@@ -530,17 +536,24 @@ def _category(e, neuron_seq):
     return "elementwise/other"
 
 
-def time_rounds(steps: dict, repeats: int) -> dict:
+def time_rounds(steps: dict, repeats: int, cpu: dict | None = None) -> dict:
     """Per config, step times (s), in rounds alternating between the configs, the order
-    rotated every round."""
+    rotated every round. With `cpu` (a dict), also the CPU time of this thread per step (s)
+    into `cpu[config]`: at 1 thread every kernel runs on it (OpenMP's one thread, oneDNN,
+    Inductor's kernels, autograd's CPU backward), and unlike the wall time it does not count
+    the time other processes of a shared machine held the core."""
     times = {k: [] for k in steps}
+    if cpu is not None:
+        cpu.update({k: [] for k in steps})
     keys = list(steps)
     for r in range(repeats):
         order = keys[r % len(keys):] + keys[:r % len(keys)]
         for k in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             steps[k]()
             times[k].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu[k].append(time.thread_time() - c0)
     return times
 
 
@@ -579,12 +592,15 @@ def child(args) -> dict:
         steps[config] = step
         res[config] = {"first_s": first, "first_loss": float(first_loss)}
         print(f"    {config}: first step {first:.1f} s, loss {float(first_loss):.4f}", flush=True)
-    times = time_rounds(steps, args.repeats)
+    cpu = {}
+    times = time_rounds(steps, args.repeats, cpu)
     for config, step in steps.items():
-        t = times[config]
+        t, c = times[config], cpu[config]
         wall, cats, peak = profile_steps(step, "compiled" not in config, args.profile_steps)
         res[config].update(ms=1e3 * statistics.median(t), ms_min=1e3 * min(t), ms_max=1e3 * max(t),
-                           profiled_ms=wall, categories=cats, peak_mib=peak / 2**20)
+                           cpu_ms=1e3 * statistics.median(c), cpu_ms_min=1e3 * min(c),
+                           cpu_ms_max=1e3 * max(c), profiled_ms=wall, categories=cats,
+                           peak_mib=peak / 2**20)
     out["results"] = res
     out["load_end"] = os.getloadavg()[0]
     return out
@@ -630,16 +646,19 @@ def table(title, header, body):
 def report(runs):
     """runs: [(network, threads, allocator, child result)]."""
     header = ["network", "threads", "allocator", "configuration", "step ms, median (min-max)",
-              "compile s", "peak MiB", "time / SJ best", "memory / SJ least"]
+              "CPU ms, median (min-max)", "CPU / SJ best", "compile s", "peak MiB", "time / SJ best",
+              "memory / SJ least"]
     body, checks = [], []
     for network, threads, alloc, out in runs:
         res = out["results"]
         sj = {c: res[c] for c in ("SpikingJelly eager", "SpikingJelly compiled") if c in res}
         sj_best = min((r["ms"] for r in sj.values()), default=None)
+        sj_cpu = min(sj.values(), key=lambda r: r.get("cpu_ms", math.inf), default=None)
         sj_mem = min((r["peak_mib"] for r in sj.values()), default=None)
         for config, r in res.items():
             body.append([network, str(threads), alloc, config,
                          f"{r['ms']:.1f} ({r['ms_min']:.1f}-{r['ms_max']:.1f})",
+                         *cpu_cells(r, threads, sj_cpu),
                          (f"{r['first_s']:.1f}" + ("" if out.get("cold_cache", True) else " (warm)"))
                          if "compiled" in config else "-",
                          f"{r['peak_mib']:.1f}",
@@ -647,9 +666,11 @@ def report(runs):
                          f"{r['peak_mib'] / sj_mem:.2f}x" if sj_mem else "-"])
         eager, comp = res.get("snnfunc eager"), res.get("snnfunc compiled")
         if eager and comp:
+            cpu = (f"; CPU time {comp['cpu_ms']:.1f} against {eager['cpu_ms']:.1f} ms, "
+                   f"{eager['cpu_ms'] / comp['cpu_ms']:.2f}x" if threads == 1 and "cpu_ms" in comp else "")
             checks.append(f"{network}, {threads} thread(s), {alloc}: snnfunc compiled "
                           f"{'faster' if comp['ms'] < eager['ms'] else 'NOT faster'} than eager "
-                          f"({comp['ms']:.1f} against {eager['ms']:.1f} ms, {eager['ms'] / comp['ms']:.2f}x)")
+                          f"({comp['ms']:.1f} against {eager['ms']:.1f} ms, {eager['ms'] / comp['ms']:.2f}x{cpu})")
         if sj_best:
             met = []
             for config in (c for c in OURS if c in res):
@@ -658,8 +679,10 @@ def report(runs):
                 share = r["categories"]["neurons"] / max(sum(r["categories"].values()), 1e-9)
                 if speed >= 1.5 and mem <= 0.5:
                     met.append(config)
+                cpu = (f" (CPU time: {sj_cpu['cpu_ms'] / r['cpu_ms']:.2f}x)"
+                       if threads == 1 and "cpu_ms" in r and sj_cpu and "cpu_ms" in sj_cpu else "")
                 checks.append(f"{network}, {threads} thread(s), {alloc}: {config} {speed:.2f}x as fast as "
-                              f"SpikingJelly's best, {mem:.2f}x its least peak memory; with neurons that took "
+                              f"SpikingJelly's best{cpu}, {mem:.2f}x its least peak memory; with neurons that took "
                               f"no time at all {sj_best / (r['ms'] * (1 - share)):.2f}x (neurons "
                               f"{100 * share:.0f}% of the step)")
             checks.append(f"{network}, {threads} thread(s), {alloc}: target (>= 1.5x as fast as SpikingJelly's "
@@ -703,6 +726,9 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                     help="with --diagnose: a subset of the variants")
     ap.add_argument("--save", help="also write the raw results to this JSON file")
+    ap.add_argument("--report", metavar="JSON", nargs="+",
+                    help="print the tables of earlier runs' --save files (one or more, in order) "
+                         "instead of measuring")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     ap.add_argument("--network", help=argparse.SUPPRESS)
@@ -712,6 +738,9 @@ def main(argv=None):
     args.allocators = args.allocators or (["glibc", "jemalloc"] if args.diagnose else ["jemalloc"])
     args.repeats = args.repeats or (3 if args.quick else 7)
     args.profile_steps = args.profile_steps or (1 if args.quick else 3)
+    if args.report:
+        runs = [run for f in args.report for run in json.loads(Path(f).read_text())]
+        return (diagnose_report if args.diagnose else report)(runs)
     if args.child:
         args.threads = args.threads[0]
         out = diagnose_child(args) if args.diagnose else child(args)
@@ -852,18 +881,30 @@ def diagnose_child(args) -> dict:
         steps[name] = step
         res[name] = {"first_s": first, "first_loss": float(first_loss)}
         print(f"    {name}: first step {first:.1f} s, loss {float(first_loss):.6f}", flush=True)
-    times = time_rounds(steps, args.repeats)
+    cpu = {}
+    times = time_rounds(steps, args.repeats, cpu)
     from torch.profiler import ProfilerActivity, profile
 
     for name, step in steps.items():
-        t = times[name]
+        t, c = times[name], cpu[name]
         wall, cats, peak = profile_steps(step, not VARIANTS[name][0], args.profile_steps)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
         res[name].update(ms=1e3 * statistics.median(t), ms_min=1e3 * min(t), ms_max=1e3 * max(t),
+                         cpu_ms=1e3 * statistics.median(c), cpu_ms_min=1e3 * min(c),
+                         cpu_ms_max=1e3 * max(c),
                          profiled_ms=wall, categories=cats, peak_mib=peak / 2**20, top=top_ops(prof))
     return {"allocator": allocator_name(), "threads": torch.get_num_threads(),
             "load_start": None, "results": res}
+
+
+def cpu_cells(r, threads, base):
+    """The CPU-time cells of a result: median (min-max), and the ratio to `base` (a result);
+    '-' at several threads (the other threads' time is not counted) or where not measured."""
+    if threads != 1 or "cpu_ms" not in r:
+        return ["-", "-"]
+    ratio = f"{r['cpu_ms'] / base['cpu_ms']:.2f}x" if base and "cpu_ms" in base else "-"
+    return [f"{r['cpu_ms']:.1f} ({r['cpu_ms_min']:.1f}-{r['cpu_ms_max']:.1f})", ratio]
 
 
 def diagnose(args):
@@ -885,21 +926,28 @@ def diagnose(args):
     print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     if args.save:
         Path(args.save).write_text(json.dumps(runs, indent=1))
-    header = ["threads", "allocator", "variant", "step ms, median (min-max)", "/ eager", "compile s",
-              "peak MiB", *CATEGORIES]
+    diagnose_report(runs)
+
+
+def diagnose_report(runs):
+    """runs: [(threads, allocator, child result)]."""
+    header = ["threads", "allocator", "variant", "step ms, median (min-max)", "/ eager",
+              "CPU ms, median (min-max)", "/ eager (CPU)", "compile s", "peak MiB", *CATEGORIES]
     body = []
     for threads, alloc, out in runs:
         res = out["results"]
-        eager = res["eager"]["ms"] if "eager" in res else float("nan")
+        eager = res.get("eager", {"ms": float("nan"), "cpu_ms": float("nan")})
         for name, r in res.items():
-            total = sum(r["categories"].values())
             body.append([str(threads), alloc, name, f"{r['ms']:.1f} ({r['ms_min']:.1f}-{r['ms_max']:.1f})",
-                         f"{r['ms'] / eager:.2f}x", f"{r['first_s']:.1f}" if VARIANTS[name][0] else "-",
+                         f"{r['ms'] / eager['ms']:.2f}x", *cpu_cells(r, threads, eager),
+                         f"{r['first_s']:.1f}" if VARIANTS[name][0] else "-",
                          f"{r['peak_mib']:.1f}",
                          *(f"{r['categories'][c]:.1f}" for c in CATEGORIES)])
     table("conv PLIF network, snnfunc: eager against torch.compile variants; step median ms "
-          "(min-max), time relative to eager, compile s (first step), peak MiB, and ms per "
-          "category in one profiled step", header, body)
+          "(min-max) of wall time and of this thread's CPU time (1 thread only: the time the "
+          "step ran, not the time a shared machine's other processes held the core), each "
+          "relative to eager, compile s (first step), peak MiB, and ms per category in one "
+          "profiled step (median of the profiled steps)", header, body)
     for threads, alloc, out in runs:
         for name in ("eager", "compiled (default)"):
             r = out["results"].get(name)
