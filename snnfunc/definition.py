@@ -85,6 +85,87 @@ def _batch_first(out):
     return type(out)(**parts)
 
 
+def _row_major(shape, strides) -> bool:
+    """Whether a tensor of this shape and these strides is C-contiguous (size-1 dimensions
+    placed anywhere)."""
+    expected = 1
+    for size, stride in zip(reversed(shape), reversed(strides)):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+def _memory_order(x_seq):
+    """The order of `x_seq`'s step dimensions that makes one step C-contiguous, where the
+    given order does not: a step laid out densely in another order (channels-last `[T, B, C,
+    H, W]` steps, whose channels are the innermost dimension in memory). None otherwise: a
+    C-contiguous step, rows of contiguous values (a batch-first input) and any other layout,
+    which the kernels read as before; sizes or strides torch.compile made symbolic; tensors
+    of a torch.func transform."""
+    if x_seq.dim() < 3 or x_seq.numel() == 0:
+        return None
+    if not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(x_seq):
+        return None
+    shape, strides = tuple(x_seq.shape[1:]), tuple(x_seq.stride()[1:])
+    if not all(type(n) is int for n in (*shape, *strides)) or _row_major(shape, strides):
+        return None
+    order = sorted(range(len(shape)), key=lambda d: -strides[d])  # stable: ties keep their order
+    if not _row_major([shape[d] for d in order], [strides[d] for d in order]):
+        return None
+    return order
+
+
+def _step_in_order(t, order):
+    """A tensor that broadcasts to one step (a state, a parameter, the threshold) with its
+    dimensions put in `order` (a view; missing leading dimensions become size 1)."""
+    if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        return t
+    return t[(None,) * (len(order) - t.dim())].permute(order)
+
+
+def _broadcasts_to(t, step) -> bool:
+    if not isinstance(t, torch.Tensor):
+        return True
+    if t.dim() > len(step):
+        return False
+    try:
+        return torch.broadcast_shapes(t.shape, step) == step
+    except RuntimeError:
+        return False
+
+
+def _in_memory_order(out, order):
+    """A neuron's result computed on steps permuted to `order`, its tensors permuted back:
+    views laid out like the input (channels-last in, channels-last out)."""
+    inv = [order.index(d) for d in range(len(order))]
+    seq_inv = [0, *(1 + d for d in inv)]
+
+    def step(t):
+        return t.permute(inv) if isinstance(t, torch.Tensor) and t.dim() == len(inv) else t
+
+    def seq(t):
+        return t.permute(seq_inv) if isinstance(t, torch.Tensor) and t.dim() == len(seq_inv) else t
+
+    def each(value, fn):
+        if isinstance(value, tuple):
+            items = [fn(t) for t in value]
+            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+        return fn(value)
+
+    parts = {f: getattr(out, f) for f in out._fields}
+    for f in ("spikes", "h"):
+        if f in parts:
+            parts[f] = seq(parts[f])
+    for f in ("v", "state"):
+        if f in parts:
+            parts[f] = each(parts[f], step)
+    if "trace" in parts:
+        parts["trace"] = each(parts["trace"], seq)
+    return type(out)(**parts)
+
+
 class Prepared(NamedTuple):
     """A neuron call's checked arguments (`Neuron.prepare`): the initial states, parameters
     (tensors of the input's dtype), options, threshold (a tensor), `v_reset` (a float, or None
@@ -207,6 +288,14 @@ class Neuron(Definition):
                        surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
                        return_states=return_states, impl=impl, **kwargs)
             return _batch_first(out)
+        order = _memory_order(x_seq) if isinstance(x_seq, torch.Tensor) else None
+        if order is not None:
+            out = self._in_order(order, x_seq, state, v_threshold=v_threshold, v_reset=v_reset,
+                                 surrogate=surrogate, detach_reset=detach_reset,
+                                 return_h=return_h, return_states=return_states, impl=impl,
+                                 **kwargs)
+            if out is not None:
+                return out
         states, params, opts, v_threshold, v_reset = self._prepare(
             x_seq, state, kwargs, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
             detach_reset=detach_reset, return_h=return_h, sequence=True)
@@ -230,6 +319,28 @@ class Neuron(Definition):
                 spikes, states[0])
         st = self.State(*states)
         return StatesOutputWithH(spikes, st, h) if return_h else StatesOutput(spikes, st)
+
+    def _in_order(self, order, x_seq, state, *, v_threshold, **kwargs):
+        """The call on `x_seq`'s steps permuted to `order` (`_memory_order`), where the kernels
+        read them in place, and its result permuted back: a channels-last input is neither
+        copied to the default layout nor returned in it. None where a state or a parameter
+        does not broadcast to one step (the plain call then raises the usual error)."""
+        step = x_seq.shape[1:]
+        states = tuple(state) if isinstance(state, tuple) else (state,)
+        tensors = [v_threshold, *states, *(kwargs[k] for k in self.parameters if k in kwargs)]
+        if not all(_broadcasts_to(t, step) for t in tensors):
+            return None
+        if isinstance(state, tuple):
+            items = [_step_in_order(t, order) for t in state]
+            state = type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+        else:
+            state = _step_in_order(state, order)
+        for k in self.parameters:
+            if k in kwargs:
+                kwargs[k] = _step_in_order(kwargs[k], order)
+        out = self(x_seq.permute(0, *(1 + d for d in order)), state,
+                   v_threshold=_step_in_order(v_threshold, order), **kwargs)
+        return _in_memory_order(out, order)
 
     def _reference(self, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
                    detach_reset):

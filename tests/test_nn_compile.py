@@ -55,3 +55,28 @@ def test_three_batches_compile_once_and_equal_eager(step_mode):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert any(g.abs().sum() > 0 for g in e_grads[0])
     assert net[1].v == net[1].v_rest  # reset after the last batch
+
+
+def test_a_channels_last_network_compiles_whole_and_stays_channels_last():
+    """Channels-last steps are permuted (views) for the fused op and back, traced in one graph."""
+    torch._dynamo.reset()
+    torch.manual_seed(2)
+    TD = snn.TimeDistributed
+    net = torch.nn.Sequential(
+        TD(torch.nn.Conv2d(2, 4, 3, padding=1)), snn.PLIFNode(2.0, step_mode="m"),
+        TD(torch.nn.MaxPool2d(2)), TD(torch.nn.Conv2d(4, 4, 3, padding=1)),
+        snn.IFNode(step_mode="m")).to(memory_format=torch.channels_last)
+    x = (3 * torch.rand(3, 2, 6, 6, 2)).permute(0, 1, 4, 2, 3)  # [T, B, C, H, W], channels-last steps
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    outs, grads = [], []
+    for forward in (compiled, net):
+        snn.reset_net(net)
+        net.zero_grad()
+        out = forward(x)
+        (out * torch.arange(out.numel()).view(out.shape).cos()).sum().backward()
+        outs.append(out)
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert outs[0].stride() == outs[1].stride() and outs[1].permute(0, 1, 3, 4, 2).is_contiguous()
+    torch.testing.assert_close(outs[0], outs[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

@@ -1,6 +1,7 @@
 """Shapes a user means: batch-first inputs (`batch_first=True` on the neuron functions, rnn and
 the adapters, read in place), inputs that are views (expanded over T, transposed) read by the
-kernels without a copy, and a single-step adapter given what is a sequence."""
+kernels without a copy, channels-last steps read in place and returned channels-last, and a
+single-step adapter given what is a sequence."""
 
 import warnings
 
@@ -55,6 +56,60 @@ def test_views_are_read_in_place_and_equal_the_reference(view):
         r = snnfunc.lif(xc, tau=2.0, impl="reference")
         (g_ref,) = torch.autograd.grad(r.spikes.sum() + r.v.sum(), xc)
         torch.testing.assert_close(g, g_ref)
+
+
+def _channels_last(x):
+    """`[T, B, C, H, W]` with every step channels-last (channels innermost in memory)."""
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+@CPU_KERNELS
+@pytest.mark.parametrize("name", sorted(NEURONS))
+def test_channels_last_steps_are_read_in_place_and_stay_channels_last(name, monkeypatch):
+    import snnfunc._kernel.ops as ops
+
+    multi, _, make = NEURONS[name]
+    kw = make(5)  # per-neuron parameters of shape [W]: broadcast along the last dimension
+    params = [v.requires_grad_(True) for v in kw.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+    torch.manual_seed(4)
+    x = 2.5 * torch.rand(T, 2, 3, 4, 5, dtype=torch.float64)
+    cl = _channels_last(x)
+    assert not cl.is_contiguous() and torch.equal(cl, x)
+    reads = []
+
+    def spy(t):
+        out = x_rows(t)
+        reads.append(out[0].data_ptr() == t.data_ptr())
+        return out
+
+    monkeypatch.setattr(ops, "x_rows", spy)
+    a = x.clone().requires_grad_(True)
+    b = cl.detach().requires_grad_(True)
+    ref = multi(a, return_h=True, return_states=True, **kw)
+    out = multi(b, return_h=True, return_states=True, **kw)
+    assert reads == [True, True]  # neither input copied for the kernels
+    assert out.spikes.stride() == cl.stride() and out.h.stride() == cl.stride()
+    assert torch.equal(out.spikes, ref.spikes) and torch.equal(out.h, ref.h)
+    for got, want in zip(torch.utils._pytree.tree_leaves((out.state, out.trace)),
+                         torch.utils._pytree.tree_leaves((ref.state, ref.trace))):
+        assert torch.equal(got, want)
+    loss = lambda o: (o.spikes * x.cos()).sum() + (o.h * x.sin()).sum()  # noqa: E731
+    g, *gp = torch.autograd.grad(loss(out), [b, *params])
+    g_ref, *gp_ref = torch.autograd.grad(loss(multi(a, return_h=True, **kw)), [a, *params])
+    assert g.stride() == cl.stride()
+    torch.testing.assert_close(g, g_ref)
+    torch.testing.assert_close(gp, gp_ref)  # summed over the neurons in another order
+
+
+def test_an_adapter_on_channels_last_steps_holds_its_state_channels_last():
+    torch.manual_seed(5)
+    x = 2 * torch.rand(T, 2, 3, 4, 5)
+    a, b = (snn.PLIFNode(2.0, parametrization="sigmoid", step_mode="m") for _ in range(2))
+    for chunk in x.split(3):  # the state carried over between two calls
+        out = b(_channels_last(chunk))
+        assert out.stride() == _channels_last(chunk).stride()
+        assert torch.equal(out, a(chunk))
+    assert torch.equal(a.v, b.v) and b.v.stride() == _channels_last(x)[0].stride()
 
 
 def test_rnn_and_the_adapters_take_batch_first():
