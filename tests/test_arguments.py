@@ -212,6 +212,7 @@ BAD_FORWARD = [
     (dict(scalars=torch.zeros(1)), ValueError, "scalars must be"),
     (dict(x=torch.rand(6, 8).to_sparse()), ValueError, "dense"),
     (dict(x=torch.tensor(1.0)), ValueError, "x must be a dense tensor"),
+    (dict(keep=[True]), ValueError, "keep must hold 3 bools"),
 ]
 
 
@@ -251,6 +252,13 @@ BAD_BACKWARD = [
     (dict(surrogate="Sigmoid"), ValueError, "surrogate must be a token made by snnfunc"),
     (dict(scalars=torch.zeros(1, dtype=torch.float64)), ValueError,
      "scalars must hold 2 values for this surrogate"),
+    # the values the forward kept for this need: LIF keeps 2 ([2, T, *S]) for every gradient
+    (dict(kept=torch.zeros(1, 6, 8)), ValueError, r"kept must have shape \(2, 6, 8\)"),
+    (dict(kept=torch.zeros(2, 6)), ValueError, r"kept must have shape \(2, 6, 8\)"),
+    (dict(kept=torch.zeros(2, 6, 8, dtype=torch.float64)), ValueError,
+     "kept must be a dense torch.float32"),
+    (dict(kept=torch.zeros(2, 6, 8, dtype=torch.float64).to_sparse()), ValueError,
+     "kept must be a dense"),
 ]
 
 
@@ -259,6 +267,19 @@ BAD_BACKWARD = [
 def test_backward_op_checks_every_argument(change, err, match):
     with pytest.raises(err, match=match):
         torch.ops.snnfunc.defined_backward(**_bwd_args(**change))
+
+
+@needs_kernel
+def test_a_backend_that_keeps_no_values_returns_none():
+    """The C backend computes the kept values again from x in cache: asked to keep them, its
+    forward returns an empty last output, and its backward checks a `kept` given and reads
+    x as ever."""
+    out = torch.ops.snnfunc.defined_forward(**_fwd_args(keep=[True, True, True]))
+    assert out[-1].numel() == 0
+    args = _bwd_args()
+    a = torch.ops.snnfunc.defined_backward(**args, kept=torch.full((2, 6, 8), float("nan")))
+    b = torch.ops.snnfunc.defined_backward(**args)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 @needs_kernel

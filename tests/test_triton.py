@@ -6,6 +6,7 @@ a GPU: see test_cuda_equals_reference."""
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,12 +134,14 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
     real = "*fp64" if dtype == "float64" else "*fp32"
     fwd = _generated_triton._load(_triton_codegen.forward_source(neuron, opts, hard=True,
                                                                  want_h=True, dtype=dtype))
+    need = (True,) * (len(neuron.parameters) + 1 + len(neuron.states))
+    keeping = _generated_triton._load(_triton_codegen.forward_source(  # kept for the backward
+        neuron, opts, hard=False, want_h=False, dtype=dtype, keep=need, detach=False))
     rule = _generated.derivative_rule_for(_generated.surrogate_token(S.Sigmoid()), False)
     bwd = _generated_triton._load(_triton_codegen.backward_source(
         neuron, opts, hard=False, detach=False, surrogate_derivative=rule, has_gs=True,
-        has_gh=False, has_gv=(True,) * len(neuron.states), need=(True,) * (len(neuron.parameters) + 1 + len(neuron.states)),
-        dtype=dtype))
-    for kernel in (fwd, bwd):
+        has_gh=False, has_gv=(True,) * len(neuron.states), need=need, dtype=dtype))
+    for kernel in (fwd, keeping, bwd):
         sig, const = {}, {}
         for arg in kernel.arg_names:
             if arg.endswith("_SHARED"):
@@ -151,7 +154,7 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
                 sig[arg] = "i64"
             elif arg == "sc_ptr":
                 sig[arg] = "*fp64"
-            elif arg == "buf_ptr" or arg.startswith(("gst0", "gpar", "gth")):
+            elif arg == "kept_ptr" or arg.startswith(("gst0", "gpar", "gth")):
                 sig[arg] = real
             else:
                 sig[arg] = io
@@ -161,3 +164,104 @@ def test_generated_kernels_compile_exact_for_sm90(name, dtype):
         if kernel is fwd and name != "eif":  # exp's own code (libdevice, f64) uses fma
             assert "fma" not in ptx  # no contraction: the reference rounds every operation
             assert f"div.rn.f{'64' if dtype == 'float64' else '32'}" in ptx
+
+
+_IO_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
+
+
+def _bytes_per_step(source, dtype):
+    """The bytes per neuron-step the time loop of a kernel's source moves: its per-neuron
+    loads and stores (`mask=mask`) counted once in each branch of the walk back (the loop's
+    own lines in every branch), the most of any branch; the kept values in the compute type
+    (float32 for half), the rest in x's dtype."""
+    lines = source.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("for ") and "range(T)" in line)
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        body.append(line)
+    assert "for " not in "".join(body), "one time loop per kernel"
+    branches, common, current = [], [], None
+    for line in body:
+        if line.strip().startswith(("if rb ==", "elif rb ==")):
+            current = []
+            branches.append(current)
+        elif current is not None and len(line) - len(line.lstrip()) > indent + 4:
+            current.append(line)
+        else:
+            common.append(line)
+    real = 8 if dtype == "float64" else 4
+
+    def moved(part):
+        total = 0
+        for line in part:
+            for ptr in re.findall(r"tl\.(?:load|store)\((\w+)_ptr \+ [^\n]*mask=mask\)", line):
+                total += real if ptr in ("kept", "buf") else _IO_BYTES[dtype]
+        return total
+
+    return moved(common) + max((moved(b) for b in branches), default=0)
+
+
+@pytest.mark.parametrize("dtype, floor", [("float32", 12), ("bfloat16", 8), ("float16", 8),
+                                          ("float64", 24)])
+def test_lif_kernels_move_the_floor_of_bytes(dtype, floor):
+    """LIF, the spikes' gradient wanted, x's only: the forward reads x and writes s and the
+    kept h; the backward reads h and gs and writes gx; nothing else per neuron-step (no
+    [K, T, N] buffer of recomputed states, x not read again)."""
+    from snnfunc import surrogate as S
+    from snnfunc._backends.triton import skeleton
+    from snnfunc._core import registry
+    from snnfunc._kernel import surrogates
+
+    lif = registry.lookup("snnfunc:lif")
+    rule = surrogates.derivative_rule_for(surrogates.surrogate_token(S.Sigmoid()), False)
+    need = (False, False, False)
+    for decay in (False, True):
+        opts = dict(decay_input=decay)
+        fwd = skeleton.forward_source(lif, opts, hard=True, want_h=False, dtype=dtype,
+                                      keep=need)
+        bwd = skeleton.backward_source(lif, opts, hard=True, detach=False,
+                                       surrogate_derivative=rule, has_gs=True, has_gh=False,
+                                       has_gv=(False,), need=need, dtype=dtype)
+        assert "buf" not in bwd and not re.search(r"\bx_ptr \+", bwd.split("range(T)")[1])
+        assert _bytes_per_step(fwd, dtype) == floor
+        assert _bytes_per_step(bwd, dtype) == floor
+        plain = skeleton.forward_source(lif, opts, hard=True, want_h=False, dtype=dtype)
+        assert _bytes_per_step(plain, dtype) == floor - (8 if dtype == "float64" else 4)
+
+
+def test_every_backward_reads_what_its_forward_kept():
+    """Every built-in neuron, options, reset, detach: the forward keeping values writes each
+    kept value once a step, and every backward of that need (cotangents of the spikes, h,
+    the final states, their traces) reads each at most once a step and no state of the
+    forward but through them: the plan checks they give every value its VJP reads."""
+    import itertools as it
+
+    from snnfunc import surrogate as S
+    from snnfunc._backends.triton import skeleton
+    from snnfunc._core.definition import option_values
+    from snnfunc._kernel import surrogates
+    from snnfunc._kernel.plan import forward_kept
+    from snnfunc.functional.defined import DEFINITIONS
+
+    rule = surrogates.derivative_rule_for(surrogates.surrogate_token(S.SignSwish()), False)
+    for name, nrn in DEFINITIONS.items():
+        K, M = len(nrn.states), len(nrn.parameters)
+        for opts, hard, detach in it.product(list(option_values(nrn.options)), (True, False),
+                                             (False, True)):
+            for need in ((False,) * (M + 1 + K), (True,) * (M + 1 + K)):
+                kept = forward_kept(nrn, opts, hard=hard, detach=detach, need=need)
+                fwd = skeleton.forward_source(nrn, opts, hard=hard, want_h=False,
+                                              dtype="float32", keep=need, detach=detach)
+                assert fwd.count("tl.store(kept_ptr") == len(kept), name
+                for gs, gh, gv in ((True, False, False), (False, True, False), (True, True, True)):
+                    bwd = skeleton.backward_source(
+                        nrn, opts, hard=hard, detach=detach, surrogate_derivative=rule,
+                        has_gs=gs, has_gh=gh, has_gv=(gv,) * K, need=need, dtype="float32")
+                    assert not re.search(r"\bst0_ptr", bwd) and "buf" not in bwd, name
+                    walk = bwd.split("for r in range(T):")[1]
+                    for branch in re.split(r"\n\s*(?:el)?if rb == \d+:", walk)[1:]:
+                        for e in range(len(kept)):
+                            assert branch.count(f"kept_ptr + {e} * TN") <= 1, name

@@ -8,7 +8,9 @@ Every neuron, option (decay_input, hard/soft reset, detach_reset, return_h), dty
 surrogate (the built-ins and user-defined ones whose derivative is not a full tensor of x's
 dtype), with T in {1, 7, 33} and N in {1, 5, 300} (1 hits Triton's specialisation of
 arguments equal to 1), edge values (±0, ±inf, NaN) in some cases, and losses that leave
-outputs unused. Spikes, h and v compared by bit pattern, gradients to rounding.
+outputs unused. Spikes, h and v compared by bit pattern, gradients to rounding. And the
+values the forward keeps for the backward: the backward op reading them equals, bit for bit,
+the backward op given none (which makes them itself), under vmap too.
 Exit status 1 and one line per failing case when anything differs.
 """
 
@@ -139,6 +141,61 @@ def cases(quick):
                    uses[(i // 2) % len(uses)], j % 3 == 0, i)
 
 
+def kept_cases():
+    """The backward op given the values the forward op kept equals it given none (it runs
+    the forward once more to make them), bit for bit; and vmap of grad equals the loop."""
+    from snnfunc._backends.triton import host
+    from snnfunc._core import registry
+    from snnfunc._kernel import surrogates
+
+    token = surrogates.surrogate_token(S.Sigmoid(3.0))
+    for i, (name, dtype, detach, need_all) in enumerate(itertools.product(
+            ("snnfunc:lif", "snnfunc:alif"), (torch.float32, torch.bfloat16, torch.float64),
+            (False, True), (False, True))):
+        gh = i % 3 == 0  # h's cotangent too
+        nrn = registry.lookup(name)
+        options = ",".join(f"{k}=1" for k in sorted(nrn.options))
+        K, M = len(nrn.states), len(nrn.parameters)
+        g = torch.Generator().manual_seed(i)
+        c = torch.float64 if dtype == torch.float64 else torch.float32
+        x = (torch.rand(5, 2, 3, generator=g, dtype=torch.float64) * 1.5).to(dtype)
+        states = [(torch.rand(2, 3, generator=g, dtype=torch.float64) * 0.5).to(c)
+                  for _ in range(K)]
+        params = [(1.5 + torch.rand(2, 3, generator=g, dtype=torch.float64)).to(dtype)
+                  for _ in range(M)]
+        th = torch.full((), 0.9, dtype=dtype)
+        sc = torch.tensor([0.0, 3.0], dtype=torch.float64)
+        need = [need_all] * (M + 1 + K)
+        out = host.defined_forward_cuda(x, states, params, th, sc, name, options, True, False,
+                                        False, detach, need)
+        kept = out[-1]
+        gs = torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype)
+        ghv = gs.flip(0) if gh else None
+        args = (x, states, params, th, gs, ghv, None, [None] * K, sc, name, options, token,
+                True, detach, need, [None] * K)
+        with_kept = host.defined_backward_cuda(*args, kept)
+        without = host.defined_backward_cuda(*args)
+        if kept.shape[0] == 0 or kept.shape[1:] != x.shape or kept.dtype != c:
+            yield f"kept {name} {dtype}: shape {tuple(kept.shape)} {kept.dtype}"
+        for a, b in zip(with_kept, without):
+            if not torch.equal(a.view(-1).double().nan_to_num(7.0), b.view(-1).double().nan_to_num(7.0)):
+                yield f"kept {name} {dtype} detach={detach} need={need_all} gh={gh}: differs"
+                break
+    # vmap of grad: the kept values batched (at dim 2) through the forward and backward ops
+    xs = torch.rand(3, 6, 4, dtype=torch.float64) * 1.5
+    tau = torch.full((4,), 1.7, dtype=torch.float64, requires_grad=True)
+
+    def loss(x, tau):
+        return (snnfunc.lif(x, tau=tau, impl="fused").spikes * torch.arange(4.0)).sum()
+
+    per = torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)), in_dims=(0, None))(xs, tau)
+    for b in range(xs.shape[0]):
+        one = torch.func.grad(loss, argnums=(0, 1))(xs[b], tau)
+        if not all(torch.equal(p[b], o) for p, o in zip(per, one)):
+            yield "kept under vmap(grad): differs from one by one"
+            break
+
+
 def main():
     quick = "--quick" in sys.argv
     if "--cpu" in sys.argv:  # the same cases against the C kernels
@@ -169,6 +226,11 @@ def main():
         except Exception as exc:  # noqa: BLE001
             bad = [f"{type(exc).__name__}: {exc}"]
         failures += [f"IR operations {dtype}: {line}" for line in bad]
+    n += 1
+    try:
+        failures += list(kept_cases())
+    except Exception as exc:  # noqa: BLE001
+        failures.append(f"kept values: {type(exc).__name__}: {exc}")
     for line in failures:
         print("FAIL", line)
     print(f"{n - len(failures)} passed, {len(failures)} failed in {time.time() - start:.1f} s")

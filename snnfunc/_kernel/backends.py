@@ -28,11 +28,16 @@ class Backend:
       error: `() -> str | None`, why its kernels cannot run here (no compiler, no device).
       direct: whether plain eager calls may bypass the dispatcher (tens of microseconds a
         call less).
+      keeps: whether its backward reads the forward values its forward keeps (its ops made
+        with `ops.define(..., keeps=True)`): the autograd Function then asks the forward for
+        them where a gradient is wanted and saves them. A backend that computes them again
+        from x (in cache: the C backend) keeps none.
     """
 
     def __init__(self, name: str, ops: typing.Callable, error: typing.Callable[[], str | None],
-                 direct: bool = False):
+                 direct: bool = False, keeps: bool = False):
         self.name, self._ops, self.error, self.direct = name, ops, error, direct
+        self.keeps = keeps
         self._loaded = None
 
     def _load(self):

@@ -26,6 +26,8 @@ class CallRecord:
       n_states: how many states the neuron has.
       want_states: the forward returns the states after every step.
       sg_in_torch: the surrogate's derivative is computed in torch, not compiled in.
+      keep: where the backend keeps forward values for its backward (`Backend.keeps`) and a
+        gradient is wanted: the gradients (`need`) the forward keeps them for; else None.
     """
 
     neuron: str
@@ -37,6 +39,7 @@ class CallRecord:
     n_states: int
     want_states: bool = False
     sg_in_torch: bool = False
+    keep: tuple | None = None
 
 
 def options_string(opts: dict) -> str:

@@ -114,13 +114,13 @@ def new_scalars(device, v, values=()):
 
 
 def record(neuron, x_seq, opts, *, v_reset, surrogate, detach_reset, want_h=False,
-           want_states=False):
+           want_states=False, keep=None):
     """The call record of a neuron call and its scalars (v_rest and the surrogate's run-time
     numbers, a float64 tensor on the device the kernels read it from)."""
     token, values = _token(surrogate)
     in_torch = bool(surrogate_reason(surrogate))
     cfg = CallRecord(neuron.name, options_string(opts), v_reset is not None, detach_reset,
-                     want_h, token, len(neuron.states), want_states, in_torch)
+                     want_h, token, len(neuron.states), want_states, in_torch, keep)
     return cfg, _scalars(x_seq, v_reset, values)
 
 
@@ -134,12 +134,19 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
         _fell_back(reason)
         return None
+    tensors = (*states, *(params[n] for n in neuron.parameters))
+    grad = torch.is_grad_enabled() and any(t.requires_grad
+                                           for t in (x_seq, v_threshold, *tensors))
+    keep = None
+    if grad and backends.BACKENDS[x_seq.device.type].keeps:
+        # the forward keeps values for the backward of the gradients wanted now (the
+        # backward computes them again where it is asked for more)
+        keep = (*(params[n].requires_grad for n in neuron.parameters),
+                v_threshold.requires_grad, *(t.requires_grad for t in states))
     cfg, scalars = record(neuron, x_seq, opts, v_reset=v_reset, surrogate=surrogate,
                           detach_reset=detach_reset, want_h=return_h or return_states,
-                          want_states=return_states)
-    tensors = (*states, *(params[n] for n in neuron.parameters))
-    if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x_seq, v_threshold, *tensors))):
+                          want_states=return_states, keep=keep)
+    if torch.compiler.is_compiling() and not grad:
         # nothing to differentiate: the op itself (Dynamo would pass the Function's apply a
         # context its forward does not take)
         out = DefinedNeuron.forward(x_seq, v_threshold, scalars, cfg, *tensors)
@@ -149,5 +156,5 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
     else:
         out = DefinedNeuron.apply(x_seq, v_threshold, scalars, cfg, *tensors)
     k = len(states)
-    s, h, st, tr = out[0], out[1], tuple(out[2:2 + k]), tuple(out[2 + k:])
+    s, h, st, tr = out[0], out[1], tuple(out[2:2 + k]), tuple(out[2 + k:2 + 2 * k])
     return s, (h if return_h or return_states else None), st, (tr if return_states else None)

@@ -22,6 +22,7 @@ from snnfunc._core import registry
 from snnfunc._core.checks import compute_dtype
 from snnfunc._kernel import vmap
 from snnfunc._kernel.call import DTYPES, parse_options
+from snnfunc._kernel.plan import forward_kept
 from snnfunc._kernel.surrogates import scalar_count
 
 MAX_SCALARS = 64
@@ -91,6 +92,29 @@ def check_call(neuron_name, x, states, params, th, scalars, device_type):
     return neuron
 
 
+def check_need(neuron, need, name="need"):
+    n = len(neuron.parameters) + 1 + len(neuron.states)
+    if len(need) != n or not all(isinstance(b, bool) for b in need):
+        raise ValueError(f"{name} must hold {n} bools (each parameter, the threshold, then each "
+                         f"state's initial value), got {need!r}")
+
+
+def check_kept(kept, x, nodes):
+    """The kept values a backward reads: [len(nodes), *x.shape] in the compute dtype."""
+    if kept is None:
+        return
+    if not isinstance(kept, Tensor):
+        raise TypeError(f"kept must be a tensor or None, got {type(kept).__name__}")
+    c = compute_dtype(x.dtype)
+    if kept.dtype != c or kept.device != x.device or kept.layout != torch.strided:
+        raise ValueError(f"kept must be a dense {c} tensor on {x.device}, got {kept.dtype} on "
+                         f"{kept.device} ({kept.layout})")
+    shape = (len(nodes), *x.shape)
+    if tuple(kept.shape) != shape:
+        raise ValueError(f"kept must have shape {shape} (the {len(nodes)} values the forward "
+                         f"keeps for this need, then x's shape), got {tuple(kept.shape)}")
+
+
 def check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None, *, surrogate=None,
                    scalars=None):
     """Checks the backward op's own arguments."""
@@ -110,10 +134,7 @@ def check_backward(neuron, x, gs, gh, sg, gstates, need, gtraces=None, *, surrog
             _check_seq(f"gtraces[{n}]", t, x, dtype=compute_dtype(x.dtype))
     if gs is None and gh is None and all(t is None for t in (*gstates, *gtraces)):
         raise ValueError("the backward op needs at least one of gs, gh, gstates and gtraces")
-    n = len(neuron.parameters) + 1 + len(neuron.states)
-    if len(need) != n or not all(isinstance(b, bool) for b in need):
-        raise ValueError(f"need must hold {n} bools (each parameter, the threshold, then each "
-                         f"state's initial value), got {need!r}")
+    check_need(neuron, need)
     if sg is None:  # the kernel computes g'(u) from the surrogate's token and numbers
         n = scalar_count(surrogate)
         if scalars.numel() != n:
@@ -155,7 +176,10 @@ def x_rows(x):
 @dataclasses.dataclass
 class ForwardCall:
     """A checked call of the forward op: contiguous inputs, the outputs to fill (`s`, `h`,
-    the final states `out` and their traces `tr`, states in the compute dtype)."""
+    the final states `out` and their traces `tr`, states in the compute dtype, and `kept`,
+    the values of the backward trace's nodes `kept_nodes` at every step, [NK, T, *S] in the
+    compute dtype, where the backend keeps them and the call asked: `keep`, the `need` of
+    the backward they are for; else empty and `keep` None)."""
 
     neuron: object
     opts: dict
@@ -173,34 +197,52 @@ class ForwardCall:
     tr: list
 
     x_strides: tuple = ()
+    detach: bool = False
+    kept: Optional[Tensor] = None
+    kept_nodes: tuple = ()
+    keep: Optional[tuple] = None
 
     def outputs(self) -> list:
-        return [self.s, self.h, *self.out, *self.tr]
+        return [self.s, self.h, *self.out, *self.tr, self.kept]
 
 
-def _forward_outputs(x, states, want_h, want_states):
+def _forward_outputs(x, states, want_h, want_states, kept_nodes=None):
     c = compute_dtype(x.dtype)
     return (x.new_empty(x.shape), x.new_empty(x.shape if want_h else (0,)),
             [x.new_empty(x.shape[1:], dtype=c) for _ in states],
-            [x.new_empty(x.shape if want_states else (0,), dtype=c) for _ in states])
+            [x.new_empty(x.shape if want_states else (0,), dtype=c) for _ in states],
+            x.new_empty((0,) if kept_nodes is None else (len(kept_nodes), *x.shape), dtype=c))
+
+
+def _keep(nrn, opts, hard, detach, keep, keeps):
+    """The nodes whose values the forward keeps, or None (the backend keeps none, or the
+    call did not ask)."""
+    if keep is None:
+        return None
+    check_need(nrn, keep, "keep")
+    return forward_kept(nrn, opts, hard=hard, detach=detach, need=tuple(keep)) if keeps else None
 
 
 def forward_call(x, states, params, th, scalars, neuron, options, hard, want_h, want_states,
-                 device_type) -> ForwardCall:
+                 device_type, detach=False, keep=None, keeps=False) -> ForwardCall:
     nrn = check_call(neuron, x, states, params, th, scalars, device_type)
     opts = parse_options(nrn, options)
-    s, h, out, tr = _forward_outputs(x, states, want_h, want_states)
+    nodes = _keep(nrn, opts, hard, detach, keep, keeps)
+    s, h, out, tr, kept = _forward_outputs(x, states, want_h, want_states, nodes)
     x, *x_strides = x_rows(x)
     return ForwardCall(nrn, opts, hard, want_h, want_states, x, [_c(t) for t in states],
                        [_c(t) for t in params], th.contiguous(), scalars.contiguous(), s, h,
-                       out, tr, tuple(x_strides))
+                       out, tr, tuple(x_strides), detach, kept, nodes or (),
+                       None if nodes is None else tuple(keep))
 
 
 @dataclasses.dataclass
 class BackwardCall:
     """A checked call of the backward op: contiguous inputs, the outputs to fill (`gx`, the
     initial states' `gst0`, the parameters' `gpar` and the threshold's `gth` gradients, each
-    empty where `need` says it is not wanted)."""
+    empty where `need` says it is not wanted), and the values the forward kept (`kept`, of
+    the nodes `kept_nodes`; None where the call has none: a backend that reads them makes
+    them)."""
 
     neuron: object
     opts: dict
@@ -223,6 +265,8 @@ class BackwardCall:
     gpar: list
     gth: Tensor
     x_strides: tuple = ()
+    kept: Optional[Tensor] = None
+    kept_nodes: tuple = ()
 
     def outputs(self) -> list:
         return [self.gx, *self.gst0, *self.gpar, self.gth]
@@ -237,38 +281,52 @@ def _backward_outputs(x, n_states, n_params, need):
 
 
 def backward_call(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, options,
-                  surrogate, hard, detach, need, gtraces, device_type) -> BackwardCall:
+                  surrogate, hard, detach, need, gtraces, device_type, kept=None,
+                  keeps=False) -> BackwardCall:
     nrn = check_call(neuron, x, states, params, th, scalars, device_type)
     check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces, surrogate=surrogate,
                    scalars=scalars)
     opts = parse_options(nrn, options)
+    nodes = (forward_kept(nrn, opts, hard=hard, detach=detach, need=tuple(need))
+             if keeps or kept is not None else ())
+    check_kept(kept, x, nodes)
     gtraces = [_c(t) for t in (gtraces or [None] * len(nrn.states))]
     gx, gst0, gpar, gth = _backward_outputs(x, len(states), len(params), need)
     x, *x_strides = x_rows(x)
     return BackwardCall(nrn, opts, hard, detach, surrogate, tuple(need), x,
                         [_c(t) for t in states], [_c(t) for t in params], th.contiguous(),
                         scalars.contiguous(), _c(gs), _c(gh), _c(sg), [_c(t) for t in gstates],
-                        gtraces, gx, gst0, gpar, gth, tuple(x_strides))
+                        gtraces, gx, gst0, gpar, gth, tuple(x_strides),
+                        _c(kept) if keeps else None, nodes)
 
 
 # --------------------------------------------------------------------------- the ops
 
 
-def define(suffix: str, forward_kernel, backward_kernel, *, device_type: str, triton=False):
+def define(suffix: str, forward_kernel, backward_kernel, *, device_type: str, triton=False,
+           keeps=False):
     """Registers a backend's pair of ops, `snnfunc::defined_forward<suffix>` and
     `snnfunc::defined_backward<suffix>`: the schema, checks, fake kernels and vmap rules of
     this module around `forward_kernel(ForwardCall)` and `backward_kernel(BackwardCall)`,
     which fill the call's outputs. `triton=True` registers them with
     `torch.library.triton_op`, so that `torch.compile` sees the Triton kernels they launch.
 
+    `keeps`: the backend's backward reads the forward values its forward kept (the plan's
+    `forward_kept`) rather than computing them again from x. Its forward op then returns them
+    last, `[NK, T, *S]` in the compute dtype, where `keep` (the `need` of the backward to
+    come) is given; its backward op reads them from `kept`, or makes them where `kept` is
+    None. Where the backend keeps nothing the forward's last output is empty and a `kept`
+    given to the backward is checked and not read.
+
     Returns `(forward op, backward op, forward function, backward function)`: the functions
     run the same checks and kernels without the dispatcher (eager calls)."""
 
     def forward(x: Tensor, states: list[Tensor], params: list[Tensor], th: Tensor,
                 scalars: Tensor, neuron: str, options: str, hard: bool, want_h: bool,
-                want_states: bool = False) -> list[Tensor]:
+                want_states: bool = False, detach: bool = False,
+                keep: Optional[list[bool]] = None) -> list[Tensor]:
         call = forward_call(x, states, params, th, scalars, neuron, options, hard, want_h,
-                            want_states, device_type)
+                            want_states, device_type, detach, keep, keeps)
         forward_kernel(call)
         return call.outputs()
 
@@ -276,9 +334,10 @@ def define(suffix: str, forward_kernel, backward_kernel, *, device_type: str, tr
                  gs: Optional[Tensor], gh: Optional[Tensor], sg: Optional[Tensor],
                  gstates: list[Optional[Tensor]], scalars: Tensor, neuron: str, options: str,
                  surrogate: str, hard: bool, detach: bool, need: list[bool],
-                 gtraces: list[Optional[Tensor]]) -> list[Tensor]:
+                 gtraces: list[Optional[Tensor]], kept: Optional[Tensor] = None) -> list[Tensor]:
         call = backward_call(x, states, params, th, gs, gh, sg, gstates, scalars, neuron,
-                             options, surrogate, hard, detach, need, gtraces, device_type)
+                             options, surrogate, hard, detach, need, gtraces, device_type, kept,
+                             keeps)
         backward_kernel(call)
         return call.outputs()
 
@@ -292,18 +351,23 @@ def define(suffix: str, forward_kernel, backward_kernel, *, device_type: str, tr
     backward_op = make(f"snnfunc::defined_backward{suffix}")(backward)
 
     @forward_op.register_fake
-    def _(x, states, params, th, scalars, neuron, options, hard, want_h, want_states=False):
-        parse_options(check_call(neuron, x, states, params, th, scalars, device_type), options)
-        s, h, out, tr = _forward_outputs(x, states, want_h, want_states)
-        return [s, h, *out, *tr]
+    def _(x, states, params, th, scalars, neuron, options, hard, want_h, want_states=False,
+          detach=False, keep=None):
+        nrn = check_call(neuron, x, states, params, th, scalars, device_type)
+        nodes = _keep(nrn, parse_options(nrn, options), hard, detach, keep, keeps)
+        s, h, out, tr, kept = _forward_outputs(x, states, want_h, want_states, nodes)
+        return [s, h, *out, *tr, kept]
 
     @backward_op.register_fake
     def _(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, options, surrogate, hard,
-          detach, need, gtraces):
+          detach, need, gtraces, kept=None):
         nrn = check_call(neuron, x, states, params, th, scalars, device_type)
         check_backward(nrn, x, gs, gh, sg, gstates, need, gtraces, surrogate=surrogate,
                        scalars=scalars)
-        parse_options(nrn, options)
+        opts = parse_options(nrn, options)
+        if kept is not None:
+            check_kept(kept, x, forward_kept(nrn, opts, hard=hard, detach=detach,
+                                             need=tuple(need)))
         gx, gst0, gpar, gth = _backward_outputs(x, len(states), len(params), need)
         return [gx, *gst0, *gpar, gth]
 

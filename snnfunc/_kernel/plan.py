@@ -11,6 +11,7 @@ Like `jax.lax.scan`'s partial evaluation iterating which carries are known.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from snnfunc._core.ir import SCALAR_INPUT
 from snnfunc._core.vjp import vjp
@@ -44,7 +45,10 @@ class BackwardPlan:
 
     @classmethod
     def build(cls, neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh, has_gv,
-              need, has_gtr=None):
+              need, has_gtr=None, kept=None):
+        """`kept`: the forward values kept by someone else (the forward kernel, `forward_kept`)
+        rather than chosen for this configuration; checked to give every value its blocks
+        read."""
         blocks, fix = patterns(neuron, opts, hard=hard, detach=detach,
                                surrogate_derivative=surrogate_derivative, has_gs=has_gs,
                                has_gh=has_gh, has_gv=has_gv, has_gtr=has_gtr)
@@ -52,7 +56,18 @@ class BackwardPlan:
         n_forward = len(recompute[0].nodes)
         for _, _, (g, *_rest) in blocks:  # the blocks' forward parts: the same trace
             assert g.nodes[:n_forward] == recompute[0].nodes, "the step traced differently"
-        return cls(blocks, fix, recompute, kept_values(neuron, blocks, n_forward, need))
+        if kept is None:
+            kept = kept_values(neuron, blocks, n_forward, need)
+        else:
+            missing = _not_derivable(neuron, blocks, n_forward, need, set(kept))
+            assert not missing, (
+                f"{neuron.name}: the forward keeps the values of nodes {sorted(kept)}, but the "
+                f"backward of this configuration (has_gs={has_gs}, has_gh={has_gh}, "
+                f"has_gv={tuple(has_gv)}, has_gtr={has_gtr}, need={tuple(need)}) reads nodes "
+                f"{sorted(missing)}, which cheap operations do not give from them: "
+                f"forward_kept must choose from a configuration that reads them")
+            kept = sorted(kept)
+        return cls(blocks, fix, recompute, kept)
 
 
 def patterns(neuron, opts, *, hard, detach, surrogate_derivative, has_gs, has_gh,
@@ -121,15 +136,10 @@ def roots(neuron, ids, res, need):
     return [c for c in out if c is not None]
 
 
-def kept_values(neuron, patterns, n_forward, need):
-    """The forward values the recompute keeps in the buffer for every step, so that the walk
-    back computes the VJP from them with cheap operations only (the same statements as the
-    recompute, so the same values).
-
-    Start from every forward value a VJP node reads; drop, latest first, each that a few
-    cheap operations (no division, no exp) give again from the others kept and the inputs
-    read as they are (parameters, threshold, v_rest). A state is kept where the VJP reads
-    it, and so is x: the backward reads each input row from memory once."""
+def _wanted(neuron, patterns, n_forward, need):
+    """The forward values the blocks' VJPs read (masks by the values they compare), less
+    those read as they are (`free`), and a test of whether `i` is cheap to compute again from
+    `kept` (`derivable(i, kept)`)."""
     g = patterns[0][2][0]
     wanted: set[int] = set()
     for _, _, (gb, ids, outs, res, wrt) in patterns:
@@ -157,7 +167,8 @@ def kept_values(neuron, patterns, n_forward, need):
 
     wanted = {v for i in wanted for v in values(i) if not free(v)}
 
-    def derivable(i, kept, seen):
+    def derivable(i, kept, seen=None):
+        seen = set() if seen is None else seen
         op, args = g.nodes[i]
         if op in _EXPENSIVE or op == "input" and not free(i):
             return False
@@ -169,8 +180,51 @@ def kept_values(neuron, patterns, n_forward, need):
                 return False
         return True
 
+    return wanted, derivable
+
+
+def _not_derivable(neuron, patterns, n_forward, need, kept):
+    """The values the blocks read that are neither in `kept` nor cheap to compute from it."""
+    wanted, derivable = _wanted(neuron, patterns, n_forward, need)
+    return {i for i in wanted if i not in kept and not derivable(i, kept)}
+
+
+def kept_values(neuron, patterns, n_forward, need):
+    """The forward values the recompute keeps in the buffer for every step, so that the walk
+    back computes the VJP from them with cheap operations only (the same statements as the
+    recompute, so the same values).
+
+    Start from every forward value a VJP node reads; drop, latest first, each that a few
+    cheap operations (no division, no exp) give again from the others kept and the inputs
+    read as they are (parameters, threshold, v_rest). A state is kept where the VJP reads
+    it, and so is x: the backward reads each input row from memory once."""
+    wanted, derivable = _wanted(neuron, patterns, n_forward, need)
     kept = set(wanted)
     for i in sorted(wanted, reverse=True):
-        if derivable(i, kept - {i}, set()):
+        if derivable(i, kept - {i}):
             kept.discard(i)
     return sorted(kept)
+
+
+def _reads_argument(g, u):
+    """A surrogate's derivative as the forward sees it: some function of the spike's
+    argument (every surrogate's is one of that node; one computed in torch reads `sg`)."""
+    return g.add("neg", u)
+
+
+def forward_kept(neuron, opts, *, hard, detach, need) -> tuple:
+    """The forward values a forward kernel keeps for the backward, for every step: the nodes
+    of the backward's trace (`neuron.trace(opts, hard=hard, detach_reset=detach)`) that the
+    plan keeps with every cotangent present (the spikes', h's, the states' and their traces'
+    at every step) and the gradients `need` wants. Chosen before the backward's cotangents
+    are known: every backward configuration of this `need` reads them, or values cheap to
+    compute from them (`BackwardPlan.build(..., kept=)` checks it)."""
+    return _forward_kept(neuron, tuple(sorted(opts.items())), hard, detach, tuple(need))
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_kept(neuron, opts, hard, detach, need):
+    K = len(neuron.states)
+    return tuple(BackwardPlan.build(
+        neuron, dict(opts), hard=hard, detach=detach, surrogate_derivative=_reads_argument,
+        has_gs=True, has_gh=True, has_gv=(True,) * K, need=need, has_gtr=(True,) * K).kept)

@@ -1,6 +1,6 @@
 """The kernels' ops under `vmap`: a vmapped batch dimension becomes one more neuron dimension.
 
-Sequences put it at 1, step tensors at 0. An unbatched sequence is expanded to the batch; an
+Sequences put it at 1, step tensors at 0, the kept values [NK, T, *S] at 2. An unbatched sequence is expanded to the batch; an
 unbatched single value stays shared; any other step tensor is expanded to [B, *S]. The
 scalars (v_rest, the surrogate's numbers) cannot be vmapped.
 """
@@ -16,6 +16,14 @@ def _batched_seq(t, bdim, size):
     if bdim is None:
         return t.unsqueeze(1).expand(t.shape[0], size, *t.shape[1:])
     return t.movedim(bdim, 1)
+
+
+def _batched_kept(t, bdim, size):
+    if t is None:
+        return None
+    if bdim is None:
+        return t.unsqueeze(2).expand(*t.shape[:2], size, *t.shape[2:])
+    return t.movedim(bdim, 2)
 
 
 def _batched_step(t, bdim, shape):
@@ -50,13 +58,14 @@ def _forward_vmap(op):
         out = op(x, states, params, th, _unbatched(scalars, in_dims[4]), *config)
         k = len(states)
         return out, [1, 1 if out[1].dim() else None, *[0] * k,
-                     *[1 if t.dim() > 1 else None for t in out[2 + k:]]]
+                     *[1 if t.dim() > 1 else None for t in out[2 + k:2 + 2 * k]],
+                     2 if out[-1].dim() > 1 else None]
     return rule
 
 
 def _backward_vmap(op):
     def rule(info, in_dims, x, states, params, th, gs, gh, sg, gstates, scalars, neuron,
-             options, surrogate, hard, detach, need, gtraces):
+             options, surrogate, hard, detach, need, gtraces, kept=None):
         B = info.batch_size
         x = _batched_seq(x, in_dims[0], B)
         gs, gh, sg = (_batched_seq(t, in_dims[i], B) for t, i in ((gs, 4), (gh, 5), (sg, 6)))
@@ -69,9 +78,10 @@ def _backward_vmap(op):
         if gtraces is not None:
             gtraces = [_batched_seq(t, d, B) if t is not None else None
                        for t, d in zip(gtraces, _dims(in_dims[15], len(gtraces)))]
+        kept = _batched_kept(kept, in_dims[16] if len(in_dims) > 16 else None, B)
         out = op(x, states, params, th, gs, gh, sg, gstates,
                  _unbatched(scalars, in_dims[8]), neuron, options, surrogate, hard, detach,
-                 need, gtraces)
+                 need, gtraces, kept)
         return out, [1, *[0 if t.dim() else None for t in out[1:]]]
     return rule
 

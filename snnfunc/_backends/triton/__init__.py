@@ -30,7 +30,7 @@ def error() -> str | None:
     return None
 
 
-_BACKEND = backends.Backend("triton", _ops, error)
+_BACKEND = backends.Backend("triton", _ops, error, keeps=True)  # memory traffic is its cost
 backends.register("cuda", _BACKEND)
 if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
     _BACKEND.forward  # noqa: B018  (the ops registered now: a saved graph names them)

@@ -2,9 +2,15 @@
 
 The same graphs as the C kernels (`snnfunc._backends.c`): one statement per node in the definition's
 order, IEEE division (`div_rn`) and square root, no FMA contraction (the launch passes
-`enable_fp_fusion=False`), so + - * / and comparisons round as the reference loop does. The
-backward recomputes the states of every step into a buffer, then walks back in time with one
-branch per presence pattern of the state cotangents.
+`enable_fp_fusion=False`), so + - * / and comparisons round as the reference loop does.
+
+Memory traffic is what these kernels cost, so nothing is computed twice through memory: the
+forward keeps, where autograd will want them, the values of the plan's `forward_kept` nodes
+at every step ([NK, T, N] in the compute type); the backward walks back in time reading them
+(and the cotangents), computing the rest of what the VJP needs from them with cheap
+operations, with one branch per presence pattern of the state cotangents. For LIF in float32
+that is x read, s and h written (12 bytes a neuron-step) forward, and h and gs read, gx
+written (12 bytes) backward.
 """
 
 from __future__ import annotations
@@ -15,23 +21,23 @@ import re
 from snnfunc._backends.triton.spelling import TritonSpelling
 from snnfunc._core import ir as _ir
 from snnfunc._kernel.emit import Emitter
-from snnfunc._kernel.plan import patterns as backward_patterns
-from snnfunc._kernel.plan import scalar_inputs
+from snnfunc._kernel.plan import BackwardPlan, forward_kept, scalar_inputs
 
 
 def _inputs(neuron, states_from):
+    """The step's inputs; the states from `states_from`, or none (None)."""
     exprs = {"x": "tl.load(x_ptr + tl.cast(t, tl.int64) * SXT + xoff, mask=mask).to(REAL)",
              "v_threshold": "TH",
              "v_rest": "vr"}
-    for k, n in enumerate(neuron.states):
+    for k, n in enumerate(neuron.states if states_from is not None else ()):
         exprs[f"state:{n}"] = states_from.format(k=k)
     for k, n in enumerate(neuron.parameters):
         exprs[f"param:{n}"] = f"P{k}"
     return exprs
 
 
-def _signature(neuron, extra_ptrs, shared=True):
-    K, M = len(neuron.states), len(neuron.parameters)
+def _signature(neuron, extra_ptrs, states=True):
+    K, M = len(neuron.states) if states else 0, len(neuron.parameters)
     ptrs = ["x_ptr", "th_ptr", "sc_ptr", *(f"st{k}_ptr" for k in range(K)),
             *(f"par{k}_ptr" for k in range(M)), *extra_ptrs]
     flags = ["TH_SHARED: tl.constexpr", *(f"ST{k}_SHARED: tl.constexpr" for k in range(K)),
@@ -39,8 +45,8 @@ def _signature(neuron, extra_ptrs, shared=True):
     return ", ".join([*ptrs, "T", "N", "SXT", "SXR", "XC", *flags, "BLOCK: tl.constexpr"])
 
 
-def _loads(neuron, real):
-    K, M = len(neuron.states), len(neuron.parameters)
+def _loads(neuron, real, states=True):
+    K, M = len(neuron.states) if states else 0, len(neuron.parameters)
     out = ["offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)", "mask = offs < N",
            # x[t, i] at t * SXT + (i // XC) * SXR + i % XC: a view read in place
            "xoff = (tl.cast(offs, tl.int64) // XC) * SXR + tl.cast(offs, tl.int64) % XC",
@@ -88,35 +94,51 @@ def _rounding(text: str, dtype: str) -> str:
     return text.replace("@RND@", "")
 
 
-def forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False):
+def forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False, keep=None,
+                   detach=False, outputs=True):
+    """The forward kernel; where `keep` (the `need` of the backward to come) is given, it also
+    writes the values the backward of `detach` reads (`forward_kept`) to `kept_ptr`, and
+    with `outputs=False` nothing else (the backward's own pass where no forward kept them)."""
     return _rounding(_forward_source(neuron, opts, hard=hard, want_h=want_h, dtype=dtype,
-                                     want_trace=want_trace), dtype)
+                                     want_trace=want_trace, keep=keep, detach=detach,
+                                     outputs=outputs), dtype)
 
 
 def backward_source(neuron, opts, *, dtype, **kw):  # kw: as _backward_source
     return _rounding(_backward_source(neuron, opts, dtype=dtype, **kw), dtype)
 
 
-def _forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False):
+def _forward_source(neuron, opts, *, hard, want_h, dtype, want_trace=False, keep=None,
+                    detach=False, outputs=True):
     f32 = dtype != "float64"  # half precision computes in float32
-    g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=False)
+    # the backward's trace where values are kept for it (its node ids; detach is the identity)
+    g, ids, outs = neuron.trace(opts, hard=hard, detach_reset=detach and keep is not None)
     K = len(neuron.states)
+    kept = () if keep is None else forward_kept(neuron, opts, hard=hard, detach=detach,
+                                                need=tuple(keep))
     em = Emitter(g, TritonSpelling(f32), _inputs(neuron, "S{k}"), "n")
-    for i in [outs["s"], outs["h"], *outs["states"]]:
+    for i in [*([outs["s"], outs["h"]] if outputs else []), *outs["states"], *kept]:
         em.emit(i)
-    body = em.lines + [f"tl.store(s_ptr + at, {em.name(outs['s'])}.to(s_ptr.dtype.element_ty@RND@), mask=mask)"]
-    if want_h:
+    body = list(em.lines)
+    if outputs:
+        body.append(f"tl.store(s_ptr + at, {em.name(outs['s'])}.to(s_ptr.dtype.element_ty@RND@), mask=mask)")
+    if want_h and outputs:
         body.append(f"tl.store(h_ptr + at, {em.name(outs['h'])}.to(h_ptr.dtype.element_ty@RND@), mask=mask)")
+    # the kept values in the compute type, [NK, T, N]
+    body += [f"tl.store(kept_ptr + {e} * TN + at, {em.name(i)}, mask=mask)"
+             for e, i in enumerate(kept)]
     body += [f"S{k} = {em.name(o)}" for k, o in enumerate(outs["states"])]
-    if want_trace:  # the states after every step, in the compute type
+    if want_trace and outputs:  # the states after every step, in the compute type
         body += [f"tl.store(tr{k}_ptr + at, S{k}, mask=mask)" for k in range(K)]
-    ends = [f"tl.store(out{k}_ptr + offs, S{k}, mask=mask)" for k in range(K)]  # compute type
+    ends = [f"tl.store(out{k}_ptr + offs, S{k}, mask=mask)" for k in range(K)] if outputs else []
     sig = _signature(neuron, ["s_ptr", "h_ptr", *(f"out{k}_ptr" for k in range(K)),
-                              *(f"tr{k}_ptr" for k in range(K))])
+                              *(f"tr{k}_ptr" for k in range(K)),
+                              *(["kept_ptr"] if keep is not None else [])])
+    loads = _loads(neuron, f32) + (["TN = tl.cast(T, tl.int64) * N"] if kept else [])
     return (_PRELUDE.format(name=neuron.name, real="float32" if f32 else "float64") + f"""
 @triton.jit
 def kernel({sig}):
-{_indent(_loads(neuron, f32), 4)}
+{_indent(loads, 4)}
     for t in range(T):
         at = tl.cast(t, tl.int64) * N + offs
 {_indent(body, 8)}
@@ -129,23 +151,19 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
     f32 = dtype != "float64"  # half precision computes in float32
     K, M = len(neuron.states), len(neuron.parameters)
     has_gtr = tuple(has_gtr or (False,) * K)
-    patterns, fix = backward_patterns(
+    kept = forward_kept(neuron, opts, hard=hard, detach=detach, need=tuple(need))
+    plan = BackwardPlan.build(
         neuron, opts, hard=hard, detach=detach, surrogate_derivative=surrogate_derivative,
-        has_gs=has_gs, has_gh=has_gh, has_gv=has_gv, has_gtr=has_gtr)
+        has_gs=has_gs, has_gh=has_gh, has_gv=has_gv, need=need, has_gtr=has_gtr, kept=kept)
+    patterns, fix = plan.blocks, plan.fix
+    n_forward = len(plan.recompute[0].nodes)
     L, period = len(patterns), len(patterns) - fix
-    # recompute the states before every step into the buffer [K, T, N]
-    rg, rids, routs = neuron.trace(opts, hard=hard, detach_reset=detach)
-    rem = Emitter(rg, TritonSpelling(f32), _inputs(neuron, "S{k}"), "r")
-    for o in routs["states"]:
-        rem.emit(o)
-    recompute = ([f"tl.store(buf_ptr + ({k} * T + tl.cast(t, tl.int64)) * N + offs, S{k}, mask=mask)" for k in range(K)]
-                 + rem.lines + [f"S{k} = {rem.name(o)}" for k, o in enumerate(routs["states"])])
     init = [f"G{k} = {'tl.load(gst%d_ptr + offs, mask=mask).to(REAL)' % k if has_gv[k] else 'tl.zeros([BLOCK], REAL)'}"
             for k in range(K)]
     init += [f"GP{k} = tl.zeros([BLOCK], REAL)" for k in range(M)] + ["GTH = tl.zeros([BLOCK], REAL)"]
     branches = []
     for b, (present, _, (g, ids, outs, res, wrt)) in enumerate(patterns):
-        inputs = _inputs(neuron, "tl.load(buf_ptr + ({k} * T + tl.cast(t, tl.int64)) * N + offs, mask=mask)")
+        inputs = _inputs(neuron, None)  # the states: where kept
         inputs["cot:s"] = "tl.load(gs_ptr + at, mask=mask).to(REAL)"
         inputs["cot:h"] = "tl.load(gh_ptr + at, mask=mask).to(REAL)"
         inputs["sg"] = "tl.load(sg_ptr + at, mask=mask).to(REAL)"
@@ -153,7 +171,9 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
             inputs[f"cot:state:{k}"] = f"G{k}"
         inputs.update({f"{_ir.SCALAR_INPUT}{k}": f"tl.load(sc_ptr + {k + 1})"
                        for k in range(scalar_inputs(g))})
-        em = Emitter(g, TritonSpelling(f32), inputs, f"b{b}_")
+        em = Emitter(g, TritonSpelling(f32), inputs, f"b{b}_",
+                     {i: f"tl.load(kept_ptr + {e} * TN + at, mask=mask)" for e, i in enumerate(kept)},
+                     vjp_from=n_forward)
         lines = []
         gx = res[ids["x"]]
         if gx is not None:
@@ -204,15 +224,13 @@ def _backward_source(neuron, opts, *, hard, detach, surrogate_derivative, has_gs
     if need[M]:
         ends.append("tl.store(gth_ptr + offs, GTH, mask=mask)")
     extra = ["gs_ptr", "gh_ptr", "sg_ptr", *(f"gst{k}_ptr" for k in range(K)),
-             *(f"gtr{k}_ptr" for k in range(K)), "buf_ptr", "gx_ptr",
+             *(f"gtr{k}_ptr" for k in range(K)), "kept_ptr", "gx_ptr",
              *(f"gst0{k}_ptr" for k in range(K)), *(f"gpar{k}_ptr" for k in range(M)), "gth_ptr"]
     return (_PRELUDE.format(name=neuron.name, real="float32" if f32 else "float64") + f"""
 @triton.jit
-def kernel({_signature(neuron, extra)}):
-{_indent(_loads(neuron, f32), 4)}
-    for t in range(T):
-        at = tl.cast(t, tl.int64) * N + offs
-{_indent(recompute, 8)}
+def kernel({_signature(neuron, extra, states=False)}):
+{_indent(_loads(neuron, f32, states=False), 4)}
+    TN = tl.cast(T, tl.int64) * N
 {_indent(init, 4)}
     for r in range(T):
         t = T - 1 - r
