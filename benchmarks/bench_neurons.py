@@ -37,6 +37,7 @@ Compiling the plain loop grows with T, so it is timed up to ``--max-compile-T`` 
 from __future__ import annotations
 
 import argparse
+import re
 import gc
 import os
 import statistics
@@ -407,30 +408,43 @@ def kernel_sources(nrn, dtype):
     bw = dict(hard=True, detach=False, has_gs=True, has_gh=False, has_gv=(False,) * K,
               need=(True,) * (M + 1 + K), dtype=dtype,
               surrogate_derivative=derivative_rule_for(surrogate_token(S.Sigmoid()), False))
+    from snnfunc._backends.triton import skeleton as triton
+
+    keep = (False,) * M + (False,) + (False,) * K  # x's gradient only (float parameters)
     return {"C": (c.forward_source(nrn, opts, hard=True, want_h=False, dtype=dtype),
-                  c.backward_source(nrn, opts, **bw))}
+                  c.backward_source(nrn, opts, **bw)),
+            "Triton": (triton.forward_source(nrn, opts, hard=True, want_h=False, dtype=dtype,
+                                             keep=keep),
+                       triton.backward_source(nrn, opts, **dict(bw, need=keep)))}
 
 
 def run_bytes(args):
     """The bytes per neuron-step each generated kernel of a training call moves, counted from
-    its source, beside the floor (forward: read x, write s; backward: read x and the spikes'
-    gradient, write the input's)."""
-    from snnfunc._backends.c import traffic
+    its source, beside the floor (C, which recomputes the forward in cache-sized blocks:
+    forward read x, write s; backward read x and the spikes' gradient, write the input's;
+    Triton, whose backward reads what its forward kept: forward read x, write s and the kept
+    values; backward read them and the spikes' gradient, write the input's)."""
+    from snnfunc._backends.c import traffic as c
+    from snnfunc._backends.triton import traffic as triton
 
-    counters = {"C": traffic}
+    counters = {"C": c, "Triton": triton}
     reg, body = registry(), []
     for name in args.neurons:
         for dtype, io in (("float32", 4), ("bfloat16", 2)):
             for backend, (fwd, bwd) in kernel_sources(reg[name], dtype).items():
                 row = [name, dtype, backend]
-                for src, floor in ((fwd, 2 * io), (bwd, 3 * io)):
+                kept = 0
+                if backend == "Triton":  # the kept values, in float32 for half precision
+                    kept = len(re.findall(r"tl\.store\(kept_ptr", fwd)) * (8 if io == 8 else 4)
+                for src, floor in ((fwd, 2 * io + kept), (bwd, 2 * io + kept if kept else 3 * io)):
                     st = counters[backend].streams(src, dtype)
                     parts = " + ".join(f"{k} {v}" for k, v in st["read"].items()) + " -> " + \
                         " + ".join(f"{k} {v}" for k, v in st["write"].items())
                     row.append(f"{parts} = {counters[backend].total(st)} B (floor {floor})")
                 body.append(row)
     table("Bytes each generated kernel of a training call reads -> writes per neuron-step, "
-          "counted from its source (default options, Sigmoid surrogate, the spikes' gradient)",
+          "counted from its source (default options, Sigmoid surrogate, the spikes' gradient, "
+          "x's gradient wanted; Triton's kept values in float32)",
           ["neuron", "dtype", "backend", "forward", "backward"], body)
 
 

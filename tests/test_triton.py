@@ -170,38 +170,12 @@ _IO_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
 
 
 def _bytes_per_step(source, dtype):
-    """The bytes per neuron-step the time loop of a kernel's source moves: its per-neuron
-    loads and stores (`mask=mask`) counted once in each branch of the walk back (the loop's
-    own lines in every branch), the most of any branch; the kept values in the compute type
-    (float32 for half), the rest in x's dtype."""
-    lines = source.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip().startswith("for ") and "range(T)" in line)
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    body = []
-    for line in lines[start + 1:]:
-        if line.strip() and len(line) - len(line.lstrip()) <= indent:
-            break
-        body.append(line)
-    assert "for " not in "".join(body), "one time loop per kernel"
-    branches, common, current = [], [], None
-    for line in body:
-        if line.strip().startswith(("if rb ==", "elif rb ==")):
-            current = []
-            branches.append(current)
-        elif current is not None and len(line) - len(line.lstrip()) > indent + 4:
-            current.append(line)
-        else:
-            common.append(line)
-    real = 8 if dtype == "float64" else 4
+    """The bytes per neuron-step a kernel's time loop moves, counted from its loads and stores
+    (`snnfunc._backends.triton.traffic`); one time loop per kernel."""
+    from snnfunc._backends.triton import traffic
 
-    def moved(part):
-        total = 0
-        for line in part:
-            for ptr in re.findall(r"tl\.(?:load|store)\((\w+)_ptr \+ [^\n]*mask=mask\)", line):
-                total += real if ptr in ("kept", "buf") else _IO_BYTES[dtype]
-        return total
-
-    return moved(common) + max((moved(b) for b in branches), default=0)
+    assert len(re.findall(r"\n    for \w+ in range\(T\):\n", source)) == 1, "one time loop"
+    return traffic.total(traffic.streams(source, dtype))
 
 
 @pytest.mark.parametrize("dtype, floor", [("float32", 12), ("bfloat16", 8), ("float16", 8),
