@@ -73,6 +73,17 @@ def _load(source: str):
     return module.kernel
 
 
+def _wrap(kernel):
+    """`wrap_triton(kernel)`; under Triton's interpreter (`TRITON_INTERPRET=1`, where
+    `triton.jit` makes an `InterpretedFunction`) the kernel as it is, as torch 2.13's
+    `wrap_triton` returns it (torch 2.11's refuses it)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if isinstance(kernel, InterpretedFunction):
+        return kernel
+    return wrap_triton(kernel)
+
+
 def _launch(dtype, N):
     """The grid and launch options of a kernel over N neurons of `dtype`."""
     block, warps = launch_config(dtype, N)
@@ -99,7 +110,7 @@ def forward_kernel(c: ops.ForwardCall, outputs=True) -> None:
             want_trace=c.want_states, keep=keep, detach=c.detach, outputs=outputs))
     grid, launch = _launch(x.dtype, N)
     kept = [] if keep is None else [c.kept if c.kept.numel() else c.out[0]]
-    wrap_triton(_kernels[key])[grid](
+    _wrap(_kernels[key])[grid](
         x, c.th, c.scalars, *c.states, *c.params, c.s, c.h if c.want_h else c.s, *c.out,
         *(t if c.want_states else c.out[0] for t in c.tr), *kept, T, N, *c.x_strides,
         **_shared(c.th, c.states, c.params), **launch)
@@ -137,7 +148,7 @@ def backward_kernel(c: ops.BackwardCall) -> None:
             dtype=DTYPES[x.dtype], has_gtr=has_gtr))
     dummy = c.gx
     grid, launch = _launch(x.dtype, N)
-    wrap_triton(_kernels[key])[grid](
+    _wrap(_kernels[key])[grid](
         x, c.th, c.scalars, *c.params, dummy if c.gs is None else c.gs,
         dummy if c.gh is None else c.gh, dummy if c.sg is None else c.sg,
         *(dummy if t is None else t for t in c.gstates),
