@@ -21,7 +21,8 @@
 # machine-wide constraint file (pip's global.constraint). The script replaces it for every
 # install into an environment with a constraint file of its own that pins torch (and Triton)
 # to the version under test: that lifts the cap for 2.15.0 and keeps the later installs (the
-# extras, which ask for torch>=2.6 and triton>=3.0) from moving torch or Triton. torch 2.13.0
+# extras, which ask for torch>=2.11 and triton>=3.0) from moving torch or Triton (numpy is
+# capped for Triton 3.6's interpreter, see pins_for). torch 2.13.0
 # comes as the CPU build where pip finds it on disk; the other versions come from PyPI as the
 # CUDA build (a few GB with the nvidia-* packages), which runs on the CPU as well.
 set -euo pipefail
@@ -63,6 +64,15 @@ triton_for() {
     esac
 }
 
+# What else a version's environment pins: Triton 3.6's interpreter reads a scalar argument
+# as int() of a one-element array, which numpy >= 2.4 refuses (later Triton squeezes it first).
+pins_for() {
+    case "$1" in
+        2.11.*) echo "numpy<2.4" ;;
+        *) echo "" ;;
+    esac
+}
+
 CPU="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 CPU="${CPU:-$(uname -m)}, $(nproc) cores"
 PIPQ=(-m pip install --quiet --disable-pip-version-check --no-warn-conflicts)
@@ -73,7 +83,8 @@ install_env() {  # $1 version, $2 venv
     tr="$(triton_for "$v")"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    { echo "torch==$v"; [ -z "$tr" ] || echo "triton==$tr"; } >"$venv/constraints.txt"
+    { echo "torch==$v"; [ -z "$tr" ] || echo "triton==$tr"; pins_for "$v" | tr ' ' '\n' | sed '/^$/d'; } \
+        >"$venv/constraints.txt"
     export PIP_CONSTRAINT="$venv/constraints.txt"
     "$venv/bin/python" "${PIPQ[@]}" "torch==$v" ${tr:+"triton==$tr"}
     # the peers without their requirements (which would pull another torch), as .ci/run does
