@@ -131,7 +131,8 @@ def _real(obj, *names):
             raise TypeError(
                 f"{type(obj).__name__}: {name} must be a real number, got {type(value).__name__}"
             )
-        if not math.isfinite(value):
+        if not abs(value) < math.inf:  # math.isfinite, traceable on torch 2.11's symbolic
+            # floats too (a default's, made in a function compiled with dynamic=True)
             raise ValueError(f"{type(obj).__name__}: {name} must be finite, got {value!r}")
 
 

@@ -22,7 +22,8 @@ def test_graph_size_does_not_grow_with_T():
         return gm.forward
 
     torch._dynamo.reset()
-    f = torch.compile(lambda x: snnfunc.plif(x, w=0.5, surrogate=S.ATan()).spikes,
+    sg = S.ATan()  # made outside: torch 2.11 hands the kernels none made inside
+    f = torch.compile(lambda x: snnfunc.plif(x, w=0.5, surrogate=sg).spikes,
                       backend=backend, fullgraph=True, dynamic=False)
     for T in (4, 64):
         f(torch.rand(T, 3))
@@ -79,3 +80,32 @@ def test_neurons_made_from_definitions_compile_once_for_every_T():
     # a new T compiles nothing
     assert frames[0] == frames[1] == frames[2] <= 2, frames
     assert max(len(g.graph.nodes) for g in counter.graphs) < 80
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["as-is", "by-id"])
+def test_a_surrogate_reaches_the_kernels_under_compile(monkeypatch, by_id):
+    """The surrogate reaches the functions torch.compile runs at trace time as it gives it:
+    the object itself, or its id (`by_id`: torch 2.11's way, tried on this torch too), where one
+    made inside the compiled function runs the reference loop (impl="fused" says why)."""
+    from snnfunc._kernel import dispatch
+
+    monkeypatch.setattr(dispatch, "_BY_ID", by_id or dispatch._BY_ID)
+    torch.manual_seed(0)
+    x = torch.rand(6, 2, 5, requires_grad=True)
+    sg = S.ATan(alpha=3.0)
+    want = snnfunc.lif(x, tau=2.0, surrogate=sg)
+    want_g, = torch.autograd.grad(want.spikes.sum() + want.v.sum(), x)
+    calls = [lambda x, impl: snnfunc.lif(x, tau=2.0, surrogate=sg, impl=impl)]
+    if dispatch._BY_ID:
+        calls.append(lambda x, impl: snnfunc.lif(x, tau=2.0, surrogate=S.ATan(alpha=3.0),
+                                                 impl=impl))
+    for call in calls:
+        torch._dynamo.reset()
+        out = torch.compile(lambda x: call(x, "auto"), fullgraph=True)(x)
+        assert torch.equal(out.spikes, want.spikes)
+        got_g, = torch.autograd.grad(out.spikes.sum() + out.v.sum(), x)
+        torch.testing.assert_close(got_g, want_g)
+    if dispatch._BY_ID:
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match="surrogate made inside the compiled function"):
+            torch.compile(lambda x: calls[1](x, "fused"), fullgraph=True)(x)

@@ -17,6 +17,8 @@ call record and the scalars, and the autograd Function that runs them.
 from __future__ import annotations
 
 import collections
+import ctypes
+import dataclasses
 import functools
 import logging
 
@@ -27,6 +29,7 @@ from snnfunc._kernel import backends
 from snnfunc._kernel.autograd import DefinedNeuron
 from snnfunc._kernel.call import DTYPES, CallRecord, options_string
 from snnfunc._kernel.surrogates import surrogate_plan, why_not_surrogate
+from snnfunc.surrogate import Surrogate
 
 _log = logging.getLogger("snnfunc")
 
@@ -58,16 +61,62 @@ def _fell_back(reason: str) -> None:
     fallbacks[reason] += 1
 
 
+# torch.compile runs the functions marked `constant_result` below at trace time on Python
+# constants. Dynamo hands them an object as it is from torch 2.13 (guarded on its id); torch
+# 2.11's takes no instance of a frozen dataclass, and reads a surrogate's floats as symbolic
+# numbers under dynamic=True: there they take the surrogate's id, guarded the same way. One
+# made inside the compiled function is then Dynamo's stand-in, without its fields: such a call
+# runs the reference loop (which reads the fields through Dynamo).
+_BY_ID = torch.__version__ < "2.13"
+
+
+def _constant(surrogate):
+    """The surrogate as the functions marked `constant_result` below take it."""
+    return id(surrogate) if _BY_ID and torch.compiler.is_compiling() else surrogate
+
+
+def _object(arg):
+    # the object of an id: alive, as the caller that took its id holds it during the call
+    return ctypes.cast(arg, ctypes.py_object).value if type(arg) is int else arg
+
+
 @constant_result
-def _token(surrogate) -> tuple:
+def _stand_in(arg) -> bool:
+    """Whether the surrogate is Dynamo's stand-in for one made inside the compiled function
+    (by id: torch 2.11), whose fields are not set on it (it would read the class's defaults)."""
+    if type(arg) is not int:
+        return False
+    surrogate = _object(arg)
+    if not isinstance(surrogate, Surrogate):
+        return True
+    names = [f.name for f in dataclasses.fields(surrogate)]
+    state = getattr(surrogate, "__dict__", None)
+    if state is None:  # (__slots__)
+        return not all(hasattr(surrogate, n) for n in names)
+    return not all(n in state for n in names)
+
+
+def _surrogate(arg):
+    """The surrogate `_constant` gave."""
+    if _stand_in(arg):  # (why_not tells first)
+        raise TypeError("a surrogate made inside the compiled function")
+    return _object(arg)
+
+
+@constant_result
+def _token(arg) -> tuple:
     """(token, run-time numbers): constants to torch.compile."""
-    plan = surrogate_plan(surrogate)
+    plan = surrogate_plan(_surrogate(arg))
     return plan.token, plan.values
 
 
 @constant_result
+def _reason(arg) -> str:
+    return why_not_surrogate(_surrogate(arg)) or ""
+
+
 def surrogate_reason(surrogate) -> str:
-    return why_not_surrogate(surrogate) or ""
+    return _reason(_constant(surrogate))
 
 
 def why_not(x_seq, surrogate, neuron=None) -> str | None:
@@ -81,6 +130,9 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
         return "T = 0"
     if not torch.compiler.is_compiling() and _forward_ad_active():
         return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
+    if _stand_in(_constant(surrogate)):
+        return (f"torch {torch.__version__}'s torch.compile does not hand the kernels a surrogate "
+                f"made inside the compiled function (make it outside to use them)")
     reason = surrogate_reason(surrogate)
     if reason and neuron is not None and neuron.threshold is not None:
         return reason + ", and the neuron's threshold is not v_threshold"
@@ -117,7 +169,7 @@ def record(neuron, x_seq, opts, *, v_reset, surrogate, detach_reset, want_h=Fals
            want_states=False, keep=None):
     """The call record of a neuron call and its scalars (v_rest and the surrogate's run-time
     numbers, a float64 tensor on the device the kernels read it from)."""
-    token, values = _token(surrogate)
+    token, values = _token(_constant(surrogate))
     in_torch = bool(surrogate_reason(surrogate))
     cfg = CallRecord(neuron.name, options_string(opts), v_reset is not None, detach_reset,
                      want_h, token, len(neuron.states), want_states, in_torch, keep)
