@@ -60,7 +60,9 @@ def test_changing_T_does_not_recompile_and_equals_reference():
         return snnfunc.plif(fc2(s), w=w, v_threshold=0.2, impl=impl).spikes
 
     frames, counter = _compiled_over_T(net, [fc1.weight, fc1.bias, fc2.weight, fc2.bias, w])
-    assert frames == [1, 1, 1]
+    # the first compile may restart its analysis once (torch 2.11 and 2.15: the defaults'
+    # floats, symbolic under dynamic=True, specialized); then a new T compiles nothing
+    assert frames[0] == frames[1] == frames[2] <= 2, frames
 
 
 def test_neurons_made_from_definitions_compile_once_for_every_T():
