@@ -24,8 +24,8 @@ LOGIC = {"and", "or"}
 # so -0.0 and NaN are kept; with value bounds (tensors in the reference: x, states,
 # parameters) `*_v`: as torch's vectorised CPU kernel, maximum(x, lo) then minimum(., hi),
 # the bound at a ±0 tie (torch's scalar remainder loop keeps x there, so torch itself differs
-# between elements). A NaN bound gives NaN. Their derivatives are torch's (the whole gradient
-# at a bound, none at relu's 0), not maximum/minimum's (half at a tie).
+# between elements). A NaN bound gives NaN. Their derivatives are the installed torch's (to
+# 2.14 the whole gradient at a bound, none at relu's 0; see snnfunc._core.vjp).
 CLAMPS = {"clamp_min", "clamp_max", "clamp", "clamp_min_v", "clamp_max_v", "clamp_v", "relu"}
 SCALAR_INPUT = "sparam:"  # a run-time number (a surrogate's field), not one per neuron
 NUMBER_INPUTS = ("v_rest", SCALAR_INPUT)  # inputs that are Python numbers in the reference

@@ -7,7 +7,15 @@ torch's derivative of the operation, ties and bounds included (tests/ir_op_table
 
 from __future__ import annotations
 
+import torch
+
 from snnfunc._core.ir import CLAMPS, DefinitionError, Graph
+
+# torch's derivative of clamp at its bounds: up to torch 2.14 the whole gradient to x at a
+# bound; from torch 2.15 (pytorch/pytorch#191142) minimum-norm subgradients, none at a number
+# bound and maximum's/minimum's half at a tie with a value bound. The kernels follow the torch
+# installed, as its reference loop does.
+MIN_NORM_CLAMP = torch.__version__ >= "2.15"
 
 
 def _depends(g: Graph, wrt: set[int]) -> list[bool]:
@@ -130,7 +138,7 @@ def vjp(g: Graph, cotangents: dict[int, int | None], wrt: list[int], surrogate_d
         elif op == "relu":  # torch: 0 where the result is <= 0, the gradient elsewhere (NaN)
             acc(args[0], g.add("where", g.add("le", i, C(0.0), kind="bool"), C(0.0), gi))
         elif op in CLAMPS:  # torch's clamp_backward
-            _clamp_vjp(g, op.removesuffix("_v"), args, gi, dep, acc)
+            _clamp_vjp(g, op, args, gi, dep, acc)
         elif op == "where":
             c, a, b = args
             if dep[a]:
@@ -160,8 +168,11 @@ def vjp(g: Graph, cotangents: dict[int, int | None], wrt: list[int], surrogate_d
 
 
 def _clamp_vjp(g, op, args, gi, dep, acc):
-    """torch's derivative of clamp: the whole gradient to x where it is inside the bounds
-    (bounds included), to a bound where x is strictly outside it (none at a NaN)."""
+    """torch's derivative of clamp (to torch 2.14): the whole gradient to x where it is inside
+    the bounds (bounds included), to a bound where x is strictly outside it (none at a NaN)."""
+    if MIN_NORM_CLAMP:
+        return _clamp_vjp_min_norm(g, op, args, gi, dep, acc)
+    op = op.removesuffix("_v")
     C = g.const
     x = args[0]
 
@@ -191,3 +202,71 @@ def _clamp_vjp(g, op, args, gi, dep, acc):
             acc(lo, where(g.add("and", cmp("lt", x, lo), cmp("lt", lo, hi), kind="bool"), gi))
         if dep[hi]:
             acc(hi, where(g.add("or", cmp("gt", x, hi), cmp("lt", hi, lo), kind="bool"), gi))
+
+
+def _clamp_vjp_min_norm(g, op, args, gi, dep, acc):
+    """torch's derivative of clamp from torch 2.15. Number bounds: the gradient to x strictly
+    inside them only. One value bound: maximum's (clamp_min) or minimum's (clamp_max) rule, half
+    each at a tie, none to the loser, the whole to both where one is NaN. Two value bounds: x
+    the whole strictly inside bounds in order, where they are equal and x at them, where x is
+    NaN, or where a bound is NaN and x not beyond the other; half to x and the bound at a tie
+    (bounds in order); a bound the whole where x is beyond it (bounds in order, equal ones
+    included), hi the whole where the bounds are inverted."""
+    C = g.const
+    x = args[0]
+
+    def where(cond, value, other=None):
+        return g.add("where", cond, value, C(0.0) if other is None else other)
+
+    def cmp(kind, a, b):
+        return g.add(kind, a, b, kind="bool")
+
+    def both(a, b):
+        return g.add("and", a, b, kind="bool")
+
+    def either(a, b):
+        return g.add("or", a, b, kind="bool")
+
+    if op in ("clamp_min", "clamp_max", "clamp"):  # number bounds (their gradients as before)
+        if op == "clamp":
+            lo, hi = args[1], args[2]
+            if dep[x]:
+                acc(x, where(both(cmp("gt", x, lo), cmp("lt", x, hi)), gi))
+            if dep[lo]:
+                acc(lo, where(both(cmp("lt", x, lo), cmp("lt", lo, hi)), gi))
+            if dep[hi]:
+                acc(hi, where(either(cmp("gt", x, hi), cmp("lt", hi, lo)), gi))
+        else:
+            b = args[1]
+            if dep[x]:
+                acc(x, where(cmp("gt" if op == "clamp_min" else "lt", x, b), gi))
+            if dep[b]:
+                acc(b, where(cmp("lt" if op == "clamp_min" else "gt", x, b), gi))
+        return
+    half = g.add("div", gi, C(2.0))
+    if op in ("clamp_min_v", "clamp_max_v"):  # maximum's / minimum's rule
+        b = args[1]
+        tie = cmp("eq", x, b)
+        if dep[x]:
+            x_loses = cmp("lt" if op == "clamp_min_v" else "gt", x, b)
+            acc(x, where(tie, half, where(x_loses, C(0.0), gi)))
+        if dep[b]:
+            b_loses = cmp("gt" if op == "clamp_min_v" else "lt", x, b)
+            acc(b, where(tie, half, where(b_loses, C(0.0), gi)))
+        return
+    lo, hi = args[1], args[2]
+    ordered, in_order = cmp("lt", lo, hi), cmp("le", lo, hi)
+    if dep[x]:
+        whole = either(cmp("ne", x, x), both(ordered, both(cmp("gt", x, lo), cmp("lt", x, hi))))
+        whole = either(whole, both(cmp("eq", lo, hi), cmp("eq", x, lo)))
+        whole = either(whole, both(cmp("ne", lo, lo), either(cmp("ne", hi, hi),
+                                                             cmp("le", x, hi))))
+        whole = either(whole, both(cmp("ne", hi, hi), cmp("ge", x, lo)))
+        tie = both(ordered, either(cmp("eq", x, lo), cmp("eq", x, hi)))
+        acc(x, where(whole, gi, where(tie, half)))
+    if dep[lo]:
+        acc(lo, where(both(in_order, cmp("lt", x, lo)), gi,
+                      where(both(ordered, cmp("eq", x, lo)), half)))
+    if dep[hi]:
+        acc(hi, where(either(cmp("gt", lo, hi), both(in_order, cmp("gt", x, hi))), gi,
+                      where(both(ordered, cmp("eq", x, hi)), half)))
