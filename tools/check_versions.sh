@@ -100,7 +100,7 @@ run_suite() {  # $1 version, $2 venv, $3 log; prints the pytest exit code
     # cache per environment (cold on the first run, as a user's first run is)
     set +e
     ( export TMPDIR="$tmp" NO_MKDOCS_2_WARNING=1 TORCHINDUCTOR_CACHE_DIR="$venv/inductor-cache"
-      cd "$REPO" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider -n 2 ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} ) >"$log" 2>&1
+      cd "$REPO" && "$venv/bin/python" -m pytest -q -rfEs -p no:cacheprovider -n 2 ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} ) >"$log" 2>&1
     rc=$?
     set -e
     rm -rf "$tmp"
@@ -173,7 +173,7 @@ head = """# The suite on each torch version
 
 Written by `bash tools/check_versions.sh` (one row per torch version; a rerun replaces its row):
 a fresh virtual environment per version with the peers and the extras `.ci/run` installs, then
-`pytest -q -rs -p no:cacheprovider -n 2` on the CPU (the Triton kernels under its interpreter).
+`pytest -q -rfEs -p no:cacheprovider -n 2` on the CPU (the Triton kernels under its interpreter).
 The time is the suite's wall time, torch.compile's cache cold.
 
 | torch | triton | python | passed | failed | skipped | errors | suite time | date | CPU |
