@@ -172,9 +172,10 @@ path, rows = sys.argv[1], sys.argv[2:]
 head = """# The suite on each torch version
 
 Written by `bash tools/check_versions.sh` (one row per torch version; a rerun replaces its row):
-a fresh virtual environment per version with the peers and the extras `.ci/run` installs, then
+a virtual environment per version with the peers and the extras `.ci/run` installs, then
 `pytest -q -rfEs -p no:cacheprovider -n 2` on the CPU (the Triton kernels under its interpreter).
-The time is the suite's wall time, torch.compile's cache cold.
+The time is the suite's wall time on a machine shared with other work, which changes it;
+torch.compile's cache is the environment's own, cold on its first run only.
 
 | torch | triton | python | passed | failed | skipped | errors | suite time | date | CPU |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
