@@ -111,3 +111,24 @@ def test_a_surrogate_reaches_the_kernels_under_compile(monkeypatch, by_id):
         torch._dynamo.reset()
         with pytest.raises(Exception, match="surrogate made inside the compiled function"):
             torch.compile(lambda x: calls[1](x, "fused"), fullgraph=True)(x)
+
+
+def test_a_surrogate_made_inside_the_compiled_function_keeps_its_fields():
+    """Dynamo hands the kernels' constant functions a stand-in for a surrogate made while it
+    traces, without its fields: such a call runs the reference loop, with ATan(alpha=3)'s
+    gradient, not the class default's."""
+    from snnfunc import surrogate as S
+
+    x = (torch.rand(6, 5, generator=torch.Generator().manual_seed(0)) * 2).requires_grad_(True)
+
+    def f(x):
+        return snnfunc.lif(x, surrogate=S.ATan(alpha=3.0)).spikes
+
+    def grad_of(out):
+        return torch.autograd.grad(out.sum(), x)[0]
+
+    want = grad_of(snnfunc.lif(x, surrogate=S.ATan(alpha=3.0), impl="reference").spikes)
+    default = grad_of(snnfunc.lif(x, surrogate=S.ATan(), impl="reference").spikes)
+    assert not torch.equal(want, default)
+    got = grad_of(torch.compile(f, backend="aot_eager", fullgraph=True)(x))
+    torch.testing.assert_close(got, want)

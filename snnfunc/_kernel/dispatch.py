@@ -83,12 +83,11 @@ def _object(arg):
 @constant_result
 def _stand_in(arg) -> bool:
     """Whether the surrogate is Dynamo's stand-in for one made inside the compiled function
-    (by id: torch 2.11), whose fields are not set on it (it would read the class's defaults)."""
-    if type(arg) is not int:
-        return False
+    (handed as it is, or by id on torch 2.11), whose fields are not set on it (it would read
+    the class's defaults)."""
     surrogate = _object(arg)
     if not isinstance(surrogate, Surrogate):
-        return True
+        return type(arg) is int
     names = [f.name for f in dataclasses.fields(surrogate)]
     state = getattr(surrogate, "__dict__", None)
     if state is None:  # (__slots__)
