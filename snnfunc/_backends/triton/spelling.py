@@ -3,7 +3,12 @@
 IEEE division (`div_rn`) and square root (`sqrt_rn`) in float32, no FMA contraction (the
 launch passes `enable_fp_fusion=False`), so `+ - * /` and comparisons round as the reference
 loop does. Triton has no `expm1`, `tanh`, `pow`, ...: they are lowered (`snnfunc._kernel.
-lowering`), which also runs under Triton's interpreter. Numbers are float64 scalars."""
+lowering`), which also runs under Triton's interpreter. Numbers are float64 scalars.
+
+Signed zeros: Triton 3.6 compiles `-x` as `0 - x` (so `-(+0.0)` is +0.0) and a constant -0.0
+(`tl.full(..., -0.0, ...)`, or a Python -0.0 meeting a tensor) as +0.0, in its compiler and
+its interpreter alike. So a negation is spelled `x * -1.0`, exact (LLVM makes it a sign flip)
+and -0.0 where x is +0.0, and the constant -0.0 as +0.0 times -1.0."""
 
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ class TritonSpelling(Spelling):
         return f"{name} = {expr}"
 
     def literal(self, value, kind):
+        if value == 0 and math.copysign(1.0, value) < 0:  # -0.0, made (see above)
+            return ("(tl.full([], 0.0, tl.float64) * -1.0)" if kind == "number"
+                    else "(tl.full([BLOCK], 0.0, REAL) * -1.0)")
         if kind == "number":
             return literal(value)
         return f"tl.full([BLOCK], {literal(value)}, REAL)"
@@ -46,7 +54,7 @@ class TritonSpelling(Spelling):
         return f"{a} {dict(add='+', sub='-', mul='*')[op]} {b}"
 
     def neg(self, a):
-        return f"-{a}"
+        return f"{a} * -1.0"  # not `-a`: Triton 3.6 subtracts from +0.0 (see above)
 
     def func(self, name, a, kind, vjp):
         if name == "sqrt":
