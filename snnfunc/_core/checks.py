@@ -10,6 +10,8 @@ from snnfunc.surrogate import Surrogate
 
 
 def is_number(value) -> bool:
+    if type(value) in (float, int):  # (the common case, without the ABC's check)
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 

@@ -33,9 +33,7 @@ class DefinedNeuron(torch.autograd.Function):
     def forward(x, th, scalars, cfg: CallRecord, *tensors):
         k = cfg.n_states
         shape = x.shape[1:]
-        step = []
-        for t in (th, *tensors):
-            step.append(t.reshape(()) if t.numel() == 1 else t.expand(shape))
+        step = [step_tensor(t, x, shape) for t in (th, *tensors)]
         out = backends.ops_for(x)[0](x, step[1:1 + k], step[1 + k:], step[0], scalars,
                                     cfg.neuron, cfg.options, cfg.hard, cfg.want_h,
                                     cfg.want_states, cfg.detach,

@@ -90,7 +90,7 @@ def error(device_type: str) -> str | None:
 def plain_context() -> bool:
     """Nothing above this call sees or traces the ops: no compile or export, no torch.func
     transform, no dispatch or function mode (a fake tensor mode), no TorchScript trace."""
-    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    return (not torch.compiler.is_compiling() and not torch._C._is_tracing()
             and not torch._C._are_functorch_transforms_active()
             and torch._C._len_torch_dispatch_stack() == 0
             and not torch._C._is_torch_function_mode_enabled())

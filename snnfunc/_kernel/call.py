@@ -66,6 +66,10 @@ def shared(params, th) -> tuple:
     return tuple(t.numel() == 1 for t in (*params, th))
 
 
-def step_tensor(t, x):
-    """A step tensor as the kernels take it: one shared value, or [*S] like one step of x."""
-    return t.reshape(()) if t.numel() == 1 else t.expand(x.shape[1:])
+def step_tensor(t, x, step=None):
+    """A step tensor as the kernels take it: one shared value, or [*S] like one step of x
+    (`step`: x.shape[1:], where the caller has it); t itself where it is one already."""
+    step = x.shape[1:] if step is None else step
+    if t.numel() == 1:
+        return t if t.dim() == 0 else t.reshape(())
+    return t if t.shape == step else t.expand(step)

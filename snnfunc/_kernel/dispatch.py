@@ -118,8 +118,25 @@ def surrogate_reason(surrogate) -> str:
     return _reason(_constant(surrogate))
 
 
-def why_not(x_seq, surrogate, neuron=None) -> str | None:
-    """Why the generated kernels cannot take this call, or None when they can."""
+def _plan(surrogate, compiling=None):
+    """`(token, run-time numbers, reason or "")` of the surrogate, or None for Dynamo's
+    stand-in of one made inside the compiled function. Eager calls read the cached plan (no
+    stand-in outside Dynamo); compiled ones go through the constant functions above.
+    `compiling`: `torch.compiler.is_compiling()`, where the caller has it."""
+    if not (torch.compiler.is_compiling() if compiling is None else compiling):
+        plan = surrogate_plan(surrogate)
+        return plan.token, plan.values, plan.reason or ""
+    arg = _constant(surrogate)
+    if _stand_in(arg):
+        return None
+    return (*_token(arg), _reason(arg))
+
+
+def why_not(x_seq, surrogate, neuron=None, plan=False, compiling=None) -> str | None:
+    """Why the generated kernels cannot take this call, or None when they can (`plan`: the
+    surrogate's `_plan`, `compiling`: `torch.compiler.is_compiling()`, where the caller has
+    them)."""
+    compiling = torch.compiler.is_compiling() if compiling is None else compiling
     if x_seq.dtype not in DTYPES:
         return f"the fused kernels take float16, bfloat16, float32 and float64, not {x_seq.dtype}"
     device_error = backends.error(x_seq.device.type)
@@ -127,12 +144,13 @@ def why_not(x_seq, surrogate, neuron=None) -> str | None:
         return device_error
     if x_seq.shape[0] == 0:
         return "T = 0"
-    if not torch.compiler.is_compiling() and _forward_ad_active():
+    if not compiling and _forward_ad_active():
         return "forward-mode AD (jvp, jacfwd) has no rule through the fused op"
-    if _stand_in(_constant(surrogate)):
+    plan = _plan(surrogate, compiling) if plan is False else plan
+    if plan is None:
         return (f"torch {torch.__version__}'s torch.compile does not hand the kernels a surrogate "
                 f"made inside the compiled function (make it outside to use them)")
-    reason = surrogate_reason(surrogate)
+    reason = plan[2]
     if reason and neuron is not None and neuron.threshold is not None:
         return reason + ", and the neuron's threshold is not v_threshold"
     return None
@@ -142,12 +160,18 @@ _apply = super(torch.autograd.Function, DefinedNeuron).apply
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
-def _scalars(x_seq, v_reset, values=()):
+_CPU = torch.device("cpu")
+
+
+def _scalars(x_seq, v_reset, values=(), plain=None):
     """The op's float64 scalars (v_rest, then the surrogate's run-time numbers) as a tensor:
-    one per set of values in eager calls."""
-    device = x_seq.device if x_seq.device.type == "cuda" else torch.device("cpu")
+    one per set of values in eager calls (`plain`: `backends.plain_context()`, where the
+    caller has it)."""
+    device = x_seq.device
+    device = device if device.type == "cuda" else _CPU
     v = 0.0 if v_reset is None else v_reset
-    if not isinstance(v, (float, int)) or not backends.plain_context():  # (a traced or fake tensor
+    plain = backends.plain_context() if plain is None else plain
+    if not isinstance(v, (float, int)) or not plain:  # (a traced or fake tensor
         return new_scalars(device, v, values)  # must not be cached)
     return _cached_scalars(device, repr(float(v)), values)  # repr: -0.0 and 0.0 apart
 
@@ -165,21 +189,24 @@ def new_scalars(device, v, values=()):
 
 
 def record(neuron, x_seq, opts, *, v_reset, surrogate, detach_reset, want_h=False,
-           want_states=False, keep=None):
+           want_states=False, keep=None, plan=None, plain=None):
     """The call record of a neuron call and its scalars (v_rest and the surrogate's run-time
-    numbers, a float64 tensor on the device the kernels read it from)."""
-    token, values = _token(_constant(surrogate))
-    in_torch = bool(surrogate_reason(surrogate))
+    numbers, a float64 tensor on the device the kernels read it from); `plan`: the
+    surrogate's `_plan`, `plain`: `backends.plain_context()`, where the caller has them."""
+    token, values, reason = _plan(surrogate) if plan is None else plan
+    in_torch = bool(reason)
     cfg = CallRecord(neuron.name, options_string(opts), v_reset is not None, detach_reset,
                      want_h, token, len(neuron.states), want_states, in_torch, keep)
-    return cfg, _scalars(x_seq, v_reset, values)
+    return cfg, _scalars(x_seq, v_reset, values, plain)
 
 
 def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate, detach_reset,
         return_h, force, return_states=False):
     """The fused neuron `(spikes, h or None, states, traces or None)`, or None where it does
     not apply."""
-    reason = why_not(x_seq, surrogate, neuron)
+    compiling = torch.compiler.is_compiling()
+    plan = _plan(surrogate, compiling)
+    reason = why_not(x_seq, surrogate, neuron, plan, compiling)
     if reason is not None:
         if force:
             raise ValueError(f"impl='fused' is not available: {reason}; use impl='auto'")
@@ -194,14 +221,18 @@ def run(neuron, x_seq, states, params, opts, *, v_threshold, v_reset, surrogate,
         # backward computes them again where it is asked for more)
         keep = (*(params[n].requires_grad for n in neuron.parameters),
                 v_threshold.requires_grad, *(t.requires_grad for t in states))
+    context = not compiling and backends.plain_context()
+    plain = (context and type(x_seq) is torch.Tensor
+             and backends.BACKENDS[x_seq.device.type].direct
+             and not any(map(_wrapped, (x_seq, v_threshold, *tensors))))
     cfg, scalars = record(neuron, x_seq, opts, v_reset=v_reset, surrogate=surrogate,
                           detach_reset=detach_reset, want_h=return_h or return_states,
-                          want_states=return_states, keep=keep)
-    if torch.compiler.is_compiling() and not grad:
-        # nothing to differentiate: the op itself (Dynamo would pass the Function's apply a
-        # context its forward does not take)
+                          want_states=return_states, keep=keep, plan=plan, plain=context)
+    if not grad and (plain or compiling):
+        # nothing to differentiate: the op itself (no graph to record; Dynamo would pass the
+        # Function's apply a context its forward does not take)
         out = DefinedNeuron.forward(x_seq, v_threshold, scalars, cfg, *tensors)
-    elif backends.plain(x_seq) and not any(map(_wrapped, (x_seq, v_threshold, *tensors))):
+    elif plain:
         # Function.apply without its binding of default arguments (inspect.signature)
         out = _apply(x_seq, v_threshold, scalars, cfg, *tensors)
     else:

@@ -201,6 +201,7 @@ class ForwardCall:
     kept: Optional[Tensor] = None
     kept_nodes: tuple = ()
     keep: Optional[tuple] = None
+    options: str = ""  # the options as the op was given them (checked: `opts`)
 
     def outputs(self) -> list:
         return [self.s, self.h, *self.out, *self.tr, self.kept]
@@ -233,7 +234,7 @@ def forward_call(x, states, params, th, scalars, neuron, options, hard, want_h, 
     return ForwardCall(nrn, opts, hard, want_h, want_states, x, [_c(t) for t in states],
                        [_c(t) for t in params], th.contiguous(), scalars.contiguous(), s, h,
                        out, tr, tuple(x_strides), detach, kept, nodes or (),
-                       None if nodes is None else tuple(keep))
+                       None if nodes is None else tuple(keep), options)
 
 
 @dataclasses.dataclass
@@ -267,6 +268,7 @@ class BackwardCall:
     x_strides: tuple = ()
     kept: Optional[Tensor] = None
     kept_nodes: tuple = ()
+    options: str = ""  # the options as the op was given them (checked: `opts`)
 
     def outputs(self) -> list:
         return [self.gx, *self.gst0, *self.gpar, self.gth]
@@ -297,7 +299,7 @@ def backward_call(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, o
                         [_c(t) for t in states], [_c(t) for t in params], th.contiguous(),
                         scalars.contiguous(), _c(gs), _c(gh), _c(sg), [_c(t) for t in gstates],
                         gtraces, gx, gst0, gpar, gth, tuple(x_strides),
-                        _c(kept) if keeps else None, nodes)
+                        _c(kept) if keeps else None, nodes, options)
 
 
 # --------------------------------------------------------------------------- the ops

@@ -169,6 +169,8 @@ def derivative_rule_for(token: str, has_sg: bool):
     return rule
 
 
+@functools.lru_cache(maxsize=256)
 def scalar_count(token: str) -> int:
-    """How many numbers `scalars` holds with this surrogate: v_rest, then its run-time fields."""
+    """How many numbers `scalars` holds with this surrogate: v_rest, then its run-time fields
+    (kept for tokens that decode: a registered class stays registered)."""
     return 1 + len(decode(token)[2])

@@ -10,49 +10,50 @@ import torch
 
 from snnfunc._backends.c import build, skeleton
 from snnfunc._kernel import ops
-from snnfunc._kernel.call import DTYPES, options_string, shared
+from snnfunc._kernel.call import DTYPES, shared
 from snnfunc._kernel.surrogates import derivative_rule_for
 
 KERNELS_IN_MEMORY = 1024  # built kernels a process keeps at hand (least recently used go)
-
-
-@functools.lru_cache(maxsize=None)
-def _job_type(k: int, m: int):
-    P, I = ctypes.c_void_p, ctypes.c_int64
-    m = max(m, 1)
-
-    class Job(ctypes.Structure):
-        _fields_ = [("T", I), ("N", I), ("block", I), ("sxt", I), ("sxr", I), ("xc", I),
-                    ("sc", P), ("x", P),
-                    ("th", P), ("gs", P), ("gh", P), ("sg", P), ("st", P * k), ("par", P * m),
-                    ("gst", P * k), ("tr", P * k), ("gtr", P * k), ("sst", I * k),
-                    ("spar", I * m), ("sth", I), ("s", P), ("h", P), ("gx", P), ("gth", P),
-                    ("st_out", P * k), ("gst0", P * k), ("gpar", P * m)]
-
-    return Job
-
-
-def _ptr(t):
-    return None if t is None or t.numel() == 0 else t.data_ptr()
 
 
 def _stride(t):
     return 0 if t.numel() == 1 else 1
 
 
-def _run(lib, neuron, job_fields: dict, backward: bool):
-    K, M = len(neuron.states), len(neuron.parameters)
-    job = _job_type(K, M)()
-    for name, value in job_fields.items():
-        if isinstance(value, list):
-            arr = getattr(job, name)
-            for i, v in enumerate(value):
-                arr[i] = v
-        else:
-            setattr(job, name, value)
+def _job(k, m, T, N, x_strides, scalars, first, strides, last):
+    """The kernel's `job_t` (skeleton.py) for k states and m parameters, every field 8 bytes
+    in its order, as one int64 array: T, N, the block (the kernel's), x's strides, the
+    scalars' pointer, then the tensors `first` (x, th, gs, gh, sg, st[k], par[m], gst[k],
+    tr[k], gtr[k]), the step strides (sst[k], spar[m], sth) and the tensors `last` (s, h,
+    gx, gth, st_out[k], gst0[k], gpar[m]); a tensor None or empty is NULL; the lists of m
+    padded to one entry at least."""
+    vals = [T, N, 0, *x_strides, scalars.data_ptr(),
+            *[0 if t is None or t.numel() == 0 else t.data_ptr() for t in first], *strides,
+            *[0 if t is None or t.numel() == 0 else t.data_ptr() for t in last]]
+    if len(vals) != _fields(k, m):
+        raise AssertionError("a list of the kernel's job does not have its length")
+    return (ctypes.c_int64 * len(vals))(*vals)
+
+
+def _fields(k, m):
+    return 17 + 7 * k + 3 * max(m, 1)
+
+
+def _run(lib, job, backward: bool):
     rc = lib.snn_run(ctypes.addressof(job), int(backward), torch.get_num_threads())
     if rc:
         raise MemoryError("the generated neuron kernel could not allocate its buffer")
+
+
+def _checked(lib, neuron):
+    """`lib`, once its `job_t` is the size `_job` fills (a header and this file disagreeing
+    would have the kernel read past the array)."""
+    n = _fields(len(neuron.states), len(neuron.parameters))
+    sizes = (ctypes.c_int64 * 3)()
+    lib.snn_sizes(ctypes.byref(sizes))
+    if sizes[0] != 8 * n:
+        raise RuntimeError(f"the kernel's job_t takes {sizes[0]} bytes, the host fills {8 * n}")
+    return lib
 
 
 @functools.lru_cache(maxsize=KERNELS_IN_MEMORY)
@@ -62,7 +63,7 @@ def forward_lib(neuron, opts_text, hard, want_h, want_states, dtype, shared):
     src = skeleton.forward_source(neuron, parse_options(neuron, opts_text), hard=hard,
                                   want_h=want_h, dtype=DTYPES[dtype], want_trace=want_states,
                                   shared=shared)
-    return build.build(src)
+    return _checked(build.build(src), neuron)
 
 
 @functools.lru_cache(maxsize=KERNELS_IN_MEMORY)
@@ -74,40 +75,38 @@ def backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg,
         neuron, parse_options(neuron, opts_text), hard=hard, detach=detach,
         surrogate_derivative=derivative_rule_for(token, has_sg), has_gs=has_gs, has_gh=has_gh,
         has_gv=has_gv, need=need, dtype=DTYPES[dtype], has_gtr=has_gtr, shared=shared)
-    return build.build(src)
+    return _checked(build.build(src), neuron)
 
 
 def forward_kernel(c: ops.ForwardCall) -> None:
-    x, nrn = c.x, c.neuron
-    lib = forward_lib(nrn, options_string(c.opts), c.hard, c.want_h, c.want_states, x.dtype,
-                      shared(c.params, c.th))
-    sxt, sxr, xc = c.x_strides
-    _run(lib, nrn, dict(T=x.shape[0], N=x[0].numel() if x.shape[0] else c.out[0].numel(),
-                        sxt=sxt, sxr=sxr, xc=xc, sc=c.scalars.data_ptr(), x=_ptr(x), th=_ptr(c.th),
-                        st=[_ptr(t) for t in c.states], sst=[_stride(t) for t in c.states],
-                        par=[_ptr(t) for t in c.params], spar=[_stride(t) for t in c.params],
-                        sth=_stride(c.th), s=_ptr(c.s), h=_ptr(c.h) if c.want_h else None,
-                        st_out=[_ptr(t) for t in c.out], tr=[_ptr(t) for t in c.tr]),
-         backward=False)
+    x, nrn, states, params = c.x, c.neuron, c.states, c.params
+    lib = forward_lib(nrn, c.options, c.hard, c.want_h, c.want_states, x.dtype,
+                      shared(params, c.th))
+    k, m = len(states), len(params)
+    none_k, pad = [None] * k, [None] * (m == 0)
+    job = _job(k, m, x.shape[0], x[0].numel() if x.shape[0] else c.out[0].numel(),
+               c.x_strides, c.scalars,
+               [x, c.th, None, None, None, *states, *params, *pad, *none_k, *c.tr, *none_k],
+               [*map(_stride, states), *map(_stride, params), *[0] * (m == 0), _stride(c.th)],
+               [c.s, c.h if c.want_h else None, None, None, *c.out, *none_k, *[None] * max(m, 1)])
+    _run(lib, job, backward=False)
 
 
 def backward_kernel(c: ops.BackwardCall) -> None:
-    x, nrn = c.x, c.neuron
-    lib = backward_lib(nrn, options_string(c.opts), c.hard, c.detach,
+    x, nrn, states, params = c.x, c.neuron, c.states, c.params
+    lib = backward_lib(nrn, c.options, c.hard, c.detach,
                        None if c.sg is not None else c.surrogate, c.gs is not None,
                        c.gh is not None, c.sg is not None, tuple(t is not None for t in c.gstates),
                        c.need, x.dtype, tuple(t is not None for t in c.gtraces),
-                       shared(c.params, c.th))
-    sxt, sxr, xc = c.x_strides
-    _run(lib, nrn, dict(T=x.shape[0], N=x.shape[1:].numel(), sxt=sxt, sxr=sxr, xc=xc,
-                        sc=c.scalars.data_ptr(),
-                        x=_ptr(x), th=_ptr(c.th), gs=_ptr(c.gs), gh=_ptr(c.gh), sg=_ptr(c.sg),
-                        st=[_ptr(t) for t in c.states], sst=[_stride(t) for t in c.states],
-                        par=[_ptr(t) for t in c.params], spar=[_stride(t) for t in c.params],
-                        sth=_stride(c.th), gst=[_ptr(t) for t in c.gstates],
-                        gtr=[_ptr(t) for t in c.gtraces], gx=_ptr(c.gx), gth=_ptr(c.gth),
-                        gst0=[_ptr(t) for t in c.gst0], gpar=[_ptr(t) for t in c.gpar]),
-         backward=True)
+                       shared(params, c.th))
+    k, m = len(states), len(params)
+    pad = [None] * (m == 0)
+    job = _job(k, m, x.shape[0], x.shape[1:].numel(), c.x_strides, c.scalars,
+               [x, c.th, c.gs, c.gh, c.sg, *states, *params, *pad, *c.gstates, *[None] * k,
+                *c.gtraces],
+               [*map(_stride, states), *map(_stride, params), *[0] * (m == 0), _stride(c.th)],
+               [None, None, c.gx, c.gth, *[None] * k, *c.gst0, *c.gpar, *pad])
+    _run(lib, job, backward=True)
 
 
 defined_forward, defined_backward, forward_fn, backward_fn = ops.define(
