@@ -231,10 +231,11 @@ def forward_call(x, states, params, th, scalars, neuron, options, hard, want_h, 
     nodes = _keep(nrn, opts, hard, detach, keep, keeps)
     s, h, out, tr, kept = _forward_outputs(x, states, want_h, want_states, nodes)
     x, *x_strides = x_rows(x)
-    return ForwardCall(nrn, opts, hard, want_h, want_states, x, [_c(t) for t in states],
-                       [_c(t) for t in params], th.contiguous(), scalars.contiguous(), s, h,
-                       out, tr, tuple(x_strides), detach, kept, nodes or (),
-                       None if nodes is None else tuple(keep), options)
+    return ForwardCall(nrn, opts, hard, want_h, want_states, x,
+                       [t.contiguous() for t in states], [t.contiguous() for t in params],
+                       th.contiguous(), scalars.contiguous(), s, h, out, tr, tuple(x_strides),
+                       detach, kept, nodes or (), None if nodes is None else tuple(keep),
+                       options)
 
 
 @dataclasses.dataclass
@@ -296,7 +297,8 @@ def backward_call(x, states, params, th, gs, gh, sg, gstates, scalars, neuron, o
     gx, gst0, gpar, gth = _backward_outputs(x, len(states), len(params), need)
     x, *x_strides = x_rows(x)
     return BackwardCall(nrn, opts, hard, detach, surrogate, tuple(need), x,
-                        [_c(t) for t in states], [_c(t) for t in params], th.contiguous(),
+                        [t.contiguous() for t in states], [t.contiguous() for t in params],
+                        th.contiguous(),
                         scalars.contiguous(), _c(gs), _c(gh), _c(sg), [_c(t) for t in gstates],
                         gtraces, gx, gst0, gpar, gth, tuple(x_strides),
                         _c(kept) if keeps else None, nodes, options)
