@@ -4,6 +4,8 @@ the C backend's steppers (a kernel call checked once, its pointers set every ste
 the backend's plain functions, spikes and states equal the loop of step functions bit for
 bit and gradients to rounding."""
 
+import contextlib
+
 import pytest
 import torch
 from test_recurrent import FAST, loop
@@ -124,3 +126,26 @@ def test_a_stepper_refuses_tensors_unlike_its_calls():
             step(bad, [torch.zeros(B, N)], s, out)
     with pytest.raises(ValueError, match="a step must have the tensors"):
         step(x, [torch.zeros(B, 1).expand(B, N)], s, out)
+
+
+def test_packed_spikes_packs_the_layers_spikes_and_keeps_its_gradients():
+    """Under packed_spikes() the layer's saved spikes (and a Linear's after it) are bits, its
+    state holds no view of them, and the gradients are the same bit for bit."""
+    torch.manual_seed(9)
+    layer = snnfunc.nn.Recurrent(N, snnfunc.alif, tau=2.0, beta=0.4, surrogate=S.ATan())
+    fc = torch.nn.Linear(N, 2)
+    x = 4.0 * torch.rand(LONG, B, N)
+
+    def grads(packed):
+        layer.reset()
+        with snnfunc.memory.packed_spikes() if packed else contextlib.nullcontext() as stats:
+            spikes = layer(x)
+            loss = fc(spikes).square().sum()
+        assert layer.state.spikes._base is None  # not a view of the [T, B, N] spikes
+        return torch.autograd.grad(loss, [layer.weight, layer.bias, fc.weight]), stats
+
+    plain, _ = grads(False)
+    packed, stats = grads(True)
+    assert stats.spike_bytes_unpacked == 2 * LONG * B * N * 4  # the layer's and fc's
+    assert stats.spike_bytes == 2 * -(-LONG * B * N // 8)  # 1 bit a spike
+    assert all(torch.equal(a, c) for a, c in zip(plain, packed))
