@@ -272,17 +272,17 @@ def test_compiled_network_one_graph_whatever_T():
 @pytest.fixture
 def fast_calls(monkeypatch):
     """Counts the calls of the fast forward and backward loops."""
-    from snnfunc.recurrent import operator as R
+    from snnfunc.recurrent import steps as R
 
     calls = {"forward": 0, "backward": 0}
     for name in ("forward", "backward"):
-        fn = getattr(R, f"_{name}")
+        fn = getattr(R, name)
 
         def counted(*a, _fn=fn, _name=name, **k):
             calls[_name] += 1
             return _fn(*a, **k)
 
-        monkeypatch.setattr(R, f"_{name}", counted)
+        monkeypatch.setattr(R, name, counted)
     return calls
 
 

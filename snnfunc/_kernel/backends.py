@@ -32,12 +32,17 @@ class Backend:
         with `ops.define(..., keeps=True)`): the autograd Function then asks the forward for
         them where a gradient is wanted and saves them. A backend that computes them again
         from x (in cache: the C backend) keeps none.
+      steppers: `() -> (forward stepper, backward stepper)`, or None: each takes a checked
+        call (`ops.ForwardCall`, `ops.BackwardCall`) and returns a function that runs its
+        kernel again on new tensors of the same shapes and layouts (the recurrent layer's
+        steps: the kernel found and its arguments filled once).
     """
 
     def __init__(self, name: str, ops: typing.Callable, error: typing.Callable[[], str | None],
-                 direct: bool = False, keeps: bool = False):
+                 direct: bool = False, keeps: bool = False,
+                 steppers: typing.Callable | None = None):
         self.name, self._ops, self.error, self.direct = name, ops, error, direct
-        self.keeps = keeps
+        self.keeps, self._steppers = keeps, steppers
         self._loaded = None
 
     def _load(self):
@@ -60,6 +65,11 @@ class Backend:
     @property
     def backward_fn(self):
         return self._load()[3]
+
+    @property
+    def steppers(self):
+        """`(forward stepper, backward stepper)`, or None where the backend has none."""
+        return None if self._steppers is None else self._steppers()
 
 
 BACKENDS: dict[str, Backend] = {}

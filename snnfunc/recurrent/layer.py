@@ -188,7 +188,7 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
             spikes, states = operator.run(prepared, x_seq, parts, s0, weight, bias,
                                           detach_recurrent)
             u = _pack(state_type, [p[-1] for p in states])
-            return RecurrentOutput(spikes, RecurrentState(u, spikes[-1]))
+            return RecurrentOutput(spikes, RecurrentState(u, spikes[-1].clone()))
         if impl == "op":
             raise ValueError(f"impl='op' is not available: {reason}; use impl='auto'")
     elif impl == "op":

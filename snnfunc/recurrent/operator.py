@@ -6,9 +6,12 @@ the kernels through the backend table, like a neuron call: on every device with 
 
 - `snnfunc::rnn_forward`, per step: $I_t = X_t + S_{t-1} W^\top + b$ (the operations of
   `x + F.linear(s, W, b)`, so the same values bit for bit), then the neuron's forward kernel
-  on that one step. It returns the spikes, the inputs $I$ and the states after every step.
-- `snnfunc::rnn_backward`, per step in reverse: the spikes' cotangent plus the recurrent path
-  $g_{I_{t+1}} W$, then the neuron's one-step VJP kernel. It returns $g_I$ (= $g_X$), the
+  on that one step. It returns the spikes, the inputs $I$ and the neuron's states after every
+  `steps.CHUNK`-th step and after the last (the final state last).
+- `snnfunc::rnn_backward`, per chunk of steps in reverse: the chunk's states again from the
+  state kept before it (one forward kernel call), then per step in reverse the spikes'
+  cotangent plus the recurrent path $g_{I_{t+1}} W$ and the neuron's one-step VJP kernel
+  (the loops: `steps`). It returns $g_I$ (= $g_X$), the
   initial states' cotangents and the neuron's parameter and threshold gradients per neuron.
   The weight's, the bias's and the initial spikes' gradients come from $g_I$ in torch,
   outside the operator, so that `vmap` gives them per sample.
@@ -27,10 +30,12 @@ import torch
 from torch import Tensor
 
 from snnfunc._core.checks import compute_dtype
-from snnfunc._kernel import backends, dispatch
+from snnfunc import memory
+from snnfunc._kernel import dispatch
 from snnfunc._kernel.call import CallRecord, step_tensor
 from snnfunc.definition import FIRE
 from snnfunc.functional import definition_of
+from snnfunc.recurrent import steps
 
 
 class Prepared(NamedTuple):
@@ -66,84 +71,6 @@ def prepare(neuron, x_seq, neuron_kwargs):
     return Prepared(record, params, step_tensor(p.v_threshold, x_seq), scalars), None
 
 
-# --------------------------------------------------------------------------- the loops
-
-
-def _step_input(x_t, s, weight, bias, buf, out):
-    """$X_t + W S_{t-1} + b$ into `out`, with the operations of `x + F.linear(s, W, b)`
-    (mm or addmm into `buf`, then the add); `s` None gives $X_t + b$."""
-    if s is None:
-        if bias is None:
-            out.copy_(x_t)
-        else:
-            torch.add(x_t, bias, out=out)
-    elif buf is not None and s.shape == buf.shape:
-        if bias is None:
-            torch.mm(s, weight.t(), out=buf)
-        else:
-            torch.addmm(bias, s, weight.t(), out=buf)
-        torch.add(x_t, buf, out=out)
-    else:  # another step shape
-        torch.add(x_t, torch.nn.functional.linear(s, weight, bias), out=out)
-
-
-def _forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
-    forward = backends.BACKENDS[x_seq.device.type].forward_fn
-    I = torch.empty_like(x_seq)
-    xs, I1 = x_seq.unbind(0), I.split(1)
-    buf = x_seq.new_empty(x_seq.shape[1:]) if x_seq.dim() == 3 else None
-    st, n = list(state), len(state)
-    spikes, traces = [], [[] for _ in st]
-    s = s0
-    for t, x_t in enumerate(xs):
-        _step_input(x_t, s, weight, bias, buf, I1[t][0])
-        out = forward(I1[t], st, params, th, scalars, neuron, options, hard, False, False)
-        spikes.append(out[0])
-        st = out[2:2 + n]
-        for acc, part in zip(traces, st):
-            acc.append(part)
-        s = out[0][0]
-    return torch.cat(spikes), I, [torch.stack(acc) for acc in traces]
-
-
-def _backward(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
-              options, hard, surrogate, detach_reset, detach_recurrent, need):
-    """BPTT, one step's VJP per kernel call in reverse: `[g_I, *g_state0, *g_params, g_th]`,
-    the parameters' and threshold's per neuron and summed over T (empty where not needed)."""
-    backward = backends.BACKENDS[I.device.type].backward_fn
-    T, n, m = I.shape[0], len(state), len(params)
-    g_st = [None if g is None else g[T - 1] for g in g_states]
-    # the states before the last are outputs too; their cotangents are usually absent or
-    # zero (rnn returns the last state only): then nothing to add at every step
-    g_before = T > 1 and any(g is not None and bool(g[:-1].any()) for g in g_states)
-    I1, gs1, gs_steps = I.split(1), g_spikes.split(1), g_spikes.unbind(0)
-    before = [list(p.unbind(0)) for p in states]
-    acc = [None] * (m + 1)
-    need_op = [*need, *[True] * n]  # every step's state cotangent carries on to the one before
-    g_inputs = [None] * T
-    g_next = None  # g_{I_{t+1}}
-    for t in range(T - 1, -1, -1):
-        if g_next is None or detach_recurrent:
-            gs = gs1[t]
-        elif I.dim() == 3:  # S_t feeds I_{t+1} = X + S_t W^T + b
-            gs = torch.addmm(gs_steps[t], g_next, weight).unsqueeze(0)
-        else:
-            gs = (gs_steps[t] + g_next @ weight).unsqueeze(0)
-        st = state if t == 0 else [b[t - 1] for b in before]
-        out = backward(I1[t], st, params, th, gs, None, None, g_st, scalars, neuron, options,
-                       surrogate, hard, detach_reset, need_op, [None] * n)
-        g_inputs[t] = out[0]
-        g_next = out[0][0]
-        g_st = list(out[1:1 + n])
-        if t > 0 and g_before:
-            g_st = [a if g is None else a + g[t - 1] for a, g in zip(g_st, g_states)]
-        for j in range(m + 1):
-            if need[j]:
-                g = out[1 + n + j]
-                acc[j] = g if acc[j] is None else acc[j] + g
-    return [torch.cat(g_inputs), *g_st, *(I.new_empty(0) if a is None else a for a in acc)]
-
-
 # --------------------------------------------------------------------------- the operators
 
 
@@ -151,17 +78,17 @@ def _backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
 def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight: Tensor,
                 bias: Optional[Tensor], params: list[Tensor], th: Tensor, scalars: Tensor,
                 neuron: str, options: str, hard: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the states after every
-    step (one `[T, ...]` per state)."""
-    return tuple(_forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options,
-                          hard))
+    """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the kept states (one
+    `[checkpoints(T), ...]` per state variable: after every `CHUNK`-th step and the last)."""
+    return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
+                               options, hard))
 
 
 @rnn_forward.register_fake
 def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
-    T = x_seq.shape[0]
-    return (torch.empty_like(x_seq), torch.empty_like(x_seq),
-            [x_seq.new_empty((T, *p.shape), dtype=p.dtype) for p in state])
+    C, step = steps.checkpoints(x_seq.shape[0]), x_seq.shape[1:]
+    return (x_seq.new_empty(x_seq.shape), x_seq.new_empty(x_seq.shape),
+            [x_seq.new_empty((C, *step), dtype=p.dtype) for p in state])
 
 
 @torch.library.custom_op("snnfunc::rnn_backward", mutates_args=())
@@ -170,9 +97,9 @@ def rnn_backward(I: Tensor, state: list[Tensor], states: list[Tensor], weight: T
                  g_states: list[Optional[Tensor]], neuron: str, options: str, hard: bool,
                  surrogate: str, detach_reset: bool, detach_recurrent: bool,
                  need: list[bool]) -> list[Tensor]:
-    """`[g_I, *g_state0, *g_params, g_th]`: see `_backward`."""
-    return _backward(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
-                     options, hard, surrogate, detach_reset, detach_recurrent, need)
+    """`[g_I, *g_state0, *g_params, g_th]`: see `steps.backward`."""
+    return steps.backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
+                          neuron, options, hard, surrogate, detach_reset, detach_recurrent, need)
 
 
 @rnn_backward.register_fake
@@ -311,6 +238,7 @@ class RNN(torch.autograd.Function):
         r = layout.record
         spikes, I, states = rnn_forward(x_seq, state, s0, weight, bias, params, th, scalars,
                                         r.neuron, r.options, r.hard)
+        memory.register_spikes(spikes)  # saved as bits under packed_spikes(), as fc(spikes) is
         return (spikes, I, *states)
 
     @staticmethod
@@ -387,7 +315,8 @@ class RNNBackward(torch.autograd.Function):
 
 
 def run(prepared: Prepared, x_seq, state, s0, weight, bias, detach_recurrent):
-    """Spikes `[T, ...]` and the neuron's state after every step (one `[T, ...]` per part)."""
+    """Spikes `[T, ...]` and the neuron's kept states (one `[checkpoints(T), ...]` per part,
+    the final state last)."""
     layout = Layout(prepared.record, detach_recurrent, len(state), s0 is not None,
                     bias is not None)
     if s0 is not None:

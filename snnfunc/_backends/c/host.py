@@ -20,6 +20,20 @@ def _stride(t):
     return 0 if t.numel() == 1 else 1
 
 
+def _layout(k, m):
+    """Where each field of the kernel's `job_t` (skeleton.py) is in the int64 array `_job`
+    fills, for k states and m parameters: {name: index of its first entry}, and the length."""
+    at, i = {}, 0
+    for name, n in (("T", 1), ("N", 1), ("block", 1), ("sxt", 1), ("sxr", 1), ("xc", 1),
+                    ("sc", 1), ("x", 1), ("th", 1), ("gs", 1), ("gh", 1), ("sg", 1), ("st", k),
+                    ("par", max(m, 1)), ("gst", k), ("tr", k), ("gtr", k), ("sst", k),
+                    ("spar", max(m, 1)), ("sth", 1), ("s", 1), ("h", 1), ("gx", 1), ("gth", 1),
+                    ("st_out", k), ("gst0", k), ("gpar", max(m, 1))):
+        at[name] = i
+        i += n
+    return at, i
+
+
 def _job(k, m, T, N, x_strides, scalars, first, strides, last):
     """The kernel's `job_t` (skeleton.py) for k states and m parameters, every field 8 bytes
     in its order, as one int64 array: T, N, the block (the kernel's), x's strides, the
@@ -35,8 +49,9 @@ def _job(k, m, T, N, x_strides, scalars, first, strides, last):
     return (ctypes.c_int64 * len(vals))(*vals)
 
 
+@functools.lru_cache(maxsize=None)
 def _fields(k, m):
-    return 17 + 7 * k + 3 * max(m, 1)
+    return _layout(k, m)[1]
 
 
 def _run(lib, job, backward: bool):
@@ -78,35 +93,113 @@ def backward_lib(neuron, opts_text, hard, detach, token, has_gs, has_gh, has_sg,
     return _checked(build.build(src), neuron)
 
 
-def forward_kernel(c: ops.ForwardCall) -> None:
-    x, nrn, states, params = c.x, c.neuron, c.states, c.params
-    lib = forward_lib(nrn, c.options, c.hard, c.want_h, c.want_states, x.dtype,
-                      shared(params, c.th))
+def _forward_lib(c: ops.ForwardCall):
+    return forward_lib(c.neuron, c.options, c.hard, c.want_h, c.want_states, c.x.dtype,
+                       shared(c.params, c.th))
+
+
+def _forward_job(c: ops.ForwardCall):
+    x, states, params = c.x, c.states, c.params
     k, m = len(states), len(params)
     none_k, pad = [None] * k, [None] * (m == 0)
-    job = _job(k, m, x.shape[0], x[0].numel() if x.shape[0] else c.out[0].numel(),
-               c.x_strides, c.scalars,
-               [x, c.th, None, None, None, *states, *params, *pad, *none_k, *c.tr, *none_k],
-               [*map(_stride, states), *map(_stride, params), *[0] * (m == 0), _stride(c.th)],
-               [c.s, c.h if c.want_h else None, None, None, *c.out, *none_k, *[None] * max(m, 1)])
-    _run(lib, job, backward=False)
+    return _job(k, m, x.shape[0], x[0].numel() if x.shape[0] else c.out[0].numel(),
+                c.x_strides, c.scalars,
+                [x, c.th, None, None, None, *states, *params, *pad, *none_k, *c.tr, *none_k],
+                [*map(_stride, states), *map(_stride, params), *[0] * (m == 0), _stride(c.th)],
+                [c.s, c.h if c.want_h else None, None, None, *c.out, *none_k,
+                 *[None] * max(m, 1)])
+
+
+def forward_kernel(c: ops.ForwardCall) -> None:
+    _run(_forward_lib(c), _forward_job(c), backward=False)
+
+
+def _backward_lib(c: ops.BackwardCall):
+    return backward_lib(c.neuron, c.options, c.hard, c.detach,
+                        None if c.sg is not None else c.surrogate, c.gs is not None,
+                        c.gh is not None, c.sg is not None,
+                        tuple(t is not None for t in c.gstates), c.need, c.x.dtype,
+                        tuple(t is not None for t in c.gtraces), shared(c.params, c.th))
+
+
+def _backward_job(c: ops.BackwardCall):
+    x, states, params = c.x, c.states, c.params
+    k, m = len(states), len(params)
+    pad = [None] * (m == 0)
+    return _job(k, m, x.shape[0], x.shape[1:].numel(), c.x_strides, c.scalars,
+                [x, c.th, c.gs, c.gh, c.sg, *states, *params, *pad, *c.gstates, *[None] * k,
+                 *c.gtraces],
+                [*map(_stride, states), *map(_stride, params), *[0] * (m == 0), _stride(c.th)],
+                [None, None, c.gx, c.gth, *[None] * k, *c.gst0, *c.gpar, *pad])
 
 
 def backward_kernel(c: ops.BackwardCall) -> None:
-    x, nrn, states, params = c.x, c.neuron, c.states, c.params
-    lib = backward_lib(nrn, c.options, c.hard, c.detach,
-                       None if c.sg is not None else c.surrogate, c.gs is not None,
-                       c.gh is not None, c.sg is not None, tuple(t is not None for t in c.gstates),
-                       c.need, x.dtype, tuple(t is not None for t in c.gtraces),
-                       shared(params, c.th))
-    k, m = len(states), len(params)
-    pad = [None] * (m == 0)
-    job = _job(k, m, x.shape[0], x.shape[1:].numel(), c.x_strides, c.scalars,
-               [x, c.th, c.gs, c.gh, c.sg, *states, *params, *pad, *c.gstates, *[None] * k,
-                *c.gtraces],
-               [*map(_stride, states), *map(_stride, params), *[0] * (m == 0), _stride(c.th)],
-               [None, None, c.gx, c.gth, *[None] * k, *c.gst0, *c.gpar, *pad])
-    _run(lib, job, backward=True)
+    _run(_backward_lib(c), _backward_job(c), backward=True)
+
+
+# --------------------------------------------------------------------------- steppers
+
+
+def _ptr(t):
+    return 0 if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _same(got, like) -> None:
+    """Each of `got` present where `like`'s is, with its shape, dtype and device, and its
+    strides (or both contiguous: the strides of dimensions of size 1 are never read)."""
+    for i, (t, ref) in enumerate(zip(got, like, strict=True)):
+        if ref is None and t is None:
+            continue
+        if (ref is None or type(t) is not torch.Tensor or t.shape != ref.shape
+                or t.dtype != ref.dtype or t.device != ref.device
+                or t.stride() != ref.stride() and not (t.is_contiguous() and ref.is_contiguous())):
+            want = "None" if ref is None else f"{tuple(ref.shape)} {ref.dtype} {ref.stride()}"
+            got_ = (f"{tuple(t.shape)} {t.dtype} {t.stride()}" if isinstance(t, torch.Tensor)
+                    else repr(t))
+            raise ValueError(f"a step must have the tensors of the call it was made from: "
+                             f"{want}, got {got_} (argument {i})")
+
+
+def forward_stepper(c: ops.ForwardCall):
+    """`step(x, states, s, out)`: the checked call `c`'s kernel run again on new tensors in
+    the places of `c.x`, `c.states`, `c.s` and `c.out`, each of the same shape, dtype and
+    strides (checked): the kernel found and the job filled once, four pointers set a step."""
+    lib, job = _forward_lib(c), _forward_job(c)
+    K = len(c.neuron.states)
+    at, _ = _layout(K, len(c.neuron.parameters))
+    like = [c.x, c.s, *c.states, *c.out]
+
+    def step(x, states, s, out):
+        _same([x, s, *states, *out], like)
+        job[at["x"]], job[at["s"]] = _ptr(x), _ptr(s)
+        for k in range(K):
+            job[at["st"] + k], job[at["st_out"] + k] = _ptr(states[k]), _ptr(out[k])
+        _run(lib, job, False)
+    step.call = c  # the job points into its tensors (parameters, threshold, scalars)
+    return step
+
+
+def backward_stepper(c: ops.BackwardCall):
+    """`step(x, states, gs, gstates, gx, gst0, gpar, gth)`: the checked call `c`'s kernel run
+    again on new tensors in the places of the same fields of `c`, each present where it is
+    present in `c` and of the same shape, dtype and strides (checked)."""
+    lib, job = _backward_lib(c), _backward_job(c)
+    K, M = len(c.neuron.states), len(c.neuron.parameters)
+    at, _ = _layout(K, M)
+    like = [c.x, c.gs, *c.states, *c.gstates, c.gx, *c.gst0, *c.gpar, c.gth]
+
+    def step(x, states, gs, gstates, gx, gst0, gpar, gth):
+        _same([x, gs, *states, *gstates, gx, *gst0, *gpar, gth], like)
+        job[at["x"]], job[at["gs"]] = _ptr(x), _ptr(gs)
+        job[at["gx"]], job[at["gth"]] = _ptr(gx), _ptr(gth)
+        for k in range(K):
+            job[at["st"] + k], job[at["gst"] + k] = _ptr(states[k]), _ptr(gstates[k])
+            job[at["gst0"] + k] = _ptr(gst0[k])
+        for k in range(M):
+            job[at["gpar"] + k] = _ptr(gpar[k])
+        _run(lib, job, True)
+    step.call = c  # the job points into its tensors (parameters, threshold, scalars)
+    return step
 
 
 defined_forward, defined_backward, forward_fn, backward_fn = ops.define(

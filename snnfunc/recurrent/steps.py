@@ -1,0 +1,175 @@
+"""The recurrent layer's time loops, forward and BPTT, one kernel call a step.
+
+The forward keeps what the backward needs and little else: the inputs $I_t$, the spikes
+(the output) and the neuron's states at the start and every `CHUNK` steps (`checkpoints`);
+the backward computes each chunk's states again from the state kept before it with one
+forward kernel call over the chunk (the same kernel and the same values as the forward's steps), then walks back through
+it one step at a time. Where the backend has steppers (the C backend) a step sets a few
+pointers of a kernel call checked once; elsewhere it calls the backend's functions and copies
+their outputs into place.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from snnfunc._kernel import backends, ops
+
+CHUNK = 32  # steps between the states the forward keeps (the backward's recompute)
+
+
+def checkpoints(T):
+    """How many states the forward keeps of each state variable: the initial state, the
+    state after every `CHUNK`-th step and after the last (the final state is the last one
+    kept). At least 2 for T >= 1, so that `torch.compile` with dynamic shapes need not ask
+    whether it is 1."""
+    return (T + CHUNK - 1) // CHUNK + 1
+
+
+def _kept_at(t, T):
+    """The index of the kept state that is the state after step `t`, or None."""
+    return t // CHUNK + 1 if (t + 1) % CHUNK == 0 or t == T - 1 else None
+
+
+def _step_input(x_t, s, weight, bias, buf, out):
+    """$X_t + W S_{t-1} + b$ into `out`, with the operations of `x + F.linear(s, W, b)`
+    (mm or addmm into `buf`, then the add); `s` None gives $X_t + b$."""
+    if s is None:
+        if bias is None:
+            out.copy_(x_t)
+        else:
+            torch.add(x_t, bias, out=out)
+    elif buf is not None and s.shape == buf.shape:
+        if bias is None:
+            torch.mm(s, weight.t(), out=buf)
+        else:
+            torch.addmm(bias, s, weight.t(), out=buf)
+        torch.add(x_t, buf, out=out)
+    else:  # another step shape
+        torch.add(x_t, torch.nn.functional.linear(s, weight, bias), out=out)
+
+
+def _forward_runner(x1, state, params, th, scalars, neuron, options, hard):
+    """`run(x, states, s, out)`: the neuron's forward kernel on one step `x` `[1, *S]` from
+    `states`, the spikes into `s` and the states after it into `out`."""
+    backend = backends.BACKENDS[x1.device.type]
+    if backend.steppers is not None:
+        call = ops.forward_call(x1, state, params, th, scalars, neuron, options, hard, False,
+                                False, x1.device.type)
+        return backend.steppers[0](call)
+    forward, n = backend.forward_fn, len(state)
+
+    def run(x, states, s, out):
+        got = forward(x, states, params, th, scalars, neuron, options, hard, False, False)
+        s.copy_(got[0])
+        for o, g in zip(out, got[2:2 + n]):
+            o.copy_(g)
+    return run
+
+
+def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
+    """Spikes `[T, ...]`, the inputs $I$ `[T, ...]` and the kept states (`checkpoints(T)`
+    of each state variable)."""
+    T, step = x_seq.shape[0], x_seq.shape[1:]
+    I, spikes = x_seq.new_empty(x_seq.shape), x_seq.new_empty(x_seq.shape)
+    kept = [p.new_empty((checkpoints(T), *step)) for p in state]
+    for k, p in zip(kept, state):
+        k[0].copy_(p)
+    st = [k[0] for k in kept]
+    pong = [[p.new_empty(step) for p in st] for _ in range(2)]
+    buf = x_seq.new_empty(step) if x_seq.dim() == 3 else None
+    xs, I1, S1 = x_seq.unbind(0), I.split(1), spikes.split(1)
+    run = None
+    s = s0
+    for t in range(T):
+        _step_input(xs[t], s, weight, bias, buf, I[t])
+        if run is None:
+            run = _forward_runner(I1[0], st, params, th, scalars, neuron, options, hard)
+        j = _kept_at(t, T)
+        out = pong[t % 2] if j is None else [k[j] for k in kept]
+        run(I1[t], st, S1[t], out)
+        st, s = out, spikes[t]
+    return spikes, I, kept
+
+
+def _backward_runner(first, params, th, scalars, neuron, options, surrogate, hard,
+                     detach_reset, need):
+    """`run(x, states, gs, gstates, gx, gst0, gpar)`: the neuron's one-step VJP, `gx` and the
+    initial states' `gst0` into place, and the parameters' and threshold's gradients
+    (`gpar`, a list of m + 1 tensors, empty where not needed) returned (reused buffers)."""
+    backend = backends.BACKENDS[first[0].device.type]
+    n, m = len(first[1]), len(params)
+    if backend.steppers is not None:
+        x, states, gs, gstates = first
+        call = ops.backward_call(x, states, params, th, gs, None, None, gstates, scalars,
+                                 neuron, options, surrogate, hard, detach_reset, need, [None] * n,
+                                 x.device.type)
+        step, gpar = backend.steppers[1](call), [*call.gpar, call.gth]
+
+        def run(x, states, gs, gstates, gx, gst0):
+            step(x, states, gs, gstates, gx, gst0, gpar[:m], gpar[m])
+            return gpar
+        return run
+    backward = backend.backward_fn
+
+    def run(x, states, gs, gstates, gx, gst0):
+        got = backward(x, states, params, th, gs, None, None, gstates, scalars, neuron, options,
+                       surrogate, hard, detach_reset, need, [None] * n)
+        gx.copy_(got[0])
+        for o, g in zip(gst0, got[1:1 + n]):
+            o.copy_(g)
+        return got[1 + n:]
+    return run
+
+
+def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, neuron,
+             options, hard, surrogate, detach_reset, detach_recurrent, need):
+    """BPTT, one step's VJP per kernel call in reverse, chunk by chunk: `[g_I, *g_state0,
+    *g_params, g_th]`, the parameters' and threshold's per neuron and summed over T (empty
+    where not needed)."""
+    fwd = backends.BACKENDS[I.device.type].forward_fn
+    T, n, m = I.shape[0], len(state), len(params)
+    C, step = checkpoints(T), I.shape[1:]
+    I, g_spikes = I.contiguous(), g_spikes.contiguous()
+    kept = [k.contiguous() for k in kept]  # (a vmap rule may hand them expanded)
+    g_I = I.new_empty(I.shape)
+    g_st = [None if g is None else g[C - 1].contiguous() for g in g_states]
+    # the kept states before the last are outputs too; their cotangents are usually absent
+    # or zero (rnn returns the last state only): then nothing to add at their steps
+    g_before = any(g is not None and bool(g[:-1].any()) for g in g_states)
+    I1, gs1, gx1, gs_steps = I.split(1), g_spikes.split(1), g_I.split(1), g_spikes.unbind(0)
+    pong = [[p.new_empty(step) for p in state] for _ in range(2)]
+    gbuf = I.new_empty(step) if I.dim() == 3 else None
+    need_op = [*need, *[True] * n]  # every step's state cotangent carries on to the one before
+    acc = [None] * (m + 1)
+    runs = {}  # one runner for the last step (its state cotangents may be absent), one after
+    for c in range(C - 2, -1, -1):
+        t0, t1 = c * CHUNK, min((c + 1) * CHUNK, T)
+        start = [k[c] for k in kept]
+        traces = fwd(I[t0:t1], start, params, th, scalars, neuron, options, hard, False,
+                     True)[2 + n:2 + 2 * n]
+        for t in range(t1 - 1, t0 - 1, -1):
+            if t == T - 1 or detach_recurrent:
+                gs = gs1[t]
+            elif gbuf is not None:  # S_t feeds I_{t+1} = X + S_t W^T + b
+                gs = torch.addmm(gs_steps[t], g_I[t + 1], weight, out=gbuf).unsqueeze(0)
+            else:
+                gs = (gs_steps[t] + g_I[t + 1] @ weight).unsqueeze(0)
+            j = _kept_at(t, T)
+            if g_before and t < T - 1 and j is not None:
+                g_st = [a if g is None else a + g[j] for a, g in zip(g_st, g_states)]
+            st = start if t == t0 else [tr[t - t0 - 1] for tr in traces]
+            key = t == T - 1
+            if key not in runs:
+                runs[key] = _backward_runner((I1[t], st, gs, g_st), params, th, scalars,
+                                             neuron, options, surrogate, hard, detach_reset,
+                                             need_op)
+            out = pong[t % 2]
+            grads = runs[key](I1[t], st, gs, g_st, gx1[t], out)
+            g_st = out
+            for j in range(m + 1):
+                if need[j]:
+                    acc[j] = grads[j].clone() if acc[j] is None else acc[j].add_(grads[j])
+    if g_before:  # the first kept state is the initial state
+        g_st = [a if g is None else a + g[0] for a, g in zip(g_st, g_states)]
+    return [g_I, *g_st, *(I.new_empty(0) if a is None else a for a in acc)]

@@ -1,0 +1,151 @@
+"""The recurrent operator's time loops over many steps: the forward keeps the states at the
+start and every CHUNK steps, the backward computes each chunk's states again from them; with
+the C backend's steppers (a kernel call checked once, its pointers set every step) and with
+the backend's plain functions, spikes and states equal the loop of step functions bit for
+bit and gradients to rounding."""
+
+import contextlib
+
+import pytest
+import torch
+from test_recurrent import FAST, loop
+
+import snnfunc
+from snnfunc import surrogate as S
+from snnfunc._kernel import backends, ops
+from snnfunc.recurrent import RecurrentState, rnn, steps
+from snnfunc.recurrent import operator as R
+
+B, N = 3, 6
+LONG = 2 * steps.CHUNK + 5
+
+
+@pytest.fixture(params=["steppers", "backend functions"])
+def path(request, monkeypatch):
+    backend = backends.BACKENDS["cpu"]
+    assert backend.steppers is not None  # the C backend has them
+    if request.param == "backend functions":
+        monkeypatch.setattr(backend, "_steppers", None)
+    return request.param
+
+
+def parts(u):
+    return [u] if isinstance(u, torch.Tensor) else list(u)
+
+
+def run_both(name, T, state=None, detach=False, seed=0):
+    multi, step, make = FAST[name]
+    torch.manual_seed(seed)
+    kw = make()
+    x = (4.0 * torch.rand(T, B, N, dtype=torch.float64)).requires_grad_()
+    w = (0.6 * torch.randn(N, N, dtype=torch.float64)).requires_grad_()
+    b = (0.1 * torch.randn(N, dtype=torch.float64)).requires_grad_()
+    out = rnn(x, state, weight=w, bias=b, neuron=multi, detach_recurrent=detach, impl="op", **kw)
+    ref = loop(x, step, w, b, *(state or (None, None)), detach=detach, **kw)
+    wrt = [x, w, b, *(p for p in kw.values() if isinstance(p, torch.Tensor))]
+    if state is not None:
+        wrt += [*parts(state.neuron), state.spikes]
+    return out, ref, wrt
+
+
+def check(out, ref, wrt):
+    assert torch.equal(out.spikes, ref[0]) and out.spikes.mean() < 1
+    assert out.spikes.shape[0] < steps.CHUNK or out.spikes.mean() > 0
+    assert all(torch.equal(a, c) for a, c in zip(parts(out.state.neuron), parts(ref[1])))
+    g = torch.Generator().manual_seed(1)
+    r = torch.randn(out.spikes.shape, generator=g, dtype=out.spikes.dtype)
+    loss = lambda s, u: (s * r).sum() + sum(p.sum() for p in parts(u))  # noqa: E731
+    got = torch.autograd.grad(loss(out.spikes, out.state.neuron), wrt, allow_unused=True)
+    want = torch.autograd.grad(loss(ref[0], ref[1]), wrt, allow_unused=True)
+    for a, c in zip(got, want):
+        if c is None:
+            assert a is None or not a.abs().sum()
+        else:
+            torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("name", ["alif", "user neuron", "cuba_lif per-neuron", "plif sigmoid"])
+@pytest.mark.parametrize("T", [1, 2, steps.CHUNK, steps.CHUNK + 1, LONG])
+def test_every_chunking_equals_the_loop(name, T, path):
+    check(*run_both(name, T))
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["", "detach_recurrent"])
+def test_long_sequence_from_a_given_state(detach, path):
+    torch.manual_seed(7)
+    u0 = snnfunc.ALIFState(torch.rand(B, N, dtype=torch.float64, requires_grad=True),
+                           torch.rand(N, dtype=torch.float64, requires_grad=True))
+    s0 = (torch.rand(B, N, dtype=torch.float64) < 0.5).double().requires_grad_()
+    check(*run_both("alif", LONG, RecurrentState(u0, s0), detach))
+
+
+def test_kept_states_are_the_loops_and_carry_their_cotangents(path):
+    """The operator's kept states (the initial one, after every CHUNK-th step, the final one)
+    equal the loop's states there bit for bit; a loss on them gets the loop's gradients."""
+    torch.manual_seed(8)
+    T = LONG
+    x = (2.0 * torch.rand(T, B, N, dtype=torch.float64)).requires_grad_()
+    w = (0.6 * torch.randn(N, N, dtype=torch.float64)).requires_grad_()
+    v0 = torch.rand(B, N, dtype=torch.float64, requires_grad=True)
+    kw = dict(tau=2.0, beta=0.4, surrogate=S.ATan())
+    prepared, why = R.prepare(snnfunc.alif, x, kw)
+    assert why is None
+    a0 = torch.zeros(B, N, dtype=torch.float64)
+    spikes, kept = R.run(prepared, x, [v0, a0], None, w, None, False)
+    assert [k.shape[0] for k in kept] == [steps.checkpoints(T)] * 2 == [4, 4]
+    u, s, want_spikes, states = snnfunc.ALIFState(v0, a0), None, [], [snnfunc.ALIFState(v0, a0)]
+    for t in range(T):
+        i = x[t] if s is None else x[t] + torch.nn.functional.linear(s, w)
+        s, u = snnfunc.alif_step(i, u, **kw)
+        want_spikes.append(s)
+        if (t + 1) % steps.CHUNK == 0 or t == T - 1:
+            states.append(u)
+    assert torch.equal(spikes, torch.stack(want_spikes))
+    for k, name in enumerate(("v", "a")):
+        assert torch.equal(kept[k], torch.stack([getattr(st, name) for st in states]))
+    r = torch.randn(kept[0].shape, dtype=torch.float64)
+    got = torch.autograd.grad((kept[0] * r).sum() + kept[1].sum(), [x, w, v0])
+    want = torch.autograd.grad((torch.stack([st.v for st in states]) * r).sum()
+                               + torch.stack([st.a for st in states]).sum(), [x, w, v0])
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c)
+
+
+def test_a_stepper_refuses_tensors_unlike_its_calls():
+    x = 3 * torch.rand(1, B, N)
+    one, sc = torch.ones(()), torch.tensor([0.0], dtype=torch.float64)
+    call = ops.forward_call(x, [torch.zeros(B, N)], [torch.tensor(2.0)], one, sc, "snnfunc:lif",
+                            "decay_input=1", True, False, False, "cpu")
+    step = backends.BACKENDS["cpu"].steppers[0](call)
+    s, out = torch.empty(1, B, N), [torch.empty(B, N)]
+    step(x, [torch.zeros(B, N)], s, out)
+    assert torch.equal(s, snnfunc.lif(x, tau=2.0).spikes) and 0 < s.mean() < 1
+    for bad in (torch.rand(1, B, N + 1), torch.rand(1, B, N, dtype=torch.float64),
+                torch.rand(1, N, B).transpose(1, 2), None):
+        with pytest.raises(ValueError, match="a step must have the tensors"):
+            step(bad, [torch.zeros(B, N)], s, out)
+    with pytest.raises(ValueError, match="a step must have the tensors"):
+        step(x, [torch.zeros(B, 1).expand(B, N)], s, out)
+
+
+def test_packed_spikes_packs_the_layers_spikes_and_keeps_its_gradients():
+    """Under packed_spikes() the layer's saved spikes (and a Linear's after it) are bits, its
+    state holds no view of them, and the gradients are the same bit for bit."""
+    torch.manual_seed(9)
+    layer = snnfunc.nn.Recurrent(N, snnfunc.alif, tau=2.0, beta=0.4, surrogate=S.ATan())
+    fc = torch.nn.Linear(N, 2)
+    x = 4.0 * torch.rand(LONG, B, N)
+
+    def grads(packed):
+        layer.reset()
+        with snnfunc.memory.packed_spikes() if packed else contextlib.nullcontext() as stats:
+            spikes = layer(x)
+            loss = fc(spikes).square().sum()
+        assert layer.state.spikes._base is None  # not a view of the [T, B, N] spikes
+        return torch.autograd.grad(loss, [layer.weight, layer.bias, fc.weight]), stats
+
+    plain, _ = grads(False)
+    packed, stats = grads(True)
+    assert stats.spike_bytes_unpacked == 2 * LONG * B * N * 4  # the layer's and fc's
+    assert stats.spike_bytes == 2 * -(-LONG * B * N // 8)  # 1 bit a spike
+    assert all(torch.equal(a, c) for a, c in zip(plain, packed))
