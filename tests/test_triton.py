@@ -40,8 +40,9 @@ def test_ops_registered_with_vmap_rules():
 
 def test_every_kernel_variant_under_the_interpreter():
     """Every Triton kernel variant runs (TRITON_INTERPRET=1, on CPU tensors) through the
-    public functions and equals the reference: every neuron, option and surrogate, float32
-    and float64, T in {1, 7, 33}, N in {1, 5, 300}, edge values, unused outputs."""
+    public functions and equals the reference: the classic four with every option and
+    surrogate, every other neuron of the test registry with a sample, float32 and float64,
+    T in {1, 7, 33}, N in {1, 5, 300}, edge values, unused outputs."""
     script = Path(__file__).with_name("triton_interpreter_cases.py")
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
