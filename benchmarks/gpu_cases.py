@@ -10,10 +10,11 @@ Suites (each case a fresh input; spikes, h and states compared by bit pattern, g
 rounding, as the two case scripts say):
 - builtin: every classic neuron (if, lif, plif, rif), option, reset, detach_reset,
   float32/float64, every surrogate (built-in and user-defined), T in {1, 7, 33}, N in
-  {1, 5, 300}, edge values (±0, ±inf, NaN), losses that leave outputs unused;
-- generated: every neuron of tests/test_generated.py's registry (classic, built-in definitions,
-  user neurons), option, reset, detach_reset, and float32, float64, float16, bfloat16, edge
-  values, state traces;
+  {1, 5, 300}, edge values (±0, ±inf, NaN), losses that leave outputs unused; four such cases
+  for every other neuron of the test registry (tests/registry.py);
+- generated: every neuron of the test registry (classic, built-in definitions, user neurons),
+  option, reset, detach_reset, and float32, float64, float16, bfloat16, edge values, state
+  traces;
 - ir-ops: every operation of the kernels' IR at its boundary values (float32, float64);
 - compiled: `torch.compile(fullgraph=True)` of the fused call against the eager reference, in
   float32 and bfloat16: under Inductor the Triton kernels are compiled by Inductor's own
@@ -96,11 +97,11 @@ def _compiled_case(case, device):
     """torch.compile of the fused call == the eager reference, bit for bit where the
     definition is exact; gradients to rounding."""
     import torch
+    from registry import ENTRIES, leaves
     from test_edge_values import bits
-    from test_generated import NEURONS, leaves
 
     name, dtype = case
-    neuron, params, exact = NEURONS[name]
+    neuron, params, exact = ENTRIES[name].neuron, ENTRIES[name].params, ENTRIES[name].exact
     g = torch.Generator().manual_seed(7)
     shape = (4, 96)
     x = (2.5 * torch.rand(16, *shape, generator=g, dtype=torch.float64)).to(dtype).to(device)

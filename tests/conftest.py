@@ -1,5 +1,6 @@
-"""Registries crossed with contracts: surrogates (with hand-written primitives), neurons and a
-plainly written reference loop that uses nothing of snnfunc but the surrogate's primitive."""
+"""Registries crossed with contracts: surrogates (with hand-written primitives), and for
+SpikingFlow's four neurons a plainly written reference loop that uses nothing of snnfunc but the
+surrogate's primitive (the neurons every test runs are in tests/registry.py)."""
 
 import math
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from snnfunc import surrogate as S
+from registry import CLASSIC
 from snnfunc._kernel import backends, dispatch
 
 CPU_KERNELS = pytest.mark.skipif(not dispatch.available("cpu"),
@@ -128,7 +130,10 @@ def ref_loop(kind, x_seq, v, p=None, *, v_threshold=1.0, v_reset=0.0, g=None, de
     return torch.stack(spikes), v, torch.stack(hs)
 
 
-NEURONS = ("if", "lif", "plif", "rif")
+NEURONS = CLASSIC
+"""SpikingFlow's four neurons (if, lif, plif, rif), the ones `ref_loop`, `call`, `call_step` and
+`default_param` know: for the tests against that hand-written spec. Every other test takes its
+neurons from tests/registry.py's ENTRIES."""
 
 
 def default_param(kind):

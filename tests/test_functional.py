@@ -1,5 +1,6 @@
-"""The four neuron functions: hand-worked cases from the spec, the reference loop, options,
-shapes, dtypes, continuation, transforms and bad input."""
+"""The four neuron functions (SpikingFlow's): hand-worked cases from the spec, the hand-written
+reference loop, options, shapes, dtypes, transforms and bad input; and for every neuron of the
+test registry (tests/registry.py) the step function looped, continuation and jacfwd."""
 
 import itertools
 
@@ -10,6 +11,7 @@ from torch.func import grad, jacfwd, jacrev, vmap
 import snnfunc
 from snnfunc import surrogate as S
 from conftest import NEURONS, call, call_step, default_param, ref_loop
+from registry import ENTRIES, leaves
 
 D = torch.float64
 
@@ -91,9 +93,21 @@ OPTIONS = [
 
 
 def _param(kind, shape, requires_grad=True):
-    base = {"lif": 1.5, "plif": 0.6, "rif": -0.1}[kind]
+    """The neuron's first parameter, a tensor of `shape` near its value (None where it has none)."""
+    e = ENTRIES[kind]
+    if e.first is None:
+        return None
+    base = {"lif": 1.5, "plif": 0.6, "rif": -0.1}.get(kind, e.params[e.first])
     p = base + 0.3 * torch.rand(shape, dtype=D)
     return p.requires_grad_(requires_grad)
+
+
+def _same(a, b, exact):
+    """Bit for bit; to rounding where a definition uses exp (the fused path's e^x)."""
+    if exact:
+        assert torch.equal(a, b)
+    else:
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("kind", NEURONS)
@@ -123,26 +137,29 @@ def test_values_and_gradients_equal_float64_reference(kind, opts, pshape):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", NEURONS)
-@pytest.mark.parametrize("opts", OPTIONS[:3], ids=str)
+# the classic four with three option sets, every other neuron with one of them in turn
+STEP_CASES = [(kind, opts) for kind in NEURONS for opts in OPTIONS[:3]]
+STEP_CASES += [(kind, OPTIONS[i % 3]) for i, kind in enumerate(k for k in ENTRIES if k not in NEURONS)]
+
+
+@pytest.mark.parametrize("kind, opts", STEP_CASES, ids=[f"{k}-{o}" for k, o in STEP_CASES])
 def test_single_step_loop_equals_multi_step(kind, opts):
+    e = ENTRIES[kind]
     x = (torch.rand(6, 2, 5, dtype=D) * 1.2).requires_grad_(True)
-    p = None if kind == "if" else _param(kind, (5,))
-    kw = dict(opts)
-    if kind in ("if", "rif"):
-        kw.pop("decay_input")
-    multi = call(kind, x, None, p, return_h=True, **kw)
-    v, spikes, hs = None, [], []
+    p = _param(kind, (5,))
+    multi = e(x, None, p, return_h=True, **opts)
+    state, spikes, hs = None, [], []
     for xt in x.unbind(0):
-        s, v, h = call_step(kind, xt, v, p, return_h=True, **kw)
+        s, state, h = e.call_step(xt, None if state is None else leaves(state), p, return_h=True, **opts)
         spikes.append(s)
         hs.append(h)
-    assert torch.equal(multi.spikes, torch.stack(spikes))
-    assert torch.equal(multi.h, torch.stack(hs))
-    assert torch.equal(multi.v, v)
+    _same(multi.spikes, torch.stack(spikes), e.exact)
+    _same(multi.h, torch.stack(hs), e.exact)
+    for a, b in zip(leaves(multi[1]), leaves(state)):
+        _same(a, b, e.exact)
     inputs = [x] + ([p] if p is not None else [])
-    a = torch.autograd.grad(multi.spikes.sum() + multi.v.sum(), inputs)
-    b = torch.autograd.grad(torch.stack(spikes).sum() + v.sum(), inputs)
+    a = torch.autograd.grad(multi.spikes.sum() + sum(v.sum() for v in leaves(multi[1])), inputs)
+    b = torch.autograd.grad(torch.stack(spikes).sum() + sum(v.sum() for v in leaves(state)), inputs)
     for ga, gb in zip(a, b):
         torch.testing.assert_close(ga, gb)
 
@@ -157,19 +174,29 @@ def test_step_returns_named_tuples():
     assert snnfunc.lif(torch.rand(2, 3), return_h=True)._fields == ("spikes", "v", "h")
 
 
-@pytest.mark.parametrize("kind", NEURONS)
-@pytest.mark.parametrize("k", [0, 1, 4, 7])
+# the classic four split at every k, every other neuron at two of them
+SPLIT_CASES = [(kind, k) for kind in NEURONS for k in (0, 1, 4, 7)]
+SPLIT_CASES += [(kind, k) for kind in ENTRIES if kind not in NEURONS for k in (1, 4)]
+
+
+@pytest.mark.parametrize("kind, k", SPLIT_CASES, ids=[f"{n}-{k}" for n, k in SPLIT_CASES])
 def test_continuation_is_exact(kind, k):
+    e = ENTRIES[kind]
     x = (torch.rand(7, 3, dtype=D) * 1.5).requires_grad_(True)
-    p = None if kind == "if" else _param(kind, ())
-    whole = call(kind, x, None, p)
-    first = call(kind, x[:k], None, p)
-    second = call(kind, x[k:], first.v, p)
+    p = _param(kind, ())
+    whole = e(x, None, p)
+    first = e(x[:k], None, p)
+    second = e(x[k:], leaves(first[1]), p)
     assert torch.equal(torch.cat([first.spikes, second.spikes]), whole.spikes)
-    assert torch.equal(second.v, whole.v)
+    for a, b in zip(leaves(second[1]), leaves(whole[1])):
+        assert torch.equal(a, b)
     inputs = [x] + ([p] if p is not None else [])
-    a = torch.autograd.grad(whole.spikes.sum() * 2 + whole.v.sum(), inputs)
-    b = torch.autograd.grad(torch.cat([first.spikes, second.spikes]).sum() * 2 + second.v.sum(), inputs)
+
+    def ends(out):
+        return sum(v.sum() for v in leaves(out[1]))
+
+    a = torch.autograd.grad(whole.spikes.sum() * 2 + ends(whole), inputs)
+    b = torch.autograd.grad(torch.cat([first.spikes, second.spikes]).sum() * 2 + ends(second), inputs)
     for ga, gb in zip(a, b):
         torch.testing.assert_close(ga, gb)
 
@@ -270,14 +297,16 @@ def test_per_sample_gradients_vmap_grad_equal_loop(kind):
     assert per.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kind", NEURONS)
+@pytest.mark.parametrize("kind", ENTRIES)
 def test_jacfwd_equals_jacrev(kind):
+    """Forward mode runs the reference loop, reverse mode the fused kernels: the same Jacobian."""
+    e = ENTRIES[kind]
     x = torch.rand(5, 3, dtype=D) * 1.5
-    p = default_param(kind)
+    p = default_param(kind) if kind in NEURONS else None
 
     def f(x):
-        out = call(kind, x, None, p, surrogate=S.Erf())
-        return torch.cat([out.spikes.flatten(), out.v])
+        out = e(x, None, p, surrogate=S.Erf())
+        return torch.cat([out.spikes.flatten(), *leaves(out[1])])
 
     jf, jr = jacfwd(f)(x), jacrev(f)(x)
     torch.testing.assert_close(jf, jr)

@@ -1,7 +1,7 @@
 """Generated kernels: every neuron made from a definition, fused == its reference loop.
 
-Parametrised over the registry of definitions (the built-ins plus neurons defined here, as a
-user would) and over the surrogate registry: spikes, h and every state bit for bit where the
+Parametrised over the test registry (tests/registry.py: the built-ins and user neurons defined
+as a user would) and over the surrogate registry: spikes, h and every state bit for bit where the
 definition uses + - * / and comparisons (to rounding where it uses exp), gradients to rounding.
 """
 
@@ -19,54 +19,37 @@ from snnfunc import surrogate as S
 from snnfunc._core.definition import option_values as _option_values
 from snnfunc.functional.defined import DEFINITIONS
 from snnfunc.functional.neurons import DEFINITIONS as CLASSIC
-from test_edge_values import EDGE, bits
+from snnfunc._core import registry as definitions
+from registry import ENTRIES, leaves
 
 pytestmark = CPU_KERNELS
 
 
-@snnfunc.neuron(positive=("tau",), rest={"w": 0.25})
-def gated(x, v, w, *, tau=2.0, gain=0.5, adapt=True, v_rest):
-    """A user neuron with a gate state: minimum, sigmoid, where, a state left as it is."""
-    if adapt:
-        w = torch.where(w > 1, w - 1, w * gain + torch.sigmoid(x))
-    v = v + (torch.minimum(x, 2 * w + 1) - (v - v_rest)) / tau
-    return v, w
+def _neuron(name):
+    """The registry's neuron `name`: its definition, parameters, whether its forward is exact."""
+    e = ENTRIES[name]
+    return e.neuron, e.params, e.exact
 
 
-def _gated_jump(s, v, w, *, gain=0.5):
-    return {"w": w - gain * s}
-
-
-@snnfunc.neuron(on_spike=_gated_jump, threshold=lambda v, w, *, v_threshold: v_threshold + w * w)
-def jumpy(x, v, w, *, gain=0.5, v_rest):
-    """A user neuron whose threshold and jump depend on a second state."""
-    return v + 0.5 * (x - (v - v_rest)), w + 0.1 * (1 - w)
-
-
-# every neuron: (the neuron, parameters for its tests, whether its forward is exact)
-NEURONS = {
-    "if": (CLASSIC["if"], {}, True),
-    "lif": (CLASSIC["lif"], dict(tau=1.7), True),
-    "plif": (CLASSIC["plif"], dict(w=0.55), True),
-    "rif": (CLASSIC["rif"], dict(w=-0.15), True),
-    "cuba_lif": (DEFINITIONS["cuba_lif"], dict(tau_syn=1.5, tau_mem=2.5), True),
-    "alif": (DEFINITIONS["alif"], dict(tau=2.0, tau_adapt=5.0, beta=0.3), True),
-    "qif": (DEFINITIONS["qif"], dict(tau=2.0, v_c=0.5), True),
-    "eif": (DEFINITIONS["eif"], dict(tau=2.0, delta_T=0.5, theta_rh=0.6), False),
-    "gated": (gated, dict(tau=1.7, gain=0.4), False),  # sigmoid: exp inside
-    "jumpy": (jumpy, dict(gain=0.3), True),
-}
 SURROGATES = [getattr(S, n)() for n in S.__all__
               if inspect.isclass(getattr(S, n)) and issubclass(getattr(S, n), S.Surrogate)
               and getattr(S, n) is not S.Surrogate]
 
 
-def test_every_builtin_definition_is_tested():
-    assert set(DEFINITIONS) | set(CLASSIC) <= set(NEURONS)
-
-
-def leaves(state):
-    return list(state) if isinstance(state, tuple) else [state]
+def test_every_builtin_neuron_is_in_the_test_registry():
+    """Every neuron the package registers (its definitions, by their names in the kernels'
+    registry) is an entry of tests/registry.py, under its public functions."""
+    builtin = {d.name for d in definitions.registered() if d.name.startswith("snnfunc:")}
+    assert builtin, "no built-in neuron registered"
+    assert builtin <= {e.neuron.name for e in ENTRIES.values()}
+    assert {f"snnfunc:{k}" for k in (*DEFINITIONS, *CLASSIC)} <= builtin
+    for name, e in ENTRIES.items():
+        assert definitions.lookup(e.neuron.name) is e.neuron, name
+        if e.neuron.name in builtin:
+            kind = e.neuron.name.partition(":")[2]
+            assert e.multi is getattr(snnfunc, "if_" if kind == "if" else kind), name
+            assert e.step is getattr(snnfunc, f"{kind}_step"), name
+        assert e.classic == (e.neuron.name in {f"snnfunc:{k}" for k in CLASSIC}), name
 
 
 def check_same(a, b, exact, what=""):
@@ -98,8 +81,8 @@ def _loss(out, T):
 
 
 CASES = [(name, opts, v_reset, detach)
-         for name, (neuron, _, _) in NEURONS.items()
-         for opts in _option_values(neuron.options)
+         for name, e in ENTRIES.items()
+         for opts in _option_values(e.neuron.options)
          for v_reset in (0.0, None, -0.2) for detach in (False, True)]
 
 
@@ -107,7 +90,7 @@ CASES = [(name, opts, v_reset, detach)
 @pytest.mark.parametrize("name, opts, v_reset, detach", CASES,
                          ids=[f"{n}-{o}-{r}-{'detach' if d else 'attached'}" for n, o, r, d in CASES])
 def test_fused_equals_reference(name, opts, v_reset, detach, dtype):
-    neuron, kwargs, exact = NEURONS[name]
+    neuron, kwargs, exact = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, dtype)
     inputs = [x, *leaves(state), *[p for p in params.values() if isinstance(p, torch.Tensor)], th]
     scale = 0.4 if opts.get("decay_input") is False else 1.0  # without decay, currents add up
@@ -129,15 +112,15 @@ def test_fused_equals_reference(name, opts, v_reset, detach, dtype):
                                    msg=f"gradient {k}")
 
 
-LONG = [(n, torch.float64) for n in sorted(NEURONS)] + [(n, torch.float32) for n in
-                                                         ("lif", "alif", "jumpy")]
+LONG = [(n, torch.float64) for n in sorted(ENTRIES)] + [(n, torch.float32) for n in
+                                                         ("lif", "alif", "user jumpy")]
 
 
 @pytest.mark.parametrize("name, dtype", LONG, ids=[f"{n}-{str(d)[6:]}" for n, d in LONG])
 def test_long_sequences(name, dtype):
     # T long enough that a backward block holds few neurons (its buffer keeps every step's
     # values), several blocks and threads, a partial last block
-    neuron, kwargs, exact = NEURONS[name]
+    neuron, kwargs, exact = _neuron(name)
     T = 700
     x, state, params, th = _inputs(neuron, kwargs, dtype, N=400, T=T, seed=1)
     inputs = [x, *leaves(state), *[p for p in params.values() if isinstance(p, torch.Tensor)], th]
@@ -160,7 +143,7 @@ def test_long_sequences(name, dtype):
 @pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("name", ["cuba_lif", "alif"])
 def test_every_surrogate_is_compiled_into_the_kernel(name, surrogate):
-    neuron, kwargs, _ = NEURONS[name]
+    neuron, kwargs, _ = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, torch.float64)
     grads = []
     for impl in ("fused", "reference"):
@@ -191,7 +174,7 @@ def test_a_user_surrogate_is_traced_into_the_kernel_or_evaluated_in_torch():
     channel, say) is evaluated in torch on h - v_threshold and read by the kernel, which needs
     the plain threshold: a neuron with its own threshold runs the reference loop then."""
     for name, sg in (("cuba_lif", Gaussian()), ("cuba_lif", PerChannel()), ("alif", Gaussian())):
-        neuron, kwargs, _ = NEURONS[name]
+        neuron, kwargs, _ = _neuron(name)
         x, state, params, th = _inputs(neuron, kwargs, torch.float64)
         grads = []
         for impl in ("fused", "reference"):
@@ -200,7 +183,7 @@ def test_a_user_surrogate_is_traced_into_the_kernel_or_evaluated_in_torch():
         torch.testing.assert_close(grads[0], grads[1])
     assert surrogates.why_not_surrogate(Gaussian()) is None
     assert "cannot be compiled" in surrogates.why_not_surrogate(PerChannel())
-    neuron, kwargs, _ = NEURONS["alif"]
+    neuron, kwargs, _ = _neuron("alif")
     x, state, params, th = _inputs(neuron, kwargs, torch.float64)
     with pytest.raises(ValueError, match="PerChannel's derivative cannot be compiled.*threshold"):
         neuron(x, state, surrogate=PerChannel(), impl="fused", **params)
@@ -208,10 +191,10 @@ def test_a_user_surrogate_is_traced_into_the_kernel_or_evaluated_in_torch():
     assert "Stack" in type(out.spikes.grad_fn).__name__
 
 
-@pytest.mark.parametrize("name", ["cuba_lif", "alif", "gated"])
+@pytest.mark.parametrize("name", ["cuba_lif", "alif", "user gated"])
 @pytest.mark.parametrize("use", ["spikes", "h", "state0", "state1"])
 def test_gradients_are_right_whichever_outputs_the_loss_uses(name, use):
-    neuron, kwargs, _ = NEURONS[name]
+    neuron, kwargs, _ = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, torch.float64)
     inputs = [x, th, *leaves(state)]
     grads = []
@@ -227,35 +210,9 @@ def test_gradients_are_right_whichever_outputs_the_loss_uses(name, use):
             torch.testing.assert_close(p, q)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("v_reset", [0.0, -0.0, None])
-@pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif", "jumpy"])
-def test_edge_values_bit_for_bit(name, v_reset, dtype):
-    neuron, kwargs, _ = NEURONS[name]
-    g = torch.Generator().manual_seed(3)
-    pool = torch.tensor(EDGE, dtype=dtype)
-    T, N = 7, 40
-    x = pool[torch.randint(len(EDGE), (T, N), generator=g)]
-    x = torch.where(torch.rand(T, N, generator=g) < 0.5, 1.5 * torch.rand(T, N, generator=g, dtype=dtype), x)
-    state = [pool[torch.randint(len(EDGE), (N,), generator=g)] for _ in neuron.states]
-    state = state[0] if len(state) == 1 else neuron.State(*state)
-    th = torch.where(torch.rand(N, generator=g) < 0.2, pool[torch.randint(len(EDGE), (N,), generator=g)],
-                     torch.full((N,), 0.9, dtype=dtype))
-    outs = [neuron(x, state, v_threshold=th, v_reset=v_reset, return_h=True, impl=impl, **kwargs)
-            for impl in ("fused", "reference")]
-    a, b = outs
-    for p, q in zip([a.spikes, a.h, *leaves(a[1])], [b.spikes, b.h, *leaves(b[1])]):
-        assert torch.equal(bits(p), bits(q))
-    # gradients at edge inputs: the same NaNs and infinities
-    x.requires_grad_(True)
-    grads = [torch.autograd.grad(neuron(x, state, v_threshold=th, v_reset=v_reset, impl=impl,
-                                        **kwargs)[1][0].sum(), x)[0] for impl in ("fused", "reference")]
-    torch.testing.assert_close(grads[0], grads[1], equal_nan=True)
-
-
 @pytest.mark.parametrize("name", ["cuba_lif", "alif"])
 def test_vmap_of_grad_and_jacrev_through_the_generated_kernel(name):
-    neuron, kwargs, _ = NEURONS[name]
+    neuron, kwargs, _ = _neuron(name)
     x = 0.3 + 1.2 * torch.rand(6, 4, 3, dtype=torch.float64)
 
     def loss(impl):
@@ -270,7 +227,7 @@ def test_vmap_of_grad_and_jacrev_through_the_generated_kernel(name):
 
 
 def test_forward_mode_runs_the_reference():
-    neuron, kwargs, _ = NEURONS["cuba_lif"]
+    neuron, kwargs, _ = _neuron("cuba_lif")
     x = 0.3 + 1.2 * torch.rand(6, 3, dtype=torch.float64)
     t = torch.randn_like(x)
     f = lambda impl: (lambda xb: neuron(xb, impl=impl, **kwargs).state.v)  # noqa: E731
@@ -284,7 +241,7 @@ def test_forward_mode_runs_the_reference():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif"])
 def test_half_precision_is_computed_in_float32_on_both_paths(name, dtype):
-    neuron, kwargs, _ = NEURONS[name]
+    neuron, kwargs, _ = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, dtype, N=40)
     inputs = [x, th, *leaves(state)]
     outs, grads = [], []
@@ -302,9 +259,9 @@ def test_half_precision_is_computed_in_float32_on_both_paths(name, dtype):
 
 @pytest.mark.parametrize("dtype, limit", [(torch.float32, 4), (torch.float64, 8),
                                           (torch.bfloat16, 2)])
-@pytest.mark.parametrize("name", sorted(NEURONS))
+@pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_bytes_saved_per_neuron_step(name, dtype, limit):
-    neuron, kwargs, _ = NEURONS[name]
+    neuron, kwargs, _ = _neuron(name)
     T, N = 16, 32
     x = torch.rand(T, N, dtype=dtype, requires_grad=True)
     saved = []
@@ -376,9 +333,9 @@ def test_autocast_runs_a_network_fused_end_to_end():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif", "jumpy"])
+@pytest.mark.parametrize("name", ["cuba_lif", "alif", "qif", "user jumpy"])
 def test_return_states_traces_every_state_on_both_paths(name, dtype):
-    neuron, kwargs, exact = NEURONS[name]
+    neuron, kwargs, exact = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, dtype)
     inputs = [x, th, *leaves(state)]
     outs, grads = [], []

@@ -18,7 +18,7 @@ triton = pytest.importorskip("triton", reason="Triton not installed: the CUDA ke
 
 from snnfunc._backends.triton import host as _generated_triton  # noqa: E402
 from snnfunc._kernel import dispatch  # noqa: E402
-from conftest import NEURONS  # noqa: E402
+from registry import ENTRIES, leaves  # noqa: E402
 
 
 def _compile(fn, signature, constexprs):
@@ -40,8 +40,9 @@ def test_ops_registered_with_vmap_rules():
 
 def test_every_kernel_variant_under_the_interpreter():
     """Every Triton kernel variant runs (TRITON_INTERPRET=1, on CPU tensors) through the
-    public functions and equals the reference: every neuron, option and surrogate, float32
-    and float64, T in {1, 7, 33}, N in {1, 5, 300}, edge values, unused outputs."""
+    public functions and equals the reference: the classic four with every option and
+    surrogate, every other neuron of the test registry with a sample, float32 and float64,
+    T in {1, 7, 33}, N in {1, 5, 300}, edge values, unused outputs."""
     script = Path(__file__).with_name("triton_interpreter_cases.py")
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
@@ -51,35 +52,36 @@ def test_every_kernel_variant_under_the_interpreter():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("kind", NEURONS)
+@pytest.mark.parametrize("name", ENTRIES)
 @pytest.mark.parametrize("number", [False, True], ids=["tensor-parameters", "number-parameters"])
-def test_cuda_equals_reference(kind, number):
+def test_cuda_equals_reference(name, number):
     from test_fused import OPTIONS
 
-    for opts, dtype in itertools.product(OPTIONS, (torch.float32, torch.float64)):
-        _compare_cuda(kind, opts, dtype, number)
+    # the classic four with every option set, the others (test_generated_neurons_on_cuda_...
+    # runs them too) with two
+    options = OPTIONS if ENTRIES[name].classic else OPTIONS[:2]
+    for opts, dtype in itertools.product(options, (torch.float32, torch.float64)):
+        _compare_cuda(name, opts, dtype, number)
 
 
-def _compare_cuda(kind, opts, dtype, number):
+def _compare_cuda(name, opts, dtype, number):
     """Python-number parameters (tau=1.7) round and divide the same way on both paths."""
-    import snnfunc
-    from conftest import call
-
+    e = ENTRIES[name]
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(37, 3, 50, generator=g, dtype=torch.float64) * 1.4).to(dtype).cuda().requires_grad_(True)
-    base = {"if": None, "lif": 1.7, "plif": 0.55, "rif": -0.15}[kind]
-    p = None if base is None else base if number else torch.full((50,), base)
-    if isinstance(p, torch.Tensor):
-        p = p.to(dtype).cuda().requires_grad_(True)
-    kw = dict(opts)
-    if kind in ("if", "rif"):
-        kw.pop("decay_input")
-    fused = call(kind, x, None, p, impl="fused", return_h=True, **kw)
-    ref = call(kind, x, None, p, impl="reference", return_h=True, **kw)
-    assert torch.equal(fused.spikes, ref.spikes) and torch.equal(fused.h, ref.h)
+    p = None
+    if e.first is not None and not number:
+        p = torch.full((50,), e.params[e.first]).to(dtype).cuda().requires_grad_(True)
+    fused = e(x, None, p, impl="fused", return_h=True, **opts)
+    ref = e(x, None, p, impl="reference", return_h=True, **opts)
+    for a, b in zip([fused.spikes, fused.h, *leaves(fused[1])], [ref.spikes, ref.h, *leaves(ref[1])]):
+        if e.exact:
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     inputs = [x] + ([p] if isinstance(p, torch.Tensor) else [])
-    a = torch.autograd.grad(fused.spikes.sum() + fused.v.sum(), inputs)
-    b = torch.autograd.grad(ref.spikes.sum() + ref.v.sum(), inputs)
+    a = torch.autograd.grad(fused.spikes.sum() + leaves(fused[1])[0].sum(), inputs)
+    b = torch.autograd.grad(ref.spikes.sum() + leaves(ref[1])[0].sum(), inputs)
     for u, w in zip(a, b):
         torch.testing.assert_close(u, w, rtol=1e-4, atol=1e-4)
     assert dispatch.available("cuda")
@@ -87,7 +89,7 @@ def _compare_cuda(kind, opts, dtype, number):
 
 def test_every_generated_kernel_under_the_interpreter():
     """The Triton kernels generated from neuron definitions (TRITON_INTERPRET=1, on CPU
-    tensors) equal the reference: every definition of test_generated's registry, option,
+    tensors) equal the reference: every neuron of the test registry (tests/registry.py), option,
     reset, dtype (half precision too), surrogates in turn, edge values, unused outputs."""
     script = Path(__file__).with_name("triton_generated_cases.py")
     env = dict(os.environ, TRITON_INTERPRET="1")
@@ -100,9 +102,8 @@ def test_every_generated_kernel_under_the_interpreter():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_generated_neurons_on_cuda_equal_reference(dtype):
-    from test_generated import NEURONS, leaves
-
-    for name, (neuron, kwargs, exact) in NEURONS.items():
+    for name, e in ENTRIES.items():
+        neuron, kwargs, exact = e.neuron, e.params, e.exact
         g = torch.Generator().manual_seed(0)
         x = (2.5 * torch.rand(9, 3, 50, generator=g)).to(dtype).cuda().requires_grad_(True)
         fused = neuron(x, impl="fused", return_h=True, **kwargs)

@@ -4,8 +4,9 @@ test_triton.py in a subprocess (TRITON_INTERPRET=1 must be set before Triton com
 
     TRITON_INTERPRET=1 python tests/triton_generated_cases.py [--quick] [--cpu]
 
-Every neuron of test_generated's registry, option, reset, detach_reset and dtype (float32,
-float64, and float16/bfloat16 computed in float32), surrogates in turn, T in {1, 7, 33} and N
+Every neuron of the test registry (tests/registry.py), option, reset, detach_reset and dtype
+(float32, float64, and float16/bfloat16 computed in float32; every other case for the neurons
+without the registry's `full`), surrogates in turn, T in {1, 7, 33} and N
 in {1, 5, 300}, edge values (±0, ±inf, NaN) in some cases, losses that leave outputs unused.
 Spikes, h and states by bit pattern where the definition is exact, gradients to rounding.
 `--cpu` runs the same cases on the generated C kernels. Exit status 1 when anything differs.
@@ -26,13 +27,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snnfunc._kernel import backends  # noqa: E402
 from snnfunc._core.definition import option_values as _option_values  # noqa: E402
 from test_edge_values import bits  # noqa: E402
-from test_generated import NEURONS, SURROGATES, Gaussian, leaves  # noqa: E402
+from registry import ENTRIES, leaves  # noqa: E402
+from test_generated import SURROGATES, Gaussian  # noqa: E402
 
 INF, NAN = math.inf, math.nan
 
 
 def one_case(name, opts, kw, dtype, T, N, sg, use, edge, seed):
-    neuron, params, exact = NEURONS[name]
+    e = ENTRIES[name]
+    neuron, params, exact = e.neuron, e.params, e.exact
     g = torch.Generator().manual_seed(seed)
     shape = (N,) if N < 3 else (3, N // 3)
     scale = 0.4 if opts.get("decay_input") is False else 1.0
@@ -112,11 +115,12 @@ def cases(quick):
     dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
     sgs = SURROGATES + [Gaussian()]
     i = 0
-    for name, (neuron, _, exact) in NEURONS.items():
+    for name, e in ENTRIES.items():
+        exact = e.exact
         for opts, v_reset, detach, dtype in itertools.product(
-                list(_option_values(neuron.options)), (0.0, -0.2, None), (False, True), dtypes):
+                list(_option_values(e.neuron.options)), (0.0, -0.2, None), (False, True), dtypes):
             i += 1
-            if quick and i % 3:
+            if quick and i % 3 or not e.full and i % 2:
                 continue
             # where the definition uses exp, a last-bit difference can flip a spike and the
             # runs part: those are compared over few steps
