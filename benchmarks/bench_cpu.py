@@ -5,6 +5,7 @@ the small layers, where the cost around the kernels shows.
     MALLOC_CONF=oversize_threshold:1,background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1 \\
         python benchmarks/bench_cpu.py                      # both tables
     python benchmarks/bench_cpu.py --tables surrogates --Ts 8 64 --neurons lif alif
+    python benchmarks/bench_cpu.py --tables surrogates --threads 1 --clock cpu --surrogates Sigmoid ATan
     python benchmarks/bench_cpu.py --tables small --threads 1
 
 ``surrogates``: each built-in neuron (``snnfunc.functional.neurons`` and ``defined``, their
@@ -25,7 +26,9 @@ size the Python, autograd and allocation around the kernels is the cost.
 Outputs are allocated fresh at every call, as a user's training step does: run with jemalloc
 (above) so that the glibc allocator's page faults on fresh large blocks are not what is
 measured; the allocator in use is printed with the CPU. Every cell is the median over at
-least ``--repeats`` calls and 0.2 s.
+least ``--repeats`` calls and 0.2 s. ``--clock cpu`` (with ``--threads 1``) times the calling
+thread's CPU time instead of wall time: on a machine shared with other work, the time the
+thread waited for a core is left out (what the others do to the caches and memory is not).
 """
 
 from __future__ import annotations
@@ -61,19 +64,23 @@ def allocator() -> str:
     return "jemalloc" if "jemalloc" in pre else "glibc (page faults on fresh blocks included)"
 
 
+CLOCK = [time.perf_counter]  # or time.thread_time (--clock cpu)
+
+
 def medians(fns: dict, repeats: int, min_time: float = 0.2) -> dict:
     """Median seconds of each function, timed in rounds alternating between them."""
     for fn in fns.values():
         fn()
     times = {k: [] for k in fns}
+    clock = CLOCK[0]
     start = time.perf_counter()
     while (min(map(len, times.values())) < repeats
            or (time.perf_counter() - start < min_time * len(fns)
                and min(map(len, times.values())) < 200)):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -108,7 +115,15 @@ def table(title, header, rows):
 
 def run_surrogates(args):
     reg, sgs = neurons(), surrogates()
+    if args.surrogates:
+        unknown = sorted(set(args.surrogates) - set(sgs))
+        if unknown:
+            raise SystemExit(f"--surrogates: unknown {unknown}; built-in: {sorted(sgs)}")
+        sgs = {k: v for k, v in sgs.items() if k in args.surrogates}
     names = args.neurons or list(reg)
+    unknown = sorted(set(names) - set(reg))
+    if unknown:
+        raise SystemExit(f"--neurons: unknown {unknown}; built-in: {sorted(reg)}")
     fwd, both = {}, {}
     for T in args.Ts:
         N = args.mib * 2**20 // 4 // T
@@ -195,18 +210,28 @@ def main():
     ap.add_argument("--Ts", type=int, nargs="+", default=[8, 64, 256, 1024])
     ap.add_argument("--mib", type=int, default=16, help="MiB of float32 input")
     ap.add_argument("--neurons", nargs="+", default=None, help="default: every built-in")
+    ap.add_argument("--surrogates", nargs="+", default=None,
+                    help="surrogate class names; default: every built-in")
     ap.add_argument("--small-neurons", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the calling thread's CPU time (with --threads 1 every kernel runs "
+                    "on it), steadier on a shared machine than wall time")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        if torch.get_num_threads() != 1:
+            ap.error("--clock cpu needs --threads 1 (other threads' time would be missed)")
+        CLOCK[0] = time.thread_time
     import io
 
     info = snnfunc.info(file=io.StringIO())
     isa = next((line.strip() for line in info.splitlines() if "instruction set" in line), "")
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; allocator: {allocator()}; "
-          f"torch {torch.__version__}; {isa}")
+          f"torch {torch.__version__}; {isa}; clock: {args.clock}; load average at the start: "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if "surrogates" in args.tables:
         run_surrogates(args)
     if "small" in args.tables:

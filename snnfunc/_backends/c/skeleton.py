@@ -296,11 +296,16 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
   /* rows of gs (gh, sg) prefetched ahead: all of them in the recompute where they fit in
      the cache beside the kept values, else `ahead` steps before the walk back reads them */
   const int64_t ahead = T * row <= PF_ALL ? T : PF_AHEAD / row + 1;
+  /* rows of x for the recompute: where a block's rows of every step fit (short T), prefetched
+     during the walk back of the block before; else (they would not stay in the cache that long)
+     `ahead` steps before the recompute reads them */
+  const int fits = T * row <= PF_ALL, xs = j->xc >= N;
   const int nt = STREAM_GX && T * N * (int64_t)sizeof(IO) >= NT_BYTES;  /* gx streamed */
   const int64_t next = i0 + n < N ? (N - i0 - n < n ? N - i0 - n : n) * (int64_t)sizeof(IO) : 0;
   for (int64_t t = 0; t < T; t++) {{  /* recompute the states before every step */
     const IO *restrict xt = x_row(j, t, i0, n, XG);
     IN(xt, XF);
+    if (!fits && xs && t + ahead < T) pf_read(j->x + (t + ahead) * j->sxt + i0, row);
     if (t >= T - ahead) {{  /* the rows the walk back reads first */
       if (j->gs) pf_read(j->gs + t * N + i0, row);
       if (j->gh) pf_read(j->gh + t * N + i0, row);
@@ -334,7 +339,7 @@ static void bwd_block(const job_t *j, int64_t i0, int64_t n, REAL *buf) {{
     {pre}
     {dispatch}
     OUTG(gxt, GXF);
-    if (next && j->xc >= N) pf_read(j->x + t * j->sxt + i0 + n, next);  /* the next block's recompute */
+    if (next && fits && xs) pf_read(j->x + t * j->sxt + i0 + n, next);  /* the next block's recompute */
   }}
   nt_fence(nt);
   {present0 if any(need[M + 1:]) else ''}
