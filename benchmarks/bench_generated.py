@@ -3,6 +3,12 @@
     python benchmarks/bench_generated.py                    # both parts, both allocators
     python benchmarks/bench_generated.py --parts inductor --allocators jemalloc
     python benchmarks/bench_generated.py --Ts 8 64 --repeats 3
+    python benchmarks/bench_generated.py --compare before1.json before2.json -- after1.json after2.json
+
+``--compare`` reads the ``--save`` files of runs of two checkouts (each run with its own
+checkout's script, the hand-written kernel the same) and prints, per cell, each run's
+generated / hand-written time and the generated kernel's time after / before (means over the
+runs of each side): whether a change of the generator moved the kernels' speed.
 
 (a) **Before and after.** The hand-written CPU kernel of revision 52b5b2f
 (``snnfunc/_fused/neuron.c`` and ``neuron_impl.h``, read with ``git show``, written into a
@@ -481,7 +487,41 @@ def report_inductor(results, Ts, mib, chunk):
                   f"{max(ratios):.2f}x, {min(passes):.1f}-{max(passes):.1f} passes)")
 
 
+def compare(before: list, after: list) -> None:
+    """The before/after table of two groups of `--save` files (see the module docstring)."""
+    def cells(paths):
+        out = []
+        for path in paths:
+            for res in json.loads(Path(path).read_text()):
+                if "before-after" in res:
+                    out.append(res["before-after"]["cells"])
+        if not out:
+            sys.exit(f"no before-after results in {paths}")
+        return out
+
+    b, a = cells(before), cells(after)
+    keys = [k for k in b[0] if k.split("|")[2] == "generated" and all(k in c for c in b + a)]
+    hand = "hand-written (52b5b2f)"
+    print(f"\ngenerated / hand-written time per run, and the generated kernel's time after / "
+          f"before (mean ms of the runs); before: {' '.join(before)}; after: {' '.join(after)}\n")
+    print("| neuron | part | T | before, generated / hand-written | after | after / before |")
+    print("|---|---|---|---|---|---|")
+    for key in sorted(keys, key=lambda k: (k.split("|")[1], int(k.split("|")[3]))):
+        neuron, part, _, T = key.split("|")
+        ref = f"{neuron}|{part}|{hand}|{T}"
+        ratio = lambda runs: " / ".join(f"{c[key] / c[ref]:.2f}" for c in runs)  # noqa: E731
+        mb, ma = statistics.mean(c[key] for c in b), statistics.mean(c[key] for c in a)
+        print(f"| {neuron} | {part} | {T} | {ratio(b)} | {ratio(a)} | {ma / mb:.2f} "
+              f"({mb:.2f} -> {ma:.2f} ms) |")
+
+
 def main():
+    if "--compare" in sys.argv:
+        rest = sys.argv[sys.argv.index("--compare") + 1:]
+        if "--" not in rest:
+            sys.exit("usage: --compare BEFORE.json ... -- AFTER.json ...")
+        i = rest.index("--")
+        return compare(rest[:i], rest[i + 1:])
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["before-after", "inductor"],
