@@ -23,6 +23,7 @@ import functools
 import logging
 
 import torch
+from torch._C._functorch import TransformType, get_interpreter_stack
 
 from snnfunc._core.compile import constant_result
 from snnfunc._kernel import backends
@@ -40,8 +41,6 @@ def available(device="cpu") -> bool:
 
 
 def _forward_ad_active() -> bool:
-    from torch._C._functorch import TransformType, get_interpreter_stack
-
     if any(i.key() == TransformType.Jvp for i in get_interpreter_stack() or ()):
         return True
     return torch.autograd.forward_ad._current_level >= 0
