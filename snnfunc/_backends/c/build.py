@@ -117,7 +117,7 @@ const char *snn_isa(void) {
   " (generic build: no -march=native or no libmvec; e^x and the other functions from libm, "
   "one value at a time)"
 #elif (defined(__AVX512F__) && defined(__AVX512VL__) || defined(__AVX2__)) && defined(__FMA__)
-  " (-march=native; the backward's e^x in float inlined; exp, log, sin, cos (tanh, cosh, sinh, expm1, log1p with glibc 2.35 on) vectorised through libmvec)"
+  " (-march=native; the backward's e^x in float the kernel's own; exp, log, sin, cos (tanh, cosh, sinh, expm1, log1p with glibc 2.35 on) vectorised through libmvec)"
 #else
   " (-march=native; e^x and the other functions from libmvec)"
 #endif

@@ -2,7 +2,7 @@
 
 Built without FMA contraction or fast math, so `+ - * /` and comparisons round as the
 reference loop does. libm's `expm1`, `log1p`, `tanh`, `sinh`, `cosh` and `pow` are native;
-in the VJP, e^x in float comes from `VJP_EXPF` (the runtime's inlined exp on AVX-512 and AVX2)."""
+in the VJP, e^x in float comes from `VJP_EXPF` (the runtime's own vector exp on AVX-512 and AVX2, runtime/fast_exp.h)."""
 
 from __future__ import annotations
 
