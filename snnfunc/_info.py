@@ -9,7 +9,7 @@ import sys
 import torch
 
 from snnfunc._backends.c import build
-from snnfunc._kernel import backends, cache, dispatch
+from snnfunc._kernel import backends, cache, cached, dispatch
 
 
 def _version(package: str) -> str:
@@ -24,7 +24,8 @@ def info(file=None) -> str:
 
     It gives the versions of Python, torch, Triton and snnfunc; which fused kernels are
     available here and, where one is not, why (no C compiler, no Triton, no GPU); and how often
-    calls with `impl="auto"` ran the reference loop instead in this process, with the reason.
+    calls with `impl="auto"` ran the reference loop instead in this process, with the reason,
+    and how many eager calls ran from a kept entry (`snnfunc._kernel.cached`).
     The first call may build the C kernel (up to a minute or two, once per machine).
 
     Args:
@@ -54,6 +55,8 @@ def info(file=None) -> str:
     lines.append(f"kernel cache: {len(files)} kernels, {size / (1 << 20):.1f} MiB (bound: "
                  f"{cache.MAX_FILES} kernels, {cache.max_bytes() / (1 << 20):.0f} MiB; least "
                  f"recently used go first)")
+    lines.append(f"repeated eager calls run from a kept entry in this process: "
+                 f"{cached.stats['hits']} (entries made: {cached.stats['made']})")
     if dispatch.fallbacks:
         lines.append("calls that ran the reference loop in this process (impl='auto'):")
         lines += [f"  {n:>6} x {reason}" for reason, n in dispatch.fallbacks.most_common()]

@@ -33,7 +33,7 @@ from snnfunc import memory
 from snnfunc._core import checks, registry
 from snnfunc._core.definition import Definition, option_values, parse
 from snnfunc._core.ir import DefinitionError
-from snnfunc._kernel import dispatch
+from snnfunc._kernel import cached, dispatch
 from snnfunc._core.results import (NeuronOutput, NeuronOutputWithH, StatesOutput,
                                    StatesOutputWithH, StepOutput, StepOutputWithH,
                                    StepStatesOutput, StepStatesOutputWithH, TraceOutput)
@@ -288,6 +288,11 @@ class Neuron(Definition):
                        surrogate=surrogate, detach_reset=detach_reset, return_h=return_h,
                        return_states=return_states, impl=impl, **kwargs)
             return _batch_first(out)
+        if return_h is False and return_states is False and impl != "reference":
+            hit = cached.call(self, x_seq, state, (v_threshold, v_reset, surrogate, detach_reset),
+                              impl, kwargs, _memory_order)
+            if hit is not None:
+                return self._result(hit[0], None, hit[1], None, False, False)
         order = _memory_order(x_seq) if isinstance(x_seq, torch.Tensor) else None
         if order is not None:
             out = self._in_order(order, x_seq, state, v_threshold=v_threshold, v_reset=v_reset,
@@ -309,7 +314,9 @@ class Neuron(Definition):
             out = self._reference(x_seq, states, params, opts, v_threshold=v_threshold,
                                   v_reset=v_reset, surrogate=surrogate,
                                   detach_reset=detach_reset)
-        spikes, h, states, trace = out
+        return self._result(*out, return_h, return_states)
+
+    def _result(self, spikes, h, states, trace, return_h, return_states):
         memory.register_spikes(spikes)
         if return_states:
             trace = trace[0] if self.State is None else self.State(*trace)

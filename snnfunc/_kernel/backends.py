@@ -36,13 +36,16 @@ class Backend:
         call (`ops.ForwardCall`, `ops.BackwardCall`) and returns a function that runs its
         kernel again on new tensors of the same shapes and layouts (the recurrent layer's
         steps: the kernel found and its arguments filled once).
+      runners: the same without the checks of each step's tensors, for callers that key
+        on their shapes, dtypes and strides (`snnfunc._kernel.cached`), or None.
     """
 
     def __init__(self, name: str, ops: typing.Callable, error: typing.Callable[[], str | None],
                  direct: bool = False, keeps: bool = False,
-                 steppers: typing.Callable | None = None):
+                 steppers: typing.Callable | None = None,
+                 runners: typing.Callable | None = None):
         self.name, self._ops, self.error, self.direct = name, ops, error, direct
-        self.keeps, self._steppers = keeps, steppers
+        self.keeps, self._steppers, self._runners = keeps, steppers, runners
         self._loaded = None
 
     def _load(self):
@@ -70,6 +73,11 @@ class Backend:
     def steppers(self):
         """`(forward stepper, backward stepper)`, or None where the backend has none."""
         return None if self._steppers is None else self._steppers()
+
+    @property
+    def runners(self):
+        """`(forward runner, backward runner)`, or None where the backend has none."""
+        return None if self._runners is None else self._runners()
 
 
 BACKENDS: dict[str, Backend] = {}

@@ -9,4 +9,5 @@ from snnfunc._kernel import backends
 backends.register("cpu", backends.Backend(
     "c", lambda: (host.defined_forward, host.defined_backward, host.forward_fn, host.backward_fn),
     build.error, direct=True,
-    steppers=lambda: (host.forward_stepper, host.backward_stepper)))
+    steppers=lambda: (host.forward_stepper, host.backward_stepper),
+    runners=lambda: (host.forward_runner, host.backward_runner)))

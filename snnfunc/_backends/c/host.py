@@ -162,45 +162,78 @@ def _same(got, like) -> None:
                              f"{want}, got {got_} (argument {i})")
 
 
-def forward_stepper(c: ops.ForwardCall):
-    """`step(x, states, s, out)`: the checked call `c`'s kernel run again on new tensors in
-    the places of `c.x`, `c.states`, `c.s` and `c.out`, each of the same shape, dtype and
-    strides (checked): the kernel found and the job filled once, four pointers set a step."""
-    lib, job = _forward_lib(c), _forward_job(c)
-    K = len(c.neuron.states)
-    at, _ = _layout(K, len(c.neuron.parameters))
-    like = [c.x, c.s, *c.states, *c.out]
-
-    def step(x, states, s, out):
-        _same([x, s, *states, *out], like)
-        job[at["x"]], job[at["s"]] = _ptr(x), _ptr(s)
-        for k in range(K):
-            job[at["st"] + k], job[at["st_out"] + k] = _ptr(states[k]), _ptr(out[k])
-        _run(lib, job, False)
-    step.call = c  # the job points into its tensors (parameters, threshold, scalars)
-    return step
-
-
-def backward_stepper(c: ops.BackwardCall):
-    """`step(x, states, gs, gstates, gx, gst0, gpar, gth)`: the checked call `c`'s kernel run
-    again on new tensors in the places of the same fields of `c`, each present where it is
-    present in `c` and of the same shape, dtype and strides (checked)."""
-    lib, job = _backward_lib(c), _backward_job(c)
+def forward_runner(c: ops.ForwardCall):
+    """`run(x, states, params, th, s, out)`: the checked call `c`'s kernel run again on new
+    tensors in the places of `c.x`, `c.states`, `c.params`, `c.th`, `c.s` and `c.out`, which
+    the caller guarantees have their shapes, dtypes and strides (`forward_stepper` checks
+    them; the cached eager call keys on them): the kernel found and the job filled once, the
+    pointers set a call on a copy of it (calls on several threads). Holds the scalars
+    (`run.holds`) and none of those tensors."""
+    lib, template = _forward_lib(c), _forward_job(c)
     K, M = len(c.neuron.states), len(c.neuron.parameters)
     at, _ = _layout(K, M)
-    like = [c.x, c.gs, *c.states, *c.gstates, c.gx, *c.gst0, *c.gpar, c.gth]
+    i_x, i_s, i_th = at["x"], at["s"], at["th"]
+    i_st, i_par, i_out = at["st"], at["par"], at["st_out"]
 
-    def step(x, states, gs, gstates, gx, gst0, gpar, gth):
-        _same([x, gs, *states, *gstates, gx, *gst0, *gpar, gth], like)
-        job[at["x"]], job[at["gs"]] = _ptr(x), _ptr(gs)
+    def run(x, states, params, th, s, out):
+        job = array.array("q", template)
+        job[i_x], job[i_s], job[i_th] = _ptr(x), _ptr(s), _ptr(th)
+        for k in range(K):
+            job[i_st + k], job[i_out + k] = _ptr(states[k]), _ptr(out[k])
+        for k in range(M):
+            job[i_par + k] = _ptr(params[k])
+        _run(lib, job, False)
+    run.holds = c.scalars
+    return run
+
+
+def backward_runner(c: ops.BackwardCall):
+    """`run(x, states, params, th, gs, gstates, gx, gst0, gpar, gth)`: the checked call `c`'s
+    kernel run again on new tensors in the places of the same fields of `c`, each present
+    where it is present in `c` and of the same shape, dtype and strides, which the caller
+    guarantees (`backward_stepper` checks them); a gradient not asked for may be None. Holds
+    the scalars (`run.holds`)."""
+    lib, template = _backward_lib(c), _backward_job(c)
+    K, M = len(c.neuron.states), len(c.neuron.parameters)
+    at, _ = _layout(K, M)
+
+    def run(x, states, params, th, gs, gstates, gx, gst0, gpar, gth):
+        job = array.array("q", template)
+        job[at["x"]], job[at["gs"]], job[at["th"]] = _ptr(x), _ptr(gs), _ptr(th)
         job[at["gx"]], job[at["gth"]] = _ptr(gx), _ptr(gth)
         for k in range(K):
             job[at["st"] + k], job[at["gst"] + k] = _ptr(states[k]), _ptr(gstates[k])
             job[at["gst0"] + k] = _ptr(gst0[k])
         for k in range(M):
-            job[at["gpar"] + k] = _ptr(gpar[k])
+            job[at["par"] + k], job[at["gpar"] + k] = _ptr(params[k]), _ptr(gpar[k])
         _run(lib, job, True)
-    step.call = c  # the job points into its tensors (parameters, threshold, scalars)
+    run.holds = c.scalars
+    return run
+
+
+def forward_stepper(c: ops.ForwardCall):
+    """`step(x, states, s, out)`: `forward_runner` on `c`'s parameters and threshold, each
+    tensor checked against `c`'s."""
+    run = forward_runner(c)
+    like = [c.x, c.s, *c.states, *c.out]
+
+    def step(x, states, s, out):
+        _same([x, s, *states, *out], like)
+        run(x, states, c.params, c.th, s, out)
+    step.call = c
+    return step
+
+
+def backward_stepper(c: ops.BackwardCall):
+    """`step(x, states, gs, gstates, gx, gst0, gpar, gth)`: `backward_runner` on `c`'s
+    parameters and threshold, each tensor checked against `c`'s."""
+    run = backward_runner(c)
+    like = [c.x, c.gs, *c.states, *c.gstates, c.gx, *c.gst0, *c.gpar, c.gth]
+
+    def step(x, states, gs, gstates, gx, gst0, gpar, gth):
+        _same([x, gs, *states, *gstates, gx, *gst0, *gpar, gth], like)
+        run(x, states, c.params, c.th, gs, gstates, gx, gst0, gpar, gth)
+    step.call = c
     return step
 
 
