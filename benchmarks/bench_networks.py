@@ -6,7 +6,8 @@
     python benchmarks/bench_networks.py --diagnose               # compiled against eager, conv PLIF, candidate fixes
     python benchmarks/bench_networks.py --save a.json ...        # later: --report a.json b.json (tables again)
 
-Three networks, each in five configurations built from the same initial weights:
+Three networks, each in six configurations (the conv PLIF network in eight) built from the same
+initial weights:
 
 - ``conv-plif``: the convolutional PLIF network of ``examples/train_fashion_mnist.py`` (Fang
   et al. 2021: a static Conv-BN encoder computed once per image and fed at every step, PLIF,
@@ -27,6 +28,12 @@ Configurations:
 - ``snnfunc eager, packed spikes``: eager, the forward and the loss under
   ``snnfunc.memory.packed_spikes()`` (every spike tensor a layer saves for backward stored as
   bits; the gradients are bit for bit the same).
+- ``snnfunc eager, low memory`` / ``snnfunc compiled, low memory`` (``conv-plif`` only): the
+  example's ``PLIFNet(low_memory=True)``, the same function and weights: max-pools that save
+  one byte per output (``snnfunc.memory.MaxPool2d``), the static encoder recomputed in the
+  backward pass (``snnfunc.memory.recompute``; eager only), the neurons' final states let go
+  at the end of the forward pass. Gradients bit for bit those of ``snnfunc eager`` (eager) and
+  of ``snnfunc compiled`` (compiled).
 - ``SpikingJelly eager`` / ``SpikingJelly compiled``: SpikingJelly 2.0's neurons
   (``ParametricLIFNode``, ``IFNode`` in multi-step mode, its CPU path; the ALIF neuron, which it
   does not have, written as its documentation says to write a custom neuron, a
@@ -111,8 +118,8 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 MALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
                "dirty_decay_ms:-1,muzzy_decay_ms:-1")
 NETWORKS = ("conv-plif", "sew-resnet18", "alif-rnn")
-CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc compiled", "SpikingJelly eager",
-           "SpikingJelly compiled", "plain loop compiled")
+CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc eager, low memory", "snnfunc compiled",
+           "snnfunc compiled, low memory", "SpikingJelly eager", "SpikingJelly compiled", "plain loop compiled")
 OURS = [c for c in CONFIGS if c.startswith("snnfunc")]
 # threads when --threads is not given: SEW-ResNet-18 spends 80-90% of its step in oneDNN's
 # convolutions (their scaling with threads is oneDNN's) and its compiles take minutes
@@ -327,6 +334,8 @@ def build(network: str, chunk: int):
         from train_fashion_mnist import PLIFNet
 
         ours = PLIFNet(channels=32, fc=256, T=8)
+        low = PLIFNet(channels=32, fc=256, T=8, low_memory=True)
+        low.load_state_dict(ours.state_dict())
         sj = swap(copy.deepcopy(ours), snn.PLIFNode, sj_plif)
         plain = swap(copy.deepcopy(ours), snn.PLIFNode, lambda _: PlainPLIF())
         copy_weights(ours, sj)
@@ -364,6 +373,8 @@ def build(network: str, chunk: int):
             "snnfunc compiled": copy.deepcopy(ours),
             "SpikingJelly eager": sj, "SpikingJelly compiled": copy.deepcopy(sj),
             "plain loop compiled": plain}
+    if network == "conv-plif":
+        nets.update({"snnfunc eager, low memory": low, "snnfunc compiled, low memory": copy.deepcopy(low)})
     return nets, x, y, loss
 
 
@@ -546,7 +557,7 @@ def time_rounds(steps: dict, repeats: int, cpu: dict | None = None) -> dict:
     if cpu is not None:
         cpu.update({k: [] for k in steps})
     keys = list(steps)
-    for r in range(repeats):
+    for r in range(repeats if keys else 0):
         order = keys[r % len(keys):] + keys[:r % len(keys)]
         for k in order:
             t0, c0 = time.perf_counter(), time.thread_time()
@@ -579,8 +590,8 @@ def child(args) -> dict:
     out = {"allocator": allocator_name(), "threads": torch.get_num_threads(),
            "load_start": os.getloadavg()[0], "results": {}}
     warm_inductor()
-    configs = [c for c in CONFIGS if args.configs is None or c in args.configs]
     nets, x, y, loss = build(args.network, args.chunk)
+    configs = [c for c in CONFIGS if (args.configs is None or c in args.configs) and c in nets]
     steps, res = {}, {}
     for config in configs:
         step = Step(config, nets[config], args.network, x, loss)

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from snnfunc import memory
 from snnfunc import nn as snn
 from snnfunc import surrogate
 from train_digits import HelpFormatter, cosine_lr, load_checkpoint, plot_history, save_checkpoint
@@ -99,11 +100,24 @@ def load_mnist_pickle(path: Path):
 
 
 class PLIFNet(nn.Module):
-    """Fang et al. 2021, Fig. 3 (MNIST / Fashion-MNIST), with configurable widths."""
+    """Fang et al. 2021, Fig. 3 (MNIST / Fashion-MNIST), with configurable widths.
 
-    def __init__(self, channels=128, fc=2048, T=8, dropout=0.5, classes=10, votes=10):
+    `low_memory=True`: the same function, outputs and gradients bit for bit, in less memory
+    (the peak of a training step, at the first PLIF layer's backward pass, where the gradients
+    of its spikes and of its input over all T steps are alive at once): the max-pools save one
+    byte per output instead of their input and int64 indices (`snnfunc.memory.MaxPool2d`), the
+    static encoder runs again in the backward pass instead of saving its convolution's output
+    (`snnfunc.memory.recompute`), and the neurons' final states are let go at the end of the
+    forward pass (`reset_net`) instead of being held through the backward pass. The same
+    parameters and buffers (a state_dict loads either way).
+    """
+
+    def __init__(self, channels=128, fc=2048, T=8, dropout=0.5, classes=10, votes=10,
+                 low_memory=False):
         super().__init__()
         self.T = T
+        self.low_memory = low_memory
+        pool = memory.MaxPool2d if low_memory else nn.MaxPool2d
 
         def plif():
             return snn.PLIFNode(2.0, parametrization="sigmoid", surrogate=surrogate.ATan(),
@@ -113,9 +127,9 @@ class PLIFNet(nn.Module):
         self.encoder = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False),
                                      nn.BatchNorm2d(channels))  # static: once per image
         self.features = nn.Sequential(
-            plif(), TD(nn.MaxPool2d(2)),
+            plif(), TD(pool(2)),
             TD(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)),
-            plif(), TD(nn.MaxPool2d(2), nn.Flatten()))
+            plif(), TD(pool(2), nn.Flatten()))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(channels * 7 * 7, fc, bias=False), plif(),
             nn.Dropout(dropout), nn.Linear(fc, classes * votes, bias=False), plif())
@@ -123,9 +137,11 @@ class PLIFNet(nn.Module):
 
     def forward(self, images):  # [B, 1, 28, 28] -> firing rates per class [B, classes]
         snn.reset_net(self)
-        x = self.encoder(images)
-        x_seq = x.unsqueeze(0).expand(self.T, *x.shape)
+        x = memory.recompute(self.encoder, images) if self.low_memory else self.encoder(images)
+        x_seq = x.unsqueeze(0).expand(self.T, *x.shape)  # a view: no copy per step
         spikes = self.classifier(self.features(x_seq))  # [T, B, classes * votes]
+        if self.low_memory:  # nothing reads the final states: let them (and their graph) go
+            snn.reset_net(self)
         return spikes.unflatten(-1, (self.classes, self.votes)).mean((0, 3))
 
 
@@ -152,6 +168,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (cosine schedule)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (0: all)")
     ap.add_argument("--no-compile", action="store_true", help="run eagerly")
+    ap.add_argument("--low-memory", action="store_true",
+                    help="less memory per step, the same gradients (PLIFNet's low_memory)")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--out", type=Path, default=Path("out"), help="folder for the training plot")
@@ -168,7 +186,7 @@ def main(argv=None):
     if args.limit:
         x_tr, y_tr = x_tr[:args.limit], y_tr[:args.limit]
     device = torch.device(args.device)
-    net = PLIFNet(args.channels, args.fc, args.T).to(device)
+    net = PLIFNet(args.channels, args.fc, args.T, low_memory=args.low_memory).to(device)
     model = net if args.no_compile else torch.compile(net)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     shape = {"dataset": args.dataset, "channels": args.channels, "fc": args.fc, "T": args.T}

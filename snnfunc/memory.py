@@ -8,6 +8,9 @@
   the states between chunks and recomputing one chunk at a time in the backward pass.
 - `truncated_bptt(fn, x_seq, state, chunk=...)`: the chunks one after the other, the state
   carried and detached between them, for a loss and a backward pass per chunk.
+- `MaxPool2d(k)`: `torch.nn.MaxPool2d(k)` that saves one byte per output for backward (not
+  its input and int64 indices); `recompute(module, *args)`: a module (a static Conv-BN
+  encoder) run again in the backward pass instead of saving what it saves. Both exact.
 
 `fn(x_chunk, state) -> (y_chunk, state)` is a pure function of a chunk `[t, ...]` and the state
 (a tensor, a tuple of tensors, a `NeuronOutput`, or `None` at the start), for example a layer
@@ -24,7 +27,8 @@ import weakref
 import torch
 from torch.utils import _pytree
 
-__all__ = ["packed_spikes", "PackedStats", "checkpointed", "truncated_bptt"]
+__all__ = ["packed_spikes", "PackedStats", "checkpointed", "truncated_bptt", "MaxPool2d",
+           "recompute"]
 
 _spikes: contextvars.ContextVar = contextvars.ContextVar("snnfunc_spikes", default=None)
 
@@ -234,3 +238,177 @@ def truncated_bptt(fn, x_seq, state=None, *, chunk: int):
         y, state = fn(x, state)
         yield y
         state = _detach(state)
+
+
+# --------------------------------------------------------------------------- layers that save less
+
+
+def _is_registered_spike(t: torch.Tensor) -> bool:
+    live = _spikes.get()
+    if live is None or _wrapped(t):
+        return False
+    ref = live.get(t.untyped_storage().data_ptr())
+    s = None if ref is None else ref()
+    return s is not None and s.dtype == t.dtype
+
+
+def _window_base(Ho, Wo, W, k, device):
+    """The flat index (in its image plane) of every window's first element, [Ho, Wo]."""
+    return (torch.arange(Ho, device=device).view(-1, 1) * (k * W)
+            + torch.arange(Wo, device=device) * k)
+
+
+@torch.library.custom_op("snnfunc::window_max_pool2d", mutates_args=())
+def _window_max_pool2d(x: torch.Tensor, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """max_pool2d of `x` [N, C, H, W], kernel = stride = k (no padding, dilation 1, floor
+    mode): the output, and per output the offset dy * k + dx of the chosen element inside its
+    window (uint8), from ATen's own indices (its choice among ties and NaN), made `rows`
+    images at a time (the transient int64 indices of one slice)."""
+    if x.dim() != 4 or not x.is_floating_point() or not 1 <= k <= 16 or rows < 1:
+        raise ValueError("window_max_pool2d takes a 4-d float tensor, 1 <= k <= 16 and rows >= 1")
+    x = x.contiguous()
+    n, c, H, W = x.shape
+    Ho, Wo = H // k, W // k
+    out = x.new_empty((n, c, Ho, Wo))
+    off = torch.empty((n, c, Ho, Wo), dtype=torch.uint8, device=x.device)
+    base = _window_base(Ho, Wo, W, k, x.device)
+    for i in range(0, n, rows):
+        o, idx = torch.ops.aten.max_pool2d_with_indices(x[i:i + rows], [k, k], [k, k])
+        out[i:i + rows] = o
+        d = idx.sub_(base)  # dy * W + dx
+        off[i:i + rows] = torch.div(d, W, rounding_mode="floor").mul_(k).add_(d.remainder_(W))
+    return out, off
+
+
+@_window_max_pool2d.register_fake
+def _(x, k, rows):
+    shape = (*x.shape[:2], x.shape[2] // k, x.shape[3] // k)
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
+
+
+@torch.library.custom_op("snnfunc::window_max_pool2d_backward", mutates_args=())
+def _window_max_pool2d_backward(g: torch.Tensor, off: torch.Tensor, H: int, W: int, k: int,
+                                rows: int) -> torch.Tensor:
+    """The gradient of `_window_max_pool2d`'s input: ATen's max-pool backward kernel on the
+    int64 indices rebuilt from the offsets, `rows` images at a time."""
+    if (off.dtype != torch.uint8 or off.dim() != 4 or not 1 <= k <= 16 or rows < 1
+            or tuple(off.shape[2:]) != (H // k, W // k) or g.shape != off.shape
+            or not g.is_floating_point() or g.device != off.device
+            or off.numel() and int(off.max()) >= k * k):
+        raise ValueError("window_max_pool2d_backward takes g and uint8 offsets (each < k * k) of "
+                         "the pooled shape [N, C, H // k, W // k], 1 <= k <= 16 and rows >= 1")
+    g = g.contiguous()
+    n, c, Ho, Wo = off.shape
+    gx = g.new_empty((n, c, H, W))
+    base = _window_base(Ho, Wo, W, k, g.device)
+    for i in range(0, n, rows):
+        o = off[i:i + rows].long()
+        idx = torch.div(o, k, rounding_mode="floor").mul_(W).add_(o.remainder_(k)).add_(base)
+        part = gx[i:i + rows]
+        # `self` gives only the input's shape there: the slice being written
+        torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+            g[i:i + rows], part, [k, k], [k, k], [0, 0], [1, 1], False, idx, grad_input=part)
+    return gx
+
+
+@_window_max_pool2d_backward.register_fake
+def _(g, off, H, W, k, rows):
+    return g.new_empty((*off.shape[:2], H, W))
+
+
+def _window_setup(ctx, inputs, output):
+    x, k, rows = inputs
+    ctx.save_for_backward(output[1])
+    ctx.geometry = (x.shape[2], x.shape[3], k, rows)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _window_backward(ctx, g, _):
+    (off,) = ctx.saved_tensors
+    H, W, k, rows = ctx.geometry
+    return torch.ops.snnfunc.window_max_pool2d_backward(g, off, H, W, k, rows), None, None
+
+
+_window_max_pool2d.register_autograd(_window_backward, setup_context=_window_setup)
+
+
+class MaxPool2d(torch.nn.Module):
+    """`torch.nn.MaxPool2d(k)` (kernel = stride = k) that keeps 1 byte per output for its
+    backward pass instead of its input and ATen's int64 indices (for k = 2: 1/4 byte per input
+    element instead of 4 + 2 in float32). Forward values and gradients are bit for bit those
+    of `torch.nn.MaxPool2d(k)`: the indices are ATen's, stored as offsets inside their window,
+    and the backward is ATen's kernel on them.
+
+    Under `packed_spikes()`, its output from a spike tensor is a spike tensor too (packed where
+    a layer saves it).
+
+    Other inputs than 4-d `[N, C, H, W]` float tensors (3-d `[C, H, W]` is taken as one
+    image), and `k` above 16, run `torch.nn.functional.max_pool2d` unchanged.
+
+    Args:
+      kernel_size: k, an int (the stride is k too).
+      rows: images per slice when the int64 indices are made or rebuilt (their transient
+        memory).
+    """
+
+    def __init__(self, kernel_size: int, *, rows: int = 64):
+        super().__init__()
+        for name, v in (("kernel_size", kernel_size), ("rows", rows)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.kernel_size, self.rows = kernel_size, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        plain = (not x.is_floating_point() or x.dim() not in (3, 4) or k > 16
+                 or not (torch.is_grad_enabled() and x.requires_grad))
+        if plain:
+            y = torch.nn.functional.max_pool2d(x, k)
+        else:
+            one = x.dim() == 3
+            y = torch.ops.snnfunc.window_max_pool2d(x.unsqueeze(0) if one else x, k, self.rows)[0]
+            y = y.squeeze(0) if one else y
+        if not torch.compiler.is_compiling() and _is_registered_spike(x):
+            register_spikes(y)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
+def recompute(module: torch.nn.Module, *args):
+    """`module(*args)` under `torch.utils.checkpoint` (non-reentrant): nothing the module saves
+    for its backward pass is kept; it runs again when the backward pass reaches it. Batch
+    norm's running statistics (any buffer of `module`) are left as one plain call leaves them
+    (the second run restores them), and the random state is restored for it, so outputs,
+    gradients and buffers are bit for bit those of `module(*args)`.
+
+    Worth it where a layer's saved input is alive at the backward pass's peak: for a static
+    encoder (Conv-BN computed once per image and fed at every time step) it drops the
+    convolution's output that batch norm saves; the encoder runs twice.
+
+    `module` must be pure apart from its buffers: no stateful neuron adapter (it would advance
+    its state twice). Under `torch.compile` and without grad mode it is `module(*args)`.
+
+    Example:
+
+            encoder = torch.nn.Sequential(conv, batch_norm)
+            x = memory.recompute(encoder, images)
+    """
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return module(*args)
+    calls = []
+
+    def run(*a):
+        if not calls:  # the forward
+            calls.append(1)
+            return module(*a)
+        kept = [b.clone() for b in module.buffers()]
+        try:  # the recomputation (stopped early by checkpoint once it has what it needs)
+            return module(*a)
+        finally:
+            with torch.no_grad():
+                for b, v in zip(module.buffers(), kept):
+                    b.copy_(v)
+
+    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)

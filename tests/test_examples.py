@@ -184,3 +184,20 @@ def test_ddp_two_processes_stay_identical_and_learn(tmp_path):
     for rank in (0, 1):
         losses = json.loads((tmp_path / f"losses_rank{rank}.json").read_text())
         assert len(losses) == 3 and losses[-1] < 0.7 * losses[0]
+
+
+def test_fashion_mnist_low_memory_is_the_same_network_bit_for_bit():
+    ex = _load("train_fashion_mnist")
+    torch.manual_seed(0)
+    nets = [ex.PLIFNet(channels=4, fc=16, T=3), ex.PLIFNet(channels=4, fc=16, T=3, low_memory=True)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    grads, buffers = [], []
+    for net in nets:
+        torch.manual_seed(1)  # the same dropout masks
+        torch.nn.functional.cross_entropy(net(x) * 10, y).backward()
+        grads.append([p.grad for p in net.parameters()])
+        buffers.append(list(net.buffers()))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert all(torch.equal(a, b) for a, b in zip(*buffers))  # batch norm's statistics updated once
+    assert all(getattr(m, "v", 0.0) == 0.0 for m in nets[1].modules())  # no state held after forward

@@ -2,6 +2,7 @@
 checkpointed chunks (exact BPTT) and truncated BPTT."""
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -149,3 +150,91 @@ def test_chunk_must_be_a_positive_int(chunk):
         memory.checkpointed(_fn(0.5), torch.rand(4, 3), chunk=chunk)
     with pytest.raises(ValueError, match="chunk"):
         next(memory.truncated_bptt(_fn(0.5), torch.rand(4, 3), chunk=chunk))
+
+
+# --------------------------------------------------------------------------- layers that save less
+
+
+def _bits(t):
+    return t.view({torch.float32: torch.int32, torch.float64: torch.int64}[t.dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape,k", [((5, 3, 28, 28), 2), ((7, 2, 29, 31), 3), ((70, 2, 8, 8), 2),
+                                     ((3, 9, 9), 2)])
+@pytest.mark.parametrize("kind", ["random", "spikes", "ties and nan"])
+def test_max_pool_is_torch_bit_for_bit_and_saves_one_byte_per_output(dtype, shape, k, kind):
+    torch.manual_seed(0)
+    x = torch.rand(shape, dtype=dtype)
+    if kind == "spikes":
+        x = (x > 0.7).to(dtype)
+    elif kind == "ties and nan":
+        x = torch.round(x * 3)
+        x.view(-1)[5] = float("nan")
+    pooled = torch.nn.functional.max_pool2d(x, k).shape
+    g = torch.randn(pooled, dtype=dtype)
+    g[g.abs() < 0.3] = -0.0  # signed zeros reach the input's gradient as torch's do
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = torch.nn.functional.max_pool2d(a, k)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        got = memory.MaxPool2d(k, rows=4)(b)
+    assert torch.equal(_bits(got.detach()), _bits(want.detach()))
+    want.backward(g)
+    got.backward(g)
+    assert torch.equal(_bits(b.grad), _bits(a.grad))
+    assert [(t.dtype, t.numel()) for t in saved] == [(torch.uint8, want.numel())]
+
+
+def test_max_pool_under_packed_spikes_and_compile():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.rand(6, 2, 3, 8, 8, requires_grad=True)
+    wrt = [x, *conv.parameters()]
+
+    def net(pool, x):
+        s = snnfunc.lif(x, tau=2.0, v_threshold=0.3).spikes  # [T, B, 3, 8, 8]
+        return conv(pool(s.flatten(0, 1))).square().sum()
+
+    want = torch.autograd.grad(net(torch.nn.MaxPool2d(2), x), wrt)
+    with memory.packed_spikes() as stats:
+        loss = net(memory.MaxPool2d(2), x)
+    got = torch.autograd.grad(loss, wrt)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert stats.spike_bytes_unpacked == 6 * 2 * 3 * 4 * 4 * 4  # the pooled spikes conv saves, packed
+    compiled = torch.compile(lambda x: net(memory.MaxPool2d(2), x))
+    got = torch.autograd.grad(compiled(x), wrt)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_max_pool_checks_its_arguments():
+    with pytest.raises(ValueError, match="kernel_size"):
+        memory.MaxPool2d(0)
+    with pytest.raises(ValueError, match="rows"):
+        memory.MaxPool2d(2, rows=0)
+    bad = torch.full((1, 1, 2, 2), 4, dtype=torch.uint8)  # outside a 2 x 2 window
+    with pytest.raises(ValueError, match="offsets"):
+        torch.ops.snnfunc.window_max_pool2d_backward(torch.ones(1, 1, 2, 2), bad, 4, 4, 2, 8)
+
+
+def test_recompute_keeps_gradients_outputs_and_batch_norm_statistics():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+    twin = copy.deepcopy(encoder)
+    x = torch.rand(5, 1, 8, 8)
+    w = torch.randn(5, 4, 8, 8)
+    want = encoder(x)
+    (want * w).sum().backward()
+    calls = []
+    twin[0].register_forward_hook(lambda *_: calls.append(1))
+    got = memory.recompute(twin, x)
+    (got * w).sum().backward()
+    assert len(calls) == 2  # run again in the backward pass
+    assert torch.equal(got, want)
+    for a, b in zip(encoder.parameters(), twin.parameters()):
+        assert torch.equal(a.grad, b.grad)
+    for a, b in zip(encoder.buffers(), twin.buffers()):  # running statistics updated once
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(memory.recompute(twin.eval(), x), encoder.eval()(x))
