@@ -27,6 +27,8 @@ import weakref
 import torch
 from torch.utils import _pytree
 
+from snnfunc._backends.c import pool as _pool
+
 __all__ = ["packed_spikes", "PackedStats", "checkpointed", "truncated_bptt", "MaxPool2d",
            "recompute"]
 
@@ -267,16 +269,20 @@ def _window_max_pool2d(x: torch.Tensor, k: int, rows: int) -> tuple[torch.Tensor
     if x.dim() != 4 or not x.is_floating_point() or not 1 <= k <= 16 or rows < 1:
         raise ValueError("window_max_pool2d takes a 4-d float tensor, 1 <= k <= 16 and rows >= 1")
     x = x.contiguous()
+    if _pool.runs(x):
+        return _pool.forward(x, k)
     n, c, H, W = x.shape
     Ho, Wo = H // k, W // k
     out = x.new_empty((n, c, Ho, Wo))
     off = torch.empty((n, c, Ho, Wo), dtype=torch.uint8, device=x.device)
     base = _window_base(Ho, Wo, W, k, x.device)
+    # dy * W + dx -> dy * k + dx, by table (int64 division is scalar, and slow)
+    d = torch.arange((k - 1) * W + k, device=x.device)
+    table = (torch.div(d, W, rounding_mode="floor") * k + d % W).to(torch.uint8)
     for i in range(0, n, rows):
         o, idx = torch.ops.aten.max_pool2d_with_indices(x[i:i + rows], [k, k], [k, k])
         out[i:i + rows] = o
-        d = idx.sub_(base)  # dy * W + dx
-        off[i:i + rows] = torch.div(d, W, rounding_mode="floor").mul_(k).add_(d.remainder_(W))
+        off[i:i + rows] = table[idx.sub_(base)]
     return out, off
 
 
@@ -297,13 +303,16 @@ def _window_max_pool2d_backward(g: torch.Tensor, off: torch.Tensor, H: int, W: i
             or off.numel() and int(off.max()) >= k * k):
         raise ValueError("window_max_pool2d_backward takes g and uint8 offsets (each < k * k) of "
                          "the pooled shape [N, C, H // k, W // k], 1 <= k <= 16 and rows >= 1")
-    g = g.contiguous()
+    g, off = g.contiguous(), off.contiguous()
+    if _pool.runs(g):
+        return _pool.backward(g, off, H, W, k)
     n, c, Ho, Wo = off.shape
     gx = g.new_empty((n, c, H, W))
     base = _window_base(Ho, Wo, W, k, g.device)
+    o = torch.arange(k * k, device=g.device)
+    table = torch.div(o, k, rounding_mode="floor") * W + o % k  # dy * k + dx -> dy * W + dx
     for i in range(0, n, rows):
-        o = off[i:i + rows].long()
-        idx = torch.div(o, k, rounding_mode="floor").mul_(W).add_(o.remainder_(k)).add_(base)
+        idx = table[off[i:i + rows].long()].add_(base)
         part = gx[i:i + rows]
         # `self` gives only the input's shape there: the slice being written
         torch.ops.aten.max_pool2d_with_indices_backward.grad_input(

@@ -3,6 +3,7 @@ checkpointed chunks (exact BPTT) and truncated BPTT."""
 
 import contextlib
 import copy
+import math
 
 import pytest
 import torch
@@ -162,8 +163,13 @@ def _bits(t):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("shape,k", [((5, 3, 28, 28), 2), ((7, 2, 29, 31), 3), ((70, 2, 8, 8), 2),
                                      ((3, 9, 9), 2)])
-@pytest.mark.parametrize("kind", ["random", "spikes", "ties and nan"])
-def test_max_pool_is_torch_bit_for_bit_and_saves_one_byte_per_output(dtype, shape, k, kind):
+@pytest.mark.parametrize("kind", ["random", "spikes", "ties and nan", "edge values"])
+@pytest.mark.parametrize("path", ["C", "torch"])
+def test_max_pool_is_torch_bit_for_bit_and_saves_one_byte_per_output(dtype, shape, k, kind, path,
+                                                                      monkeypatch):
+    """Both paths (the C kernel, and torch ops where it does not run) equal ATen's pool."""
+    if path == "torch":
+        monkeypatch.setattr(memory._pool, "runs", lambda t: False)
     torch.manual_seed(0)
     x = torch.rand(shape, dtype=dtype)
     if kind == "spikes":
@@ -171,6 +177,9 @@ def test_max_pool_is_torch_bit_for_bit_and_saves_one_byte_per_output(dtype, shap
     elif kind == "ties and nan":
         x = torch.round(x * 3)
         x.view(-1)[5] = float("nan")
+    elif kind == "edge values":  # +-0 ties, infinities, several NaN in a window
+        pool = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 1.0], dtype=dtype)
+        x = pool[torch.randint(len(pool), shape)]
     pooled = torch.nn.functional.max_pool2d(x, k).shape
     g = torch.randn(pooled, dtype=dtype)
     g[g.abs() < 0.3] = -0.0  # signed zeros reach the input's gradient as torch's do

@@ -49,14 +49,17 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-def build(source: str) -> ctypes.CDLL:
-    """The loaded library of a C source: compiled on first use, then from the cache."""
+def build(source: str, *, without: tuple = ()) -> ctypes.CDLL:
+    """The loaded library of a C source: compiled on first use, then from the cache.
+    `without`: flags of `_FLAGS` left out (the max-pool's short rows want gcc's vectorised
+    loop epilogues, which the neuron kernels' flags turn off)."""
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
+    flags = [f for f in _FLAGS if f not in without]
     key = hashlib.sha256(source.encode())
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key.update(" ".join([cc, version, *_FLAGS, _cpu_id()]).encode())
+    key.update(" ".join([cc, version, *flags, _cpu_id()]).encode())
     digest = key.hexdigest()[:20]
     if digest in _libs:
         return _libs[digest]
@@ -75,10 +78,10 @@ def build(source: str) -> ctypes.CDLL:
                 with open(src, "w") as f:
                     f.write(source)
                 so = os.path.join(tmp, "kernel.so")
-                cmd = [cc, *_FLAGS, "-march=native", "-o", so, src, "-lmvec", "-lm"]
+                cmd = [cc, *flags, "-march=native", "-o", so, src, "-lmvec", "-lm"]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:  # no -march=native or no libmvec: a plain build
-                    cmd = [cc, *_FLAGS, "-DSNN_NO_MVEC", "-o", so, src, "-lm"]
+                    cmd = [cc, *flags, "-DSNN_NO_MVEC", "-o", so, src, "-lm"]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
