@@ -4,6 +4,7 @@
     python benchmarks/bench_networks.py --quick                  # 3 repeats, 1 profiled step, 1 thread
     python benchmarks/bench_networks.py --networks conv-plif --threads 1 --allocators glibc
     python benchmarks/bench_networks.py --diagnose               # compiled against eager, conv PLIF, candidate fixes
+    python benchmarks/bench_networks.py --diagnose --low-memory  # the same with PLIFNet(low_memory=True)
     python benchmarks/bench_networks.py --save a.json ...        # later: --report a.json b.json (tables again)
 
 Three networks, each in six configurations (the conv PLIF network in eight) built from the same
@@ -734,6 +735,8 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=25, help="steps per compiled chunk of the ALIF network's time loops")
     ap.add_argument("--quick", action="store_true", help="3 repeats, 1 profiled step, 1 thread")
     ap.add_argument("--diagnose", action="store_true", help="compiled against eager on the conv PLIF network")
+    ap.add_argument("--low-memory", action="store_true",
+                    help="with --diagnose: the network built with low_memory=True")
     ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                     help="with --diagnose: a subset of the variants")
     ap.add_argument("--save", help="also write the raw results to this JSON file")
@@ -870,7 +873,8 @@ def diagnose_child(args) -> dict:
     torch._inductor.config.cpp.enable_kernel_profile = True
     warm_inductor()
     nets, x, y, loss = build("conv-plif", args.chunk)
-    base = nets["snnfunc eager"]
+    config = "snnfunc eager, low memory" if args.low_memory else "snnfunc eager"
+    base = nets[config]
     steps, res = {}, {}
     names = [n for n in VARIANTS if args.variants is None or n in args.variants]
     for name in names:
@@ -881,7 +885,7 @@ def diagnose_child(args) -> dict:
         if channels_last:  # the neurons keep the layout they are given (no wrapper needed)
             net = net.to(memory_format=torch.channels_last)
             images = x.contiguous(memory_format=torch.channels_last)
-        step = Step("snnfunc eager", net, "conv-plif", images, loss)
+        step = Step(config, net, "conv-plif", images, loss)
         if is_compiled:
             step.model = torch.compile(net, mode=mode, options=options or None)
         torch.manual_seed(1)
@@ -930,6 +934,8 @@ def diagnose(args):
                            "--profile-steps", str(args.profile_steps)]
                     if args.variants:
                         cmd += ["--variants", *args.variants]
+                    if args.low_memory:
+                        cmd.append("--low-memory")
                     if subprocess.run(cmd, env=env_for(alloc, cache)).returncode:
                         print("   failed", flush=True)
                         continue

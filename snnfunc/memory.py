@@ -27,8 +27,6 @@ import weakref
 import torch
 from torch.utils import _pytree
 
-from snnfunc._backends.c import pool as _pool
-
 __all__ = ["packed_spikes", "PackedStats", "checkpointed", "truncated_bptt", "MaxPool2d",
            "recompute"]
 
@@ -245,6 +243,13 @@ def truncated_bptt(fn, x_seq, state=None, *, chunk: int):
 # --------------------------------------------------------------------------- layers that save less
 
 
+POOL_KERNELS: dict = {}
+"""`MaxPool2d`'s own kernels by device type, which a backend registers (the C backend for
+"cpu"): `(runs(t) -> bool, forward(x, k) -> (output, offsets), backward(g, offsets, H, W, k)
+-> the input's gradient)` on contiguous tensors checked by the ops below, following ATen's
+rules bit for bit. Elsewhere the ops run ATen's kernels and convert the indices."""
+
+
 def _is_registered_spike(t: torch.Tensor) -> bool:
     live = _spikes.get()
     if live is None or _wrapped(t):
@@ -264,14 +269,15 @@ def _window_base(Ho, Wo, W, k, device):
 def _window_max_pool2d(x: torch.Tensor, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """max_pool2d of `x` [N, C, H, W], kernel = stride = k (no padding, dilation 1, floor
     mode): the output, and per output the offset dy * k + dx of the chosen element inside its
-    window (uint8), ATen's choice among ties and NaN: by the C kernel (`_backends/c/pool.py`)
-    for float32 and float64 CPU tensors, else from ATen's own indices, made `rows` images at
-    a time (the transient int64 indices of one slice)."""
+    window (uint8), ATen's choice among ties and NaN: by a backend's kernel (`POOL_KERNELS`:
+    the C backend's for float32 and float64 CPU tensors), else from ATen's own indices, made
+    `rows` images at a time (the transient int64 indices of one slice)."""
     if x.dim() != 4 or not x.is_floating_point() or not 1 <= k <= 16 or rows < 1:
         raise ValueError("window_max_pool2d takes a 4-d float tensor, 1 <= k <= 16 and rows >= 1")
     x = x.contiguous()
-    if _pool.runs(x):
-        return _pool.forward(x, k)
+    kernel = POOL_KERNELS.get(x.device.type)
+    if kernel is not None and kernel[0](x):
+        return kernel[1](x, k)
     n, c, H, W = x.shape
     Ho, Wo = H // k, W // k
     out = x.new_empty((n, c, Ho, Wo))
@@ -296,9 +302,9 @@ def _(x, k, rows):
 @torch.library.custom_op("snnfunc::window_max_pool2d_backward", mutates_args=())
 def _window_max_pool2d_backward(g: torch.Tensor, off: torch.Tensor, H: int, W: int, k: int,
                                 rows: int) -> torch.Tensor:
-    """The gradient of `_window_max_pool2d`'s input: the C kernel, or ATen's max-pool
-    backward kernel on the
-    int64 indices rebuilt from the offsets, `rows` images at a time."""
+    """The gradient of `_window_max_pool2d`'s input: a backend's kernel (`POOL_KERNELS`), or
+    ATen's max-pool backward kernel on the int64 indices rebuilt from the offsets, `rows`
+    images at a time."""
     if (off.dtype != torch.uint8 or off.dim() != 4 or not 1 <= k <= 16 or rows < 1
             or tuple(off.shape[2:]) != (H // k, W // k) or g.shape != off.shape
             or not g.is_floating_point() or g.device != off.device
@@ -306,8 +312,9 @@ def _window_max_pool2d_backward(g: torch.Tensor, off: torch.Tensor, H: int, W: i
         raise ValueError("window_max_pool2d_backward takes g and uint8 offsets (each < k * k) of "
                          "the pooled shape [N, C, H // k, W // k], 1 <= k <= 16 and rows >= 1")
     g, off = g.contiguous(), off.contiguous()
-    if _pool.runs(g):
-        return _pool.backward(g, off, H, W, k)
+    kernel = POOL_KERNELS.get(g.device.type)
+    if kernel is not None and kernel[0](g):
+        return kernel[2](g, off, H, W, k)
     n, c, Ho, Wo = off.shape
     gx = g.new_empty((n, c, H, W))
     base = _window_base(Ho, Wo, W, k, g.device)

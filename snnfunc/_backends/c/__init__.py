@@ -1,9 +1,10 @@
 """The C backend: kernels for the CPU, generated as C and built with the system C compiler
 (`build`), launched through ctypes (`host`). Its spelling of the operations is `spelling`,
 its kernels' skeletons `skeleton`, its runtime the header files in `runtime/`. Registered for
-the device type "cpu"."""
+the device type "cpu", and its max-pool (`pool`) for `snnfunc.memory.MaxPool2d` there."""
 
-from snnfunc._backends.c import build, host
+from snnfunc import memory
+from snnfunc._backends.c import build, host, pool
 from snnfunc._kernel import backends
 
 backends.register("cpu", backends.Backend(
@@ -11,3 +12,4 @@ backends.register("cpu", backends.Backend(
     build.error, direct=True,
     steppers=lambda: (host.forward_stepper, host.backward_stepper),
     runners=lambda: (host.forward_runner, host.backward_runner)))
+memory.POOL_KERNELS["cpu"] = (pool.runs, pool.forward, pool.backward)
