@@ -150,11 +150,9 @@ def _make(neuron, x, state, fire, kwargs, permuted):
                                    detach_reset=p.detach_reset, plan=plan, plain=True)
     entry = _Entry(neuron, backend, cfg, scalars, fixed,
                    x.new_empty((0,), dtype=compute_dtype(x.dtype)))
-    th, states, params = entry.tensors(x, given, v_threshold, kwargs)
-    c = ops.forward_call(x, [_stepped(t, x, step) for t in states],
-                         [_stepped(t, x, step) for t in params], _stepped(th, x, step), scalars,
-                         cfg.neuron, cfg.options, cfg.hard, False, False, x.device.type,
-                         cfg.detach)
+    th, states, params = _read(x, *entry.tensors(x, given, v_threshold, kwargs))
+    c = ops.forward_call(x, states, params, th, scalars, cfg.neuron, cfg.options, cfg.hard,
+                         False, False, x.device.type, cfg.detach)
     if c.x is not x:  # a layout the kernels read from a copy
         return _NO
     entry.run = backend.runners[0](c)
@@ -162,8 +160,12 @@ def _make(neuron, x, state, fire, kwargs, permuted):
     return entry
 
 
-def _stepped(t, x, step):
-    return step_tensor(t, x, step).contiguous()
+def _read(x, th, states, params):
+    """`(th, states, params)` as the kernels read them: one value or one step each,
+    contiguous (what `DefinedNeuron.forward` and the ops make of them)."""
+    step = x.shape[1:]
+    read = lambda t: step_tensor(t, x, step).contiguous()  # noqa: E731
+    return read(th), [*map(read, states)], [*map(read, params)]
 
 
 class _Entry:
@@ -173,7 +175,7 @@ class _Entry:
 
     def __init__(self, neuron, backend, cfg, scalars, fixed, kept):
         self.neuron, self.backend, self.cfg, self.scalars = neuron, backend, cfg, scalars
-        self.k, self.m = cfg.n_states, len(neuron.parameters)
+        self.k = cfg.n_states
         self.positive = [n in neuron.positive for n in neuron.parameters]
         self.fixed, self.run, self.backward_runs = fixed, None, {}
         self.kept = kept  # what DefinedNeuron's forward returns last where it keeps nothing
@@ -205,10 +207,10 @@ class _Entry:
         return self.forward(x, th, states, params)
 
     def forward(self, x, th, states, params):
-        step, c = x.shape[1:], compute_dtype(x.dtype)
-        s, out = x.new_empty(x.shape), [x.new_empty(step, dtype=c) for _ in states]
-        self.run(x, [_stepped(t, x, step) for t in states],
-                 [_stepped(t, x, step) for t in params], _stepped(th, x, step), s, out)
+        c = compute_dtype(x.dtype)
+        s, out = x.new_empty(x.shape), [x.new_empty(x.shape[1:], dtype=c) for _ in states]
+        th, states, params = _read(x, th, states, params)
+        self.run(x, states, params, th, s, out)
         return s, out
 
     def backward_run(self, x, st, par, th, gs, gstates, need):
@@ -224,7 +226,7 @@ class _Entry:
 
     def backward(self, ctx, gs, gstates):
         x, th, scalars, kept, *tensors = ctx.saved_tensors
-        k, m, needs = self.k, self.m, ctx.needs_input_grad
+        k, needs = self.k, ctx.needs_input_grad
         states, params = tensors[:k], tensors[k:]
         if torch.is_grad_enabled():  # the backward is recorded: DefinedNeuron's backward
             shim = types.SimpleNamespace(  # from a context like its own
@@ -237,8 +239,7 @@ class _Entry:
         gstates = [None if g is None else g.contiguous() for g in gstates]
         n_st, n_th, n_par = needs[3:3 + k], needs[2], needs[3 + k:]
         need = (*n_par, n_th, *n_st)
-        st, par = [_stepped(t, x, step) for t in states], [_stepped(t, x, step) for t in params]
-        ths = _stepped(th, x, step)
+        ths, st, par = _read(x, th, states, params)
         run = self.backward_run(x, st, par, ths, gs, gstates, need)
         grad = lambda wanted: x.new_empty(step, dtype=c) if wanted else None  # noqa: E731
         gx, gth = x.new_empty(x.shape), grad(n_th)

@@ -196,16 +196,18 @@ def backward_runner(c: ops.BackwardCall):
     lib, template = _backward_lib(c), _backward_job(c)
     K, M = len(c.neuron.states), len(c.neuron.parameters)
     at, _ = _layout(K, M)
+    i_x, i_gs, i_th, i_gx, i_gth = at["x"], at["gs"], at["th"], at["gx"], at["gth"]
+    i_st, i_gst, i_gst0, i_par, i_gpar = at["st"], at["gst"], at["gst0"], at["par"], at["gpar"]
 
     def run(x, states, params, th, gs, gstates, gx, gst0, gpar, gth):
         job = array.array("q", template)
-        job[at["x"]], job[at["gs"]], job[at["th"]] = _ptr(x), _ptr(gs), _ptr(th)
-        job[at["gx"]], job[at["gth"]] = _ptr(gx), _ptr(gth)
+        job[i_x], job[i_gs], job[i_th] = _ptr(x), _ptr(gs), _ptr(th)
+        job[i_gx], job[i_gth] = _ptr(gx), _ptr(gth)
         for k in range(K):
-            job[at["st"] + k], job[at["gst"] + k] = _ptr(states[k]), _ptr(gstates[k])
-            job[at["gst0"] + k] = _ptr(gst0[k])
+            job[i_st + k], job[i_gst + k] = _ptr(states[k]), _ptr(gstates[k])
+            job[i_gst0 + k] = _ptr(gst0[k])
         for k in range(M):
-            job[at["par"] + k], job[at["gpar"] + k] = _ptr(params[k]), _ptr(gpar[k])
+            job[i_par + k], job[i_gpar + k] = _ptr(params[k]), _ptr(gpar[k])
         _run(lib, job, True)
     run.holds = c.scalars
     return run

@@ -62,7 +62,8 @@ class TritonSpelling(Spelling):
         return f"tl.{name}({a})"
 
     def call(self, op, args, kind, vjp):  # pragma: no cover - nothing is native
-        raise NotImplementedError(op)
+        raise NotImplementedError(f"the Triton spelling has no native call ({op!r}): every "
+                                  "operation is written out")
 
     def select(self, c, a, b, kind):
         return f"tl.where({c}, {a}, {b})"
