@@ -35,6 +35,10 @@ Configurations:
   backward pass (``snnfunc.memory.recompute``; eager only), the neurons' final states let go
   at the end of the forward pass. Gradients bit for bit those of ``snnfunc eager`` (eager) and
   of ``snnfunc compiled`` (compiled).
+- ``snnfunc eager, spike input`` / ``snnfunc compiled, spike input`` (``alif-rnn`` only): the
+  input layer a ``snnfunc.nn.SpikeLinear`` (``torch.nn.Linear`` that adds the weight's columns
+  where the input spikes, rather than multiplying by every 0; the same weights, results to
+  rounding), the rest as ``snnfunc eager`` / ``snnfunc compiled``.
 - ``SpikingJelly eager`` / ``SpikingJelly compiled``: SpikingJelly 2.0's neurons
   (``ParametricLIFNode``, ``IFNode`` in multi-step mode, its CPU path; the ALIF neuron, which it
   does not have, written as its documentation says to write a custom neuron, a
@@ -120,7 +124,8 @@ MALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
                "dirty_decay_ms:-1,muzzy_decay_ms:-1")
 NETWORKS = ("conv-plif", "sew-resnet18", "alif-rnn")
 CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc eager, low memory", "snnfunc compiled",
-           "snnfunc compiled, low memory", "SpikingJelly eager", "SpikingJelly compiled", "plain loop compiled")
+           "snnfunc compiled, low memory", "snnfunc eager, spike input", "snnfunc compiled, spike input",
+           "SpikingJelly eager", "SpikingJelly compiled", "plain loop compiled")
 OURS = [c for c in CONFIGS if c.startswith("snnfunc")]
 # threads when --threads is not given: SEW-ResNet-18 spends 80-90% of its step in oneDNN's
 # convolutions (their scaling with threads is oneDNN's) and its compiles take minutes
@@ -314,9 +319,9 @@ def copy_weights(src: nn.Module, dst: nn.Module, key=lambda k: k):
 
 
 class ALIFNet(nn.Module):
-    def __init__(self, rec, inputs=700, hidden=256, outputs=20):
+    def __init__(self, rec, inputs=700, hidden=256, outputs=20, linear=nn.Linear):
         super().__init__()
-        self.fc1 = nn.Linear(inputs, hidden, bias=False)
+        self.fc1 = linear(inputs, hidden, bias=False)
         self.rec = rec
         self.fc2 = nn.Linear(hidden, outputs)
 
@@ -365,6 +370,8 @@ def build(network: str, chunk: int):
                      .replace("rec.bias", "rec.rc.bias"))
         plain = ALIFNet(PlainALIFRecurrent(256, chunk))
         copy_weights(ours, plain)
+        spiky = ALIFNet(copy.deepcopy(rec), linear=snn.SpikeLinear)
+        spiky.load_state_dict(ours.state_dict())
         x = (torch.rand(250, 64, 700) < 0.05).float()
         y = torch.randint(0, 20, (64,))
         loss = lambda out: nn.functional.cross_entropy(out, y)  # noqa: E731
@@ -376,6 +383,9 @@ def build(network: str, chunk: int):
             "plain loop compiled": plain}
     if network == "conv-plif":
         nets.update({"snnfunc eager, low memory": low, "snnfunc compiled, low memory": copy.deepcopy(low)})
+    if network == "alif-rnn":
+        nets.update({"snnfunc eager, spike input": spiky,
+                     "snnfunc compiled, spike input": copy.deepcopy(spiky)})
     return nets, x, y, loss
 
 
@@ -384,7 +394,7 @@ def compiled(config, net, network):
     loops compiled chunk by chunk)."""
     if "compiled" not in config:
         return net
-    if network == "alif-rnn" and config != "snnfunc compiled":
+    if network == "alif-rnn" and not config.startswith("snnfunc"):
         net.rec.run = torch.compile(net.rec.run)
         return net
     return torch.compile(net)
@@ -492,6 +502,8 @@ _NEURON_OPS = ("snnfunc::", "sj_", "DefinedNeuron", "_RNN", "ATanSpike")
 
 def _by_name(name: str):
     n = name.lower()
+    if "spike_linear" in n or "spikelinear" in n:  # snnfunc's product of a spike input
+        return "conv/matmul"
     if "pool" in n:
         return "pooling"
     if "batch_norm" in n:

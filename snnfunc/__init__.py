@@ -1,7 +1,7 @@
 """snnfunc: spiking neurons as pure, time-unrolled functions for PyTorch."""
 
 from snnfunc import _backends  # noqa: F401  (the backends register their kernels' ops)
-from snnfunc import functional, memory, nn, recurrent, surrogate
+from snnfunc import functional, memory, nn, recurrent, sparse, surrogate
 from snnfunc._info import info
 from snnfunc.definition import (DefinitionError, Neuron, StatesOutput, StatesOutputWithH,
                                 StepStatesOutput, StepStatesOutputWithH, TraceOutput, neuron)
@@ -11,7 +11,7 @@ from snnfunc.recurrent import rnn
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "memory", "surrogate", "nn", "nir", "recurrent", "rnn", "info",
+__all__ = ["functional", "memory", "sparse", "surrogate", "nn", "nir", "recurrent", "rnn", "info",
            "neuron", "Neuron", "DefinitionError", "StatesOutput", "StatesOutputWithH",
            "TraceOutput", "StepStatesOutput", "StepStatesOutputWithH", *_functional_all]
 

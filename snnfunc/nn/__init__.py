@@ -1,7 +1,8 @@
 """Stateful adapters: SpikingFlow's class interface (its `softbp` neurons: `IFNode`,
 `LIFNode`, `PLIFNode`, `RIFNode`), adapters of every neuron made from a definition
 (`NeuronNode`, `CubaLIFNode`, `ALIFNode`, `QIFNode`, `EIFNode`), the recurrent layer
-(`Recurrent`), `TimeDistributed` and `reset_net`.
+(`Recurrent`), `TimeDistributed`, `reset_net`, and `SpikeLinear` (`torch.nn.Linear` that
+skips the zeros of its input, `snnfunc.sparse`).
 
 An adapter holds its state between calls and nothing else: every computation is one call into
 `snnfunc.functional` (the equations are documented there). All of them share one base,
@@ -16,7 +17,8 @@ from snnfunc.nn.layers import TimeDistributed, reset_net
 from snnfunc.nn.neurons import ALIFNode, CubaLIFNode, EIFNode, NeuronNode, QIFNode
 from snnfunc.nn.spikingflow import BaseNode, IFNode, LIFNode, PLIFNode, RIFNode
 from snnfunc.recurrent import Recurrent
+from snnfunc.sparse import SpikeLinear
 
 __all__ = ["StatefulNode", "BaseNode", "IFNode", "LIFNode", "PLIFNode", "RIFNode", "NeuronNode",
            "CubaLIFNode", "ALIFNode", "QIFNode", "EIFNode", "Recurrent", "TimeDistributed",
-           "reset_net"]
+           "reset_net", "SpikeLinear"]

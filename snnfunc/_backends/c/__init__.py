@@ -1,10 +1,11 @@
 """The C backend: kernels for the CPU, generated as C and built with the system C compiler
 (`build`), launched through ctypes (`host`). Its spelling of the operations is `spelling`,
 its kernels' skeletons `skeleton`, its runtime the header files in `runtime/`. Registered for
-the device type "cpu", and its max-pool (`pool`) for `snnfunc.memory.MaxPool2d` there."""
+the device type "cpu", its max-pool (`pool`) for `snnfunc.memory.MaxPool2d` there, and its
+products of mostly-zero inputs (`spike_linear`) for `snnfunc.sparse.SpikeLinear`."""
 
-from snnfunc import memory
-from snnfunc._backends.c import build, host, pool
+from snnfunc import memory, sparse
+from snnfunc._backends.c import build, host, pool, spike_linear
 from snnfunc._kernel import backends
 
 backends.register("cpu", backends.Backend(
@@ -13,3 +14,4 @@ backends.register("cpu", backends.Backend(
     steppers=lambda: (host.forward_stepper, host.backward_stepper),
     runners=lambda: (host.forward_runner, host.backward_runner)))
 memory.POOL_KERNELS["cpu"] = (pool.runs, pool.forward, pool.backward)
+sparse.KERNELS["cpu"] = (spike_linear.runs, spike_linear.forward, spike_linear.weight_grad)

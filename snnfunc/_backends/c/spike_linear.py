@@ -1,0 +1,211 @@
+"""`x @ weight.T + bias` that skips the zeros of `x`, in C, for `snnfunc.sparse.SpikeLinear`:
+each row of the output starts at the bias (or 0) and adds `v * weight[:, k]` for every value
+`v != 0` of its row of `x` (NaN included) in order of `k`; the weight's gradient adds
+`v * g[m, :]` into its row `k` for the same values, in order of `m`. Products and sums round
+as IEEE's `*` and `+` (no FMA contraction), so results agree with a dense product to
+rounding. Inputs with many non-zeros, and weights or output gradients with an infinity or NaN
+(where a dense product's `0 * inf` is NaN), are left to ATen (the kernels say so: `None`).
+Float32 and float64 CPU tensors, rows contiguous; the caller checks the arguments."""
+
+from __future__ import annotations
+
+import array
+import functools
+
+import torch
+
+from snnfunc._backends.c import build
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+typedef SNN_T real;
+/* x [M, K] (row m at x + m * sx), wt [K, N] (the weight transposed), bias [N] or 0, out
+   [M, N]; g [M, N] (row m at g + m * sg), gwt [K, N] */
+typedef struct { int64_t M, K, N, sx, x, wt, bias, out, g, sg, gwt; } job_t;
+#define SAMPLE 64       /* rows looked at before the work: */
+#define DENSE_PCT 25    /* more non-zeros than this (percent): ATen's dense product instead */
+
+static int dense(const job_t *j) {
+  const int64_t rows = j->M < SAMPLE ? j->M : SAMPLE;
+  int64_t nz = 0;
+  for (int64_t m = 0; m < rows; m++) {
+    const real *xr = (const real *)(intptr_t)j->x + m * j->sx;
+    for (int64_t k = 0; k < j->K; k++) nz += xr[k] != (real)0;
+  }
+  return nz * 100 > rows * j->K * DENSE_PCT;
+}
+
+static int finite(const real *p, int64_t rows, int64_t cols, int64_t stride, int threads) {
+  int bad = 0;
+  #pragma omp parallel for num_threads(threads) reduction(| : bad) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    int b = 0;
+    for (int64_t c = 0; c < cols; c++) { const real v = p[r * stride + c]; b |= (v - v) != (real)0; }
+    bad |= b;
+  }
+  return !bad;
+}
+
+/* rows of x in chunks of ROWS: the non-zeros of a chunk listed once (column, value), then
+   the output (or the weight's gradient) computed in blocks of NB columns, so that the block of
+   the weight (or of its gradient), K x NB, stays in the cache over the chunk's rows */
+#define ROWS 128
+#define NB 64
+/* a thread's lists of one chunk: where each row's entries start (ROWS + 1), their columns and
+   values (at most ROWS * K) */
+typedef struct { int32_t *at, *col; real *val; } lists_t;
+static int lists(lists_t *l, int64_t K) {
+  l->at = malloc((ROWS + 1) * sizeof(int32_t));
+  l->col = malloc((size_t)(ROWS * K + 1) * sizeof(int32_t));
+  l->val = malloc((size_t)(ROWS * K + 1) * sizeof(real));
+  return l->at && l->col && l->val;
+}
+
+static int64_t list(const job_t *j, int64_t m0, int64_t m1, lists_t *l) {
+  int32_t *at = l->at, *col = l->col;
+  real *val = l->val;
+  int64_t c = 0;
+  for (int64_t m = m0; m < m1; m++) {
+    const real *xr = (const real *)(intptr_t)j->x + m * j->sx;
+    at[m - m0] = (int32_t)c;
+    int64_t k = 0;
+    for (; k + 32 <= j->K; k += 32) {  /* a mask of 32 values at a time (vector compares) */
+      uint32_t mask = 0;
+      for (int q = 0; q < 32; q++) mask |= (uint32_t)(xr[k + q] != (real)0) << q;
+      while (mask) {
+        const int q = __builtin_ctz(mask);
+        mask &= mask - 1;
+        col[c] = (int32_t)(k + q); val[c] = xr[k + q]; c++;
+      }
+    }
+    for (; k < j->K; k++)
+      if (xr[k] != (real)0) { col[c] = (int32_t)k; val[c] = xr[k]; c++; }
+  }
+  at[m1 - m0] = (int32_t)c;
+  return c;
+}
+
+static int forward(const job_t *j, int threads) {
+  const int64_t K = j->K, N = j->N, M = j->M;
+  const real *wt = (const real *)(intptr_t)j->wt, *bias = (const real *)(intptr_t)j->bias;
+  if (dense(j) || !finite(wt, K, N, N, threads)) return 1;
+  const int64_t chunks = (M + ROWS - 1) / ROWS;
+  int failed = 0;
+  #pragma omp parallel num_threads(threads) reduction(| : failed)
+  {
+    lists_t l;
+    if (!lists(&l, K)) failed = 1;
+    #pragma omp for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+      if (failed) continue;
+      const int64_t m0 = ch * ROWS, m1 = m0 + ROWS < M ? m0 + ROWS : M;
+      list(j, m0, m1, &l);
+      for (int64_t n0 = 0; n0 < N; n0 += NB) {
+        const int64_t nb = N - n0 < NB ? N - n0 : NB;
+        for (int64_t m = m0; m < m1; m++) {
+          real *restrict o = (real *)(intptr_t)j->out + m * N + n0;
+          const int32_t c0 = l.at[m - m0], c1 = l.at[m - m0 + 1];
+          for (int64_t n = 0; n < nb; n++) o[n] = bias ? bias[n0 + n] : (real)0;
+          for (int32_t c = c0; c < c1; c++) {
+            const real v = l.val[c];
+            const real *restrict w = wt + (int64_t)l.col[c] * N + n0;
+            if (v == (real)1) for (int64_t n = 0; n < nb; n++) o[n] = o[n] + w[n];
+            else for (int64_t n = 0; n < nb; n++) o[n] = o[n] + v * w[n];
+          }
+        }
+      }
+    }
+    free(l.at); free(l.col); free(l.val);
+  }
+  return failed ? 2 : 0;
+}
+
+static int weight_grad(const job_t *j, int threads) {
+  const int64_t K = j->K, N = j->N, M = j->M;
+  const real *g = (const real *)(intptr_t)j->g;
+  real *gwt = (real *)(intptr_t)j->gwt;
+  if (dense(j) || !finite(g, M, N, j->sg, threads)) return 1;
+  /* columns of gwt in parts, one per thread, each listing every row of x: every sum is taken
+     in order of m, whatever the number of threads */
+  int64_t blocks = threads < 1 ? 1 : threads;
+  if (blocks > (N + 15) / 16) blocks = (N + 15) / 16;
+  int failed = 0;
+  #pragma omp parallel num_threads((int)blocks) reduction(| : failed)
+  {
+    lists_t l;
+    if (!lists(&l, K)) failed = 1;
+    #pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+      if (failed) continue;
+      const int64_t n0 = N * b / blocks, nb = N * (b + 1) / blocks - n0;
+      for (int64_t k = 0; k < K; k++) memset(gwt + k * N + n0, 0, (size_t)nb * sizeof(real));
+      for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
+        const int64_t m1 = m0 + ROWS < M ? m0 + ROWS : M;
+        list(j, m0, m1, &l);
+        for (int64_t m = m0; m < m1; m++) {
+          const real *restrict gr = g + m * j->sg + n0;
+          for (int32_t c = l.at[m - m0]; c < l.at[m - m0 + 1]; c++) {
+            const real v = l.val[c];
+            real *restrict o = gwt + (int64_t)l.col[c] * N + n0;
+            if (v == (real)1) for (int64_t n = 0; n < nb; n++) o[n] = o[n] + gr[n];
+            else for (int64_t n = 0; n < nb; n++) o[n] = o[n] + v * gr[n];
+          }
+        }
+      }
+    }
+    free(l.at); free(l.col); free(l.val);
+  }
+  return failed ? 2 : 0;
+}
+
+int snn_run(void *job, int back, int threads) {
+  return back ? weight_grad((const job_t *)job, threads) : forward((const job_t *)job, threads);
+}
+"""
+
+_DTYPES = {torch.float32: "float", torch.float64: "double"}
+
+
+def runs(t: torch.Tensor) -> bool:
+    """Whether the C kernels take `t` here: a float32 or float64 CPU tensor, a C compiler."""
+    return t.device.type == "cpu" and t.dtype in _DTYPES and build.error() is None
+
+
+@functools.lru_cache(maxsize=None)
+def _lib(dtype):
+    return build.build(f"#define SNN_T {_DTYPES[dtype]}\n" + _SOURCE)
+
+
+def _run(dtype, fields, backward) -> int:
+    job = array.array("q", fields)
+    return _lib(dtype).snn_run(job.buffer_info()[0], int(backward), torch.get_num_threads())
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """`x @ weight.T + bias` for `x` [M, K] (rows contiguous), `weight` [N, K], `bias` [N] or
+    None, all of one dtype (`runs`); None where ATen's dense product should compute it."""
+    M, K = x.shape
+    N = weight.shape[0]
+    out = x.new_empty((M, N))
+    if out.numel() == 0 or K == 0:
+        return None
+    wt = weight.t().contiguous()
+    b = bias.contiguous() if bias is not None else None
+    code = _run(x.dtype, [M, K, N, x.stride(0), x.data_ptr(), wt.data_ptr(),
+                          b.data_ptr() if b is not None else 0, out.data_ptr(), 0, 0, 0], False)
+    return None if code else out
+
+
+def weight_grad(x: torch.Tensor, g: torch.Tensor):
+    """`g.T @ x` [N, K] for `x` [M, K] and `g` [M, N] (rows contiguous, one dtype, `runs`);
+    None where ATen's dense product should compute it."""
+    M, K = x.shape
+    N = g.shape[1]
+    if M == 0 or K == 0 or N == 0:
+        return None
+    gwt = x.new_empty((K, N))
+    code = _run(x.dtype, [M, K, N, x.stride(0), x.data_ptr(), 0, 0, 0, g.data_ptr(), g.stride(0),
+                          gwt.data_ptr()], True)
+    return None if code else gwt.t().contiguous()
