@@ -804,3 +804,27 @@ def test_recurrent_export_refuses_what_nir_cannot_express():
     odd[0].neuron = lambda x_seq, state=None, **kw: snnfunc.if_(x_seq, state)
     with pytest.raises(TypeError, match=r"layer '0' \(Recurrent\): its neuron .* has no NIR node"):
         to_nir(odd, x)
+
+
+def test_spike_linear_exports_as_the_linear_it_is(tmp_path):
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), snn.LIFNode(2.0, step_mode="m"),
+                              snn.SpikeLinear(16, 8), snn.LIFNode(2.0, step_mode="m"))
+    plain = torch.nn.Sequential(torch.nn.Linear(12, 16), snn.LIFNode(2.0, step_mode="m"),
+                                torch.nn.Linear(16, 8), snn.LIFNode(2.0, step_mode="m"))
+    plain.load_state_dict(net.state_dict())
+    x = torch.rand(20, 4, 12) * 3
+    graph = to_nir(net, x, dt=1.0)
+    nir.write(tmp_path / "net.nir", graph)
+    want = to_nir(plain, x, dt=1.0)
+    assert sorted(graph.nodes) == sorted(want.nodes)
+    for key, node in graph.nodes.items():
+        assert type(node) is type(want.nodes[key])
+        for field in ("weight", "bias"):
+            if hasattr(node, field):
+                np.testing.assert_array_equal(getattr(node, field), getattr(want.nodes[key], field))
+    snn.reset_net(net)
+    with torch.no_grad():
+        ours = net(x)
+    back = from_nir(tmp_path / "net.nir", dt=1.0)
+    torch.testing.assert_close(back(x), ours)
