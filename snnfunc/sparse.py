@@ -30,7 +30,7 @@ KERNELS: dict = {}
 2-d tensors of one dtype whose rows are contiguous, checked by the ops below; None where ATen's
 dense product should compute it."""
 
-_MAX_K = 1 << 16  # the kernels list a chunk of rows' non-zeros (128 x K values) at a time
+_MAX_K = 1 << 20  # the kernels list one chunk of rows' values at a time (at most 2^20)
 
 
 def _check(name: str, t, dims: int, dtype=None, device=None):

@@ -268,3 +268,12 @@ def test_compiled_equals_linear():
     _close(ys[0], ys[1], torch.float32)
     for a, b in zip(ours.parameters(), ref.parameters()):
         _close(a.grad, b.grad, torch.float32)
+
+
+@needs_cc
+def test_wide_inputs_list_fewer_rows_at_a_time():
+    torch.manual_seed(2)
+    K = 20000  # 128 rows would list 2.56M values: fewer rows a chunk
+    w, x, g = torch.randn(8, K), _spikes(300, K, p=0.01), torch.randn(300, 8)
+    _close(kernels.forward(x, w, None), x @ w.t(), torch.float32)
+    _close(kernels.weight_grad(x, g), g.t() @ x, torch.float32)

@@ -48,15 +48,18 @@ static int finite(const real *p, int64_t rows, int64_t cols, int64_t stride, int
   return !bad;
 }
 
-/* rows of x in chunks of ROWS: the non-zeros of a chunk listed once (column, value), then
+/* rows of x in chunks of ROWS (fewer where K is large: a chunk lists at most 2^20 values),
+   the non-zeros of a chunk listed once (column, value), then
    the output (or the weight's gradient) computed in blocks of NB columns, so that the block of
    the weight (or of its gradient), K x NB, stays in the cache over the chunk's rows */
-#define ROWS 128
+#define ROWS_MAX 128
+#define ROWS (j->K * ROWS_MAX <= (1 << 20) ? ROWS_MAX : ((1 << 20) / j->K > 0 ? (1 << 20) / j->K : 1))
 #define NB 64
 /* a thread's lists of one chunk: where each row's entries start (ROWS + 1), their columns and
    values (at most ROWS * K) */
 typedef struct { int32_t *at, *col; real *val; } lists_t;
-static int lists(lists_t *l, int64_t K) {
+static int lists(lists_t *l, const job_t *j) {
+  const int64_t K = j->K;
   l->at = malloc((ROWS + 1) * sizeof(int32_t));
   l->col = malloc((size_t)(ROWS * K + 1) * sizeof(int32_t));
   l->val = malloc((size_t)(ROWS * K + 1) * sizeof(real));
@@ -96,7 +99,7 @@ static int forward(const job_t *j, int threads) {
   #pragma omp parallel num_threads(threads) reduction(| : failed)
   {
     lists_t l;
-    if (!lists(&l, K)) failed = 1;
+    if (!lists(&l, j)) failed = 1;
     #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < chunks; ch++) {
       if (failed) continue;
@@ -135,7 +138,7 @@ static int weight_grad(const job_t *j, int threads) {
   #pragma omp parallel num_threads((int)blocks) reduction(| : failed)
   {
     lists_t l;
-    if (!lists(&l, K)) failed = 1;
+    if (!lists(&l, j)) failed = 1;
     #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
       if (failed) continue;
