@@ -164,9 +164,9 @@ class SpikeLinear(torch.nn.Linear):
     output's gradient where `x` is not 0. Results agree with `torch.nn.Linear`'s to rounding
     (the sums are taken in another order); inputs with many non-zeros run ATen's dense product.
 
-    Under `torch.func` transforms (`grad`, `vmap`, `jvp`, ...), in forward-mode AD and for
-    dtypes or devices without a kernel it is `torch.nn.Linear` itself; under `torch.compile`
-    the op is one node of the graph.
+    Under `torch.func` transforms (`grad`, `vmap`, `jvp`, ...), in forward-mode AD, under
+    autocast and for dtypes or devices without a kernel it is `torch.nn.Linear` itself; under
+    `torch.compile` the op is one node of the graph.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -183,6 +183,8 @@ class SpikeLinear(torch.nn.Linear):
                 and x.device == self.weight.device and x.is_floating_point()
                 and self.weight.layout == torch.strided):
             return False  # ATen's linear says what is wrong, or computes what it can
+        if torch.is_autocast_enabled(x.device.type):
+            return False  # autocast's dtype for linear, as torch.nn.Linear has it
         if torch.compiler.is_compiling():
             return True
         return (torch.autograd.forward_ad._current_level < 0

@@ -151,6 +151,18 @@ def test_non_contiguous_inputs_and_other_dtypes():
     assert torch.equal(half(xb), half_ref(xb))  # no kernel: ATen's linear itself
 
 
+def test_autocast_inference_mode_and_no_grad_as_linear():
+    ours, ref = _pair()
+    x = _spikes(4, 70)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, yr = ours(x), ref(x)
+    assert y.dtype == yr.dtype == torch.bfloat16 and torch.equal(y, yr)
+    with torch.inference_mode():
+        _close(ours(x), ref(x), torch.float32)
+    with torch.no_grad():
+        _close(ours(x), ref(x), torch.float32)
+
+
 def test_second_order_gradients():
     ours, ref = _pair(K=20, N=10)
     x = _spikes(30, 20, p=0.2)
