@@ -170,6 +170,7 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
             for j in range(m + 1):
                 if need[j]:
                     acc[j] = grads[j].clone() if acc[j] is None else acc[j].add_(grads[j])
+        traces = start = None  # let this chunk's go before the next one's are computed
     if g_before:  # the first kept state is the initial state
         g_st = [a if g is None else a + g[0] for a, g in zip(g_st, g_states)]
     return [g_I, *g_st, *(I.new_empty(0) if a is None else a for a in acc)]
