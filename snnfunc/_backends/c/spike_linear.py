@@ -25,7 +25,7 @@ typedef SNN_T real;
    [M, N]; g [M, N] (row m at g + m * sg), gwt [K, N] */
 typedef struct { int64_t M, K, N, sx, x, wt, bias, out, g, sg, gwt; } job_t;
 #define SAMPLE 64       /* rows looked at before the work: */
-#define DENSE_PCT 25    /* more non-zeros than this (percent): ATen's dense product instead */
+#define DENSE_PCT 20    /* more non-zeros than this (percent): ATen's dense product instead */
 
 static int dense(const job_t *j) {
   const int64_t rows = j->M < SAMPLE ? j->M : SAMPLE;
