@@ -140,10 +140,13 @@ def test_negative_zero_is_kept_where_no_spike_resets_it():
 
 EDGE_SURROGATES = [S.Sigmoid(), S.Triangle(), S.PiecewiseQuadratic(), S.Rect(), S.SignSwish(),
                    S.BilinearLeakyReLU(), S.PiecewiseLeakyReLU()]
-# the classic four: every surrogate, reset and detach_reset; every other neuron three of the
-# surrogates in turn, with the resets and detach_reset in turn
-GRAD_CASES = [(name, sg, reset, detach) for name in CLASSIC for sg in EDGE_SURROGATES
-              for reset in RESETS[2:] for detach in (False, True)]
+# the classic four: every surrogate, each with one of the four (reset, detach_reset) pairs in
+# turn (a Latin square: every neuron meets every surrogate and every pair, every surrogate
+# every pair); every other neuron three of the surrogates in turn, with the resets and
+# detach_reset in turn. Each case is a backward kernel to build.
+RESET_DETACH = [(reset, detach) for reset in RESETS[2:] for detach in (False, True)]
+GRAD_CASES = [(name, sg, *RESET_DETACH[(i + j) % len(RESET_DETACH)])
+              for i, name in enumerate(CLASSIC) for j, sg in enumerate(EDGE_SURROGATES)]
 GRAD_CASES += [(name, EDGE_SURROGATES[(i + k) % len(EDGE_SURROGATES)], RESETS[2 + (i + k) % 2],
                 (i + k // 2) % 2 == 1)
                for i, name in enumerate(n for n in ENTRIES if n not in CLASSIC) for k in range(3)]

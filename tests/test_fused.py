@@ -83,12 +83,15 @@ def _compare(name, T, shape, dtype, opts, pshape, th_tensor, surrogate=S.ATan(),
 
 DTYPES = [torch.float32, torch.float64]
 PSHAPES = [("float", False), ("scalar", True), ("channel", False), ("neuron", True)]
-# the classic four with every option, both dtypes and every way of passing the parameter and
-# the threshold; every other neuron of the registry (test_generated crosses them with every
-# option, reset and dtype) with one option set, one dtype and two of those ways, in turn: each
-# configuration is a kernel to build
-OPTION_CASES = [(name, opts, dtype, PSHAPES) for name in CLASSIC for opts in OPTIONS
-                for dtype in DTYPES]
+# the classic four with every option and both dtypes, each with two of the four ways of
+# passing the parameter and the threshold (one shared or not, per channel or per neuron), in
+# turn: every option meets all four ways over the two dtypes, every dtype all four over the
+# options; every other neuron of the registry (test_generated crosses them with every option,
+# reset and detach_reset, in both dtypes) with one option set, one dtype and two of those
+# ways, in turn: each configuration is a kernel to build
+OPTION_CASES = [(name, opts, dtype, [PSHAPES[(i + k + d) % 4], PSHAPES[(i + k + d + 2) % 4]])
+                for i, name in enumerate(CLASSIC) for k, opts in enumerate(OPTIONS)
+                for d, dtype in enumerate(DTYPES)]
 OPTION_CASES += [(name, OPTIONS[i % len(OPTIONS)], DTYPES[i % 2], [PSHAPES[i % 4], PSHAPES[(i + 1) % 4]])
                  for i, name in enumerate(n for n in ENTRIES if n not in CLASSIC)]
 

@@ -80,15 +80,20 @@ def _loss(out, T):
     return loss + sum((0.5 + k) * t.sum() for k, t in enumerate(leaves(out[1])))
 
 
-CASES = [(name, opts, v_reset, detach)
-         for name, e in ENTRIES.items()
-         for opts in _option_values(e.neuron.options)
+# every neuron with every option, reset and detach_reset, each in one of the two dtypes in
+# turn: for every neuron and option set, each dtype runs a hard and a soft reset, attached and
+# detached; a neuron with options runs every (reset, detach_reset) in both dtypes over them.
+# The hard resets 0.0 and -0.2 take the same kernels (the value is an argument), so they keep
+# to one dtype; every (neuron, option, reset kind, detach_reset, dtype) is a kernel to build.
+DTYPES = [torch.float32, torch.float64]
+CASES = [(name, opts, v_reset, detach, DTYPES[(i + j + (v_reset is None) + detach) % 2])
+         for i, (name, e) in enumerate(ENTRIES.items())
+         for j, opts in enumerate(_option_values(e.neuron.options))
          for v_reset in (0.0, None, -0.2) for detach in (False, True)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name, opts, v_reset, detach", CASES,
-                         ids=[f"{n}-{o}-{r}-{'detach' if d else 'attached'}" for n, o, r, d in CASES])
+@pytest.mark.parametrize("name, opts, v_reset, detach, dtype", CASES, ids=[
+    f"{n}-{o}-{r}-{'detach' if d else 'attached'}-{str(t)[6:]}" for n, o, r, d, t in CASES])
 def test_fused_equals_reference(name, opts, v_reset, detach, dtype):
     neuron, kwargs, exact = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, dtype)
@@ -140,8 +145,13 @@ def test_long_sequences(name, dtype):
                                    msg=f"gradient {k}")
 
 
-@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("name", ["cuba_lif", "alif"])
+# every surrogate into a generated kernel of a neuron with two states: cuba_lif and alif (its
+# own threshold) in turn (test_fused runs every surrogate through lif's kernel too)
+SURROGATE_CASES = [(["cuba_lif", "alif"][i % 2], sg) for i, sg in enumerate(SURROGATES)]
+
+
+@pytest.mark.parametrize("name, surrogate", SURROGATE_CASES,
+                         ids=[f"{n}-{type(s).__name__}" for n, s in SURROGATE_CASES])
 def test_every_surrogate_is_compiled_into_the_kernel(name, surrogate):
     neuron, kwargs, _ = _neuron(name)
     x, state, params, th = _inputs(neuron, kwargs, torch.float64)

@@ -49,13 +49,22 @@ SJ = _needs("spikingjelly", "SpikingJelly 2.0")
 SJ_SURROGATES = [("Sigmoid", 4.0, S.Sigmoid(4.0)), ("ATan", 2.0, S.ATan(2.0))]
 
 
+SJ_NEURONS = [("IFNode", True, "IF"), ("LIFNode", True, "LIF"),
+              ("LIFNode", False, "LIF-no_decay_input"), ("ParametricLIFNode", True, "PLIF"),
+              ("ParametricLIFNode", False, "PLIF-no_decay_input")]
+SJ_RESETS = [(0.0, "hard0"), (-0.2, "hard-0.2"), (None, "soft")]
+# every neuron, reset and detach_reset with one of the two surrogates, in turn: each
+# (neuron, reset kind) meets both surrogates over detach_reset, each (neuron, detach_reset)
+# both over the reset kinds (the hard resets 0.0 and -0.2 share a surrogate: one kernel)
+SJ_CASES = [(neuron, decay, v_reset, detach, SJ_SURROGATES[(i + (v_reset is None) + detach) % 2],
+             f"{nid}-{rid}-{'detach_reset' if detach else 'attached'}")
+            for i, (neuron, decay, nid) in enumerate(SJ_NEURONS) for v_reset, rid in SJ_RESETS
+            for detach in (False, True)]
+
+
 @SJ
-@pytest.mark.parametrize("surrogate", SJ_SURROGATES, ids=lambda s: s[0])
-@pytest.mark.parametrize("detach_reset", [False, True], ids=["attached", "detach_reset"])
-@pytest.mark.parametrize("v_reset", [0.0, -0.2, None], ids=["hard0", "hard-0.2", "soft"])
-@pytest.mark.parametrize("neuron, decay_input", [
-    ("IFNode", True), ("LIFNode", True), ("LIFNode", False), ("ParametricLIFNode", True),
-    ("ParametricLIFNode", False)], ids=["IF", "LIF", "LIF-no_decay_input", "PLIF", "PLIF-no_decay_input"])
+@pytest.mark.parametrize("neuron, decay_input, v_reset, detach_reset, surrogate",
+                         [c[:5] for c in SJ_CASES], ids=[f"{c[5]}-{c[4][0]}" for c in SJ_CASES])
 def test_spikingjelly_same_spikes_state_and_gradients(neuron, decay_input, v_reset, detach_reset,
                                                        surrogate):
     """SpikingJelly's IFNode / LIFNode(tau) / ParametricLIFNode(init_tau), step_mode="m", equal

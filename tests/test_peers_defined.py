@@ -435,14 +435,23 @@ def sj_mapping(neuron, v_rest, v_reset, kw):
     return out, kw["a0"] * d * (kw["v_c"] - vr)
 
 
+QIF_EIF_RESETS = [(0.0, 0.0, "hard0"), (-0.2, -0.2, "hard-0.2"), (0.0, None, "soft"),
+                  (0.0, -0.1, "sj_default_rest0_reset-0.1"), (0.1, None, "soft_rest0.1")]
+# every neuron, rest and reset and detach_reset with one of the two surrogates, in turn: each
+# (neuron, reset kind) meets both surrogates over detach_reset, each (neuron, detach_reset)
+# both over the reset kinds (the hard resets share a surrogate, and so the soft ones: the
+# values are arguments of one kernel)
+QIF_EIF_CASES = [(neuron, v_rest, v_reset, detach,
+                  SJ_SURROGATES[(i + (v_reset is None) + detach) % 2],
+                  f"{neuron}-{rid}-{'detach_reset' if detach else 'attached'}")
+                 for i, neuron in enumerate(["QIFNode", "EIFNode"])
+                 for v_rest, v_reset, rid in QIF_EIF_RESETS for detach in (False, True)]
+
+
 @SJ
-@pytest.mark.parametrize("surrogate", SJ_SURROGATES, ids=lambda s: s[0])
-@pytest.mark.parametrize("detach_reset", [False, True], ids=["attached", "detach_reset"])
-@pytest.mark.parametrize("v_rest, v_reset", [(0.0, 0.0), (-0.2, -0.2), (0.0, None), (0.0, -0.1),
-                                              (0.1, None)],
-                         ids=["hard0", "hard-0.2", "soft", "sj_default_rest0_reset-0.1",
-                              "soft_rest0.1"])
-@pytest.mark.parametrize("neuron", ["QIFNode", "EIFNode"])
+@pytest.mark.parametrize("neuron, v_rest, v_reset, detach_reset, surrogate",
+                         [c[:5] for c in QIF_EIF_CASES],
+                         ids=[f"{c[5]}-{c[4][0]}" for c in QIF_EIF_CASES])
 def test_spikingjelly_qif_eif(neuron, v_rest, v_reset, detach_reset, surrogate):
     """QIFNode(tau, v_c, a0, ...) / EIFNode(tau, delta_T, theta_rh, ...), step_mode="m", are
     qif / eif with the same parameters, v_threshold, v_reset, detach_reset and surrogate, when
