@@ -246,6 +246,8 @@ def _make(cls, learnable):
     tau = torch.nn.Parameter(torch.tensor(2.0)) if learnable else 2.0
     if cls is snn.TimeDistributed:
         return snn.TimeDistributed(torch.nn.Linear(4, 4)), x
+    if cls is snn.SpikeLinear:  # a layer without state
+        return snn.SpikeLinear(4, 4), (x > 0.7).float()
     if cls is snn.Recurrent:
         if learnable:
             return snn.Recurrent(4, snnfunc.plif, w=torch.nn.Parameter(torch.full((4,), 0.5))), x
@@ -277,7 +279,7 @@ def test_every_adapter_pickles_copies_and_saves(cls, live, learnable, tmp_path):
     if live:
         m(x.requires_grad_(True))  # the state now carries the graph of this call
         st = _state(m)
-        if cls is not snn.TimeDistributed:
+        if cls not in (snn.TimeDistributed, snn.SpikeLinear):
             assert any(t.grad_fn is not None for t in torch.utils._pytree.tree_leaves(st))
     expected_state = _state(m)
     for copied in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
