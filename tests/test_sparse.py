@@ -111,8 +111,9 @@ def test_edge_values_in_the_input():
 @needs_cc
 def test_threads_do_not_change_a_bit():
     ours, _ = _pair(K=300, N=100)
-    x = _spikes(400, 300)
-    g = torch.randn(400, 100)
+    x = _spikes(1000, 300)  # 8 chunks of rows: rounds of 2 and 3 threads, the last one short
+    x[::7] *= torch.randn(300)  # values other than 1 too
+    g = torch.randn(1000, 100)
     before = torch.get_num_threads()
     try:
         out = []
@@ -124,6 +125,7 @@ def test_threads_do_not_change_a_bit():
         torch.set_num_threads(before)
     for y, gw in out[1:]:
         assert torch.equal(y, out[0][0]) and torch.equal(gw, out[0][1])
+    torch.testing.assert_close(out[0][1], g.t() @ x)
 
 
 @pytest.mark.parametrize("shape", [(0, 70), (5, 0, 70), (70,)])

@@ -20,6 +20,7 @@ _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 typedef SNN_T real;
 /* x [M, K] (row m at x + m * sx), wt [K, N] (the weight transposed), bias [N] or 0, out
    [M, N]; g [M, N] (row m at g + m * sg), gwt [K, N] */
@@ -125,41 +126,111 @@ static int forward(const job_t *j, int threads) {
   return failed ? 2 : 0;
 }
 
+/* the weight's gradient, one thread: rows in chunks, each chunk listed, then added */
+static int weight_grad_1(const job_t *j) {
+  const int64_t K = j->K, N = j->N, M = j->M;
+  const real *g = (const real *)(intptr_t)j->g;
+  real *gwt = (real *)(intptr_t)j->gwt;
+  lists_t l;
+  const int ok = lists(&l, j);
+  if (ok) {
+    memset(gwt, 0, (size_t)(K * N) * sizeof(real));
+    for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
+      const int64_t m1 = m0 + ROWS < M ? m0 + ROWS : M;
+      list(j, m0, m1, &l);
+      for (int64_t m = m0; m < m1; m++) {
+        const real *restrict gr = g + m * j->sg;
+        for (int32_t c = l.at[m - m0]; c < l.at[m - m0 + 1]; c++) {
+          const real v = l.val[c];
+          real *restrict o = gwt + (int64_t)l.col[c] * N;
+          if (v == (real)1) for (int64_t n = 0; n < N; n++) o[n] = o[n] + gr[n];
+          else for (int64_t n = 0; n < N; n++) o[n] = o[n] + v * gr[n];
+        }
+      }
+    }
+  }
+  free(l.at); free(l.col); free(l.val);
+  return ok ? 0 : 2;
+}
+
+/* a thread's list of its rows' non-zeros (columns and values), grown as needed */
+typedef struct { int32_t *col; real *val; int64_t n, cap; } grown_t;
+static int room(grown_t *b, int64_t more) {
+  if (b->n + more <= b->cap) return 1;
+  int64_t cap = b->cap ? 2 * b->cap : 4096;
+  while (cap < b->n + more) cap *= 2;
+  int32_t *col = realloc(b->col, (size_t)cap * sizeof(int32_t));
+  if (!col) return 0;
+  b->col = col;
+  real *val = realloc(b->val, (size_t)cap * sizeof(real));
+  if (!val) return 0;
+  b->val = val;
+  b->cap = cap;
+  return 1;
+}
+
+/* more threads: the rows' non-zeros listed once, a share of the rows a thread; then each
+   thread adds every row's, in order of m, into its own part of gwt's columns. Each row of x is
+   read once, and every sum is taken in order of m, whatever the number of threads. Two
+   parallel regions and nothing between them to wait for: a busy core delays, never stalls */
 static int weight_grad(const job_t *j, int threads) {
   const int64_t K = j->K, N = j->N, M = j->M;
   const real *g = (const real *)(intptr_t)j->g;
   real *gwt = (real *)(intptr_t)j->gwt;
   if (dense(j) || !finite(g, M, N, j->sg, threads)) return 1;
-  /* columns of gwt in parts, one per thread, each listing every row of x: every sum is taken
-     in order of m, whatever the number of threads */
-  int64_t blocks = threads < 1 ? 1 : threads;
-  if (blocks > (N + 15) / 16) blocks = (N + 15) / 16;
-  int failed = 0;
-  #pragma omp parallel num_threads((int)blocks) reduction(| : failed)
-  {
-    lists_t l;
-    if (!lists(&l, j)) failed = 1;
-    #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-      if (failed) continue;
-      const int64_t n0 = N * b / blocks, nb = N * (b + 1) / blocks - n0;
-      for (int64_t k = 0; k < K; k++) memset(gwt + k * N + n0, 0, (size_t)nb * sizeof(real));
-      for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-        const int64_t m1 = m0 + ROWS < M ? m0 + ROWS : M;
-        list(j, m0, m1, &l);
-        for (int64_t m = m0; m < m1; m++) {
-          const real *restrict gr = g + m * j->sg + n0;
-          for (int32_t c = l.at[m - m0]; c < l.at[m - m0 + 1]; c++) {
-            const real v = l.val[c];
-            real *restrict o = gwt + (int64_t)l.col[c] * N + n0;
-            if (v == (real)1) for (int64_t n = 0; n < nb; n++) o[n] = o[n] + gr[n];
-            else for (int64_t n = 0; n < nb; n++) o[n] = o[n] + v * gr[n];
+  if (threads <= 1 || N < 32 || M < 2 * ROWS) return weight_grad_1(j);
+  int64_t *first = malloc((size_t)M * sizeof(int64_t));  /* where row m's entries start */
+  int32_t *count = malloc((size_t)M * sizeof(int32_t)), *owner = malloc((size_t)M * sizeof(int32_t));
+  grown_t *b = calloc((size_t)threads, sizeof(grown_t));
+  int failed = !first || !count || !owner || !b;
+  if (!failed) {
+    #pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+      const int64_t np = omp_get_num_threads(), p = omp_get_thread_num();
+      grown_t *mine = &b[p];
+      for (int64_t m = M * p / np; m < M * (p + 1) / np && !failed; m++) {
+        if (!room(mine, K)) { failed = 1; break; }
+        const real *xr = (const real *)(intptr_t)j->x + m * j->sx;
+        int64_t c = mine->n;
+        first[m] = c; owner[m] = (int32_t)p;
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+          uint32_t mask = 0;
+          for (int q = 0; q < 32; q++) mask |= (uint32_t)(xr[k + q] != (real)0) << q;
+          while (mask) {
+            const int q = __builtin_ctz(mask);
+            mask &= mask - 1;
+            mine->col[c] = (int32_t)(k + q); mine->val[c] = xr[k + q]; c++;
           }
+        }
+        for (; k < K; k++)
+          if (xr[k] != (real)0) { mine->col[c] = (int32_t)k; mine->val[c] = xr[k]; c++; }
+        count[m] = (int32_t)(c - mine->n);
+        mine->n = c;
+      }
+    }
+  }
+  if (!failed) {
+    #pragma omp parallel num_threads(threads)
+    {
+      const int64_t np = omp_get_num_threads(), p = omp_get_thread_num();
+      const int64_t n0 = N * p / np, nb = N * (p + 1) / np - n0;
+      for (int64_t k = 0; k < K; k++) memset(gwt + k * N + n0, 0, (size_t)nb * sizeof(real));
+      for (int64_t m = 0; m < M; m++) {
+        const real *restrict gr = g + m * j->sg + n0;
+        const int32_t *col = b[owner[m]].col + first[m];
+        const real *val = b[owner[m]].val + first[m];
+        for (int32_t c = 0; c < count[m]; c++) {
+          const real v = val[c];
+          real *restrict o = gwt + (int64_t)col[c] * N + n0;
+          if (v == (real)1) for (int64_t n = 0; n < nb; n++) o[n] = o[n] + gr[n];
+          else for (int64_t n = 0; n < nb; n++) o[n] = o[n] + v * gr[n];
         }
       }
     }
-    free(l.at); free(l.col); free(l.val);
   }
+  for (int p = 0; b && p < threads; p++) { free(b[p].col); free(b[p].val); }
+  free(b); free(first); free(count); free(owner);
   return failed ? 2 : 0;
 }
 
