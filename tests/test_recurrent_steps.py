@@ -128,9 +128,10 @@ def test_a_stepper_refuses_tensors_unlike_its_calls():
         step(x, [torch.zeros(B, 1).expand(B, N)], s, out)
 
 
-def test_packed_spikes_packs_the_layers_spikes_and_keeps_its_gradients():
-    """Under packed_spikes() the layer's saved spikes (and a Linear's after it) are bits, its
-    state holds no view of them, and the gradients are the same bit for bit."""
+def test_packed_spikes_packs_the_spikes_after_the_layer_and_keeps_its_gradients():
+    """Under packed_spikes() the spikes a Linear after the layer saves are bits (the layer
+    itself saves none), its state holds no view of them, and the gradients are the same bit
+    for bit."""
     torch.manual_seed(9)
     layer = snnfunc.nn.Recurrent(N, snnfunc.alif, tau=2.0, beta=0.4, surrogate=S.ATan())
     fc = torch.nn.Linear(N, 2)
@@ -146,6 +147,49 @@ def test_packed_spikes_packs_the_layers_spikes_and_keeps_its_gradients():
 
     plain, _ = grads(False)
     packed, stats = grads(True)
-    assert stats.spike_bytes_unpacked == 2 * LONG * B * N * 4  # the layer's and fc's
-    assert stats.spike_bytes == 2 * -(-LONG * B * N // 8)  # 1 bit a spike
+    assert stats.spike_bytes_unpacked == LONG * B * N * 4  # fc's
+    assert stats.spike_bytes == -(-LONG * B * N // 8)  # 1 bit a spike
     assert all(torch.equal(a, c) for a, c in zip(plain, packed))
+
+
+def test_the_layer_saves_its_inputs_not_its_spikes():
+    """The fused layer keeps I [T, B, N], the states every CHUNK steps and its parameters for
+    the backward, which computes the spikes again: no [T, B, N] tensor but I."""
+    layer = snnfunc.nn.Recurrent(N, snnfunc.alif, tau=2.0, beta=0.4, surrogate=S.ATan())
+    x = 4.0 * torch.rand(LONG, B, N)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        spikes = layer(x)
+    full = [t for t in saved if t.shape == spikes.shape]
+    assert len(full) == 1 and not torch.equal(full[0], spikes)  # I, not the spikes
+    assert sum(t.numel() for t in saved) < 1.5 * spikes.numel()
+
+
+def test_the_weights_gradient_over_chunks_per_sample_and_per_member():
+    """The weight's gradient, summed chunk by chunk from the spikes computed again: equal to
+    the loop's over several chunks, and under `vmap(grad)` over members that have a batch of
+    their own (groups of rows), to a loop of grads; with an initial spike tensor too."""
+    from torch.func import grad, vmap
+
+    torch.manual_seed(11)
+    kw = dict(tau=2.0, beta=0.4, surrogate=S.ATan())
+    x = 4.0 * torch.rand(2, LONG, B, N, dtype=torch.float64)
+    w = 0.3 * torch.randn(N, N, dtype=torch.float64)
+    s0 = (torch.rand(B, N) < 0.5).double()
+
+    def loss(x, w, impl):
+        out = rnn(x, RecurrentState(None, s0), weight=w, neuron=snnfunc.alif, impl=impl, **kw)
+        g = torch.linspace(-1, 1, out.spikes.numel(), dtype=x.dtype)
+        return (out.spikes.reshape(-1) * g).sum()
+
+    per_member = vmap(grad(loss, argnums=1), in_dims=(0, None, None))(x, w, "op")
+    for v in range(2):
+        want = grad(loss, argnums=1)(x[v], w, "loop")
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(grad(loss, argnums=1)(x[v], w, "op"), want)
+        torch.testing.assert_close(per_member[v], want)
+    with pytest.raises(ValueError, match="groups"):
+        R.rnn_backward(x[0], [torch.zeros(B, N, dtype=torch.float64)] * 2,
+                       [x[0, :4]] * 2, w, [], torch.ones((), dtype=torch.float64),
+                       torch.zeros(2, dtype=torch.float64), x[0], [None, None], "snnfunc:alif",
+                       "", True, "", False, False, [False], True, 2)

@@ -12,9 +12,11 @@ the kernels through the backend table, like a neuron call: on every device with 
   state kept before it (one forward kernel call), then per step in reverse the spikes'
   cotangent plus the recurrent path $g_{I_{t+1}} W$ and the neuron's one-step VJP kernel
   (the loops: `steps`). It returns $g_I$ (= $g_X$), the
-  initial states' cotangents and the neuron's parameter and threshold gradients per neuron.
-  The weight's, the bias's and the initial spikes' gradients come from $g_I$ in torch,
-  outside the operator, so that `vmap` gives them per sample.
+  initial states' cotangents, the neuron's parameter and threshold gradients per neuron, and
+  the weight's gradient $\sum_t g_{I_{t+1}}^\top S_t$ from the spikes each chunk computes
+  again (the forward keeps no spikes: one `[T, ...]` tensor less to save), per group of
+  rows, so that `vmap` gives it per sample. The bias's and the initial spikes' gradients come
+  from $g_I$ in torch, outside the operator.
 
 Both operators have fake kernels (one node to `torch.compile`, whatever T) and vmap rules: a
 vmapped dimension becomes one more batch dimension, unless the weight is vmapped too (an
@@ -24,6 +26,7 @@ ensemble), which runs the operator once per member.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -96,19 +99,30 @@ def rnn_backward(I: Tensor, state: list[Tensor], states: list[Tensor], weight: T
                  params: list[Tensor], th: Tensor, scalars: Tensor, g_spikes: Tensor,
                  g_states: list[Optional[Tensor]], neuron: str, options: str, hard: bool,
                  surrogate: str, detach_reset: bool, detach_recurrent: bool,
-                 need: list[bool]) -> list[Tensor]:
-    """`[g_I, *g_state0, *g_params, g_th]`: see `steps.backward`."""
+                 need: list[bool], want_w: bool = False, groups: int = 1) -> list[Tensor]:
+    """`[g_I, *g_state0, *g_params, g_th, g_w]`: see `steps.backward`."""
+    _check_groups(I, groups)
     return steps.backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
-                          neuron, options, hard, surrogate, detach_reset, detach_recurrent, need)
+                          neuron, options, hard, surrogate, detach_reset, detach_recurrent, need,
+                          want_w, groups)
+
+
+def _check_groups(I, groups):
+    rows = math.prod(I.shape[1:-1])
+    if groups < 1 or rows % groups:
+        raise ValueError(f"rnn_backward: groups must be at least 1 and divide the rows of a "
+                         f"step of I [T, ..., N] ({rows} rows); got {groups}")
 
 
 @rnn_backward.register_fake
 def _(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options, hard,
-      surrogate, detach_reset, detach_recurrent, need):
+      surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1):
+    _check_groups(I, groups)
     c = state[0].dtype  # the compute dtype the kernels sum gradients in
-    step = I.shape[1:]
+    step, N = I.shape[1:], I.shape[-1]
     return [torch.empty_like(I), *(torch.empty_like(p) for p in state),
-            *(I.new_empty(step if flag else (0,), dtype=c) for flag in need)]
+            *(I.new_empty(step if flag else (0,), dtype=c) for flag in need),
+            I.new_empty((groups, N, N) if want_w else (0,), dtype=c)]
 
 
 # --------------------------------------------------------------------------- vmap rules
@@ -174,9 +188,9 @@ def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron
 
 @rnn_backward.register_vmap
 def _(info, in_dims, I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
-      options, hard, surrogate, detach_reset, detach_recurrent, need):
+      options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1):
     args = (I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options,
-            hard, surrogate, detach_reset, detach_recurrent, need)
+            hard, surrogate, detach_reset, detach_recurrent, need, want_w, groups)
     n = len(state)
     if in_dims[3] is not None or in_dims[6] is not None:
         out = _per_member(rnn_backward, info, in_dims, args)
@@ -190,9 +204,14 @@ def _(info, in_dims, I, state, states, weight, params, th, scalars, g_spikes, g_
     th = _step(th, in_dims[5], shape)
     g_spikes = _seq(g_spikes, in_dims[7], V)
     g_states = [_seq(g, d, V) for g, d in zip(g_states, _dims(in_dims[8], n))]
+    # the V members become V times as many groups of rows: [V * groups, N, N], member first
     out = rnn_backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
-                       neuron, options, hard, surrogate, detach_reset, detach_recurrent, need)
-    return out, [1, *[0] * n, *[0 if o.dim() else None for o in out[1 + n:]]]
+                       neuron, options, hard, surrogate, detach_reset, detach_recurrent, need,
+                       want_w, V * groups)
+    if want_w:
+        out[-1] = out[-1].reshape(V, groups, *out[-1].shape[1:])
+    return out, [1, *[0] * n, *[0 if o.dim() else None for o in out[1 + n:-1]],
+                 0 if want_w else None]
 
 
 # --------------------------------------------------------------------------- autograd
@@ -245,8 +264,9 @@ class RNN(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         layout, x_seq, weight, *rest = inputs
         ctx.layout = layout
-        ctx.save_for_backward(weight, *rest, *output)
-        ctx.mark_non_differentiable(output[1])  # I, saved for the backward
+        spikes, I, *states = output  # the backward computes the spikes again from I
+        ctx.save_for_backward(weight, *rest, I, *states)
+        ctx.mark_non_differentiable(I)  # saved for the backward
         ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
 
     @staticmethod
@@ -254,17 +274,17 @@ class RNN(torch.autograd.Function):
         layout, r = ctx.layout, ctx.layout.record
         n = layout.n_states
         weight, *saved = ctx.saved_tensors
-        k = len(saved) - 2 - n
+        k = len(saved) - 1 - n
         state, s0, bias, th, scalars, params = _split(layout, saved[:k])
-        spikes, I, states = saved[k], saved[k + 1], saved[k + 2:]
+        I, states = saved[k], saved[k + 1:]
         needs = ctx.needs_input_grad  # layout, x_seq, weight, *rest
         n_before = 3 + n + layout.has_s0 + layout.has_bias
         need = [bool(f) for f in (*needs[n_before + 2:], needs[n_before])]  # params, th
         if g_spikes is None:
-            g_spikes = torch.zeros_like(spikes)
+            g_spikes = torch.zeros_like(I)  # the spikes' shape and dtype
         args = (I, state, list(states), weight, params, th, scalars, g_spikes, list(g_states),
                 r.neuron, r.options, r.hard, r.surrogate, r.detach, layout.detach_recurrent,
-                need)
+                need, bool(needs[2]), 1)
         if torch.compiler.is_compiling() or not torch.is_grad_enabled():
             grads = rnn_backward(*args)
         else:  # through a Function, so that torch.func transforms see through it
@@ -275,7 +295,7 @@ class RNN(torch.autograd.Function):
         flat = lambda t: t.reshape(-1, N)  # noqa: E731
         g_w = None
         if needs[2]:
-            g_w = flat(g_I[1:]).t() @ flat(spikes[:-1].to(g_I.dtype))
+            g_w = grads[-1][0].to(g_I.dtype)
             if s0 is not None:
                 g_w = g_w + flat(g_I[0]).t() @ flat(s0.expand(I.shape[1:]).to(g_I.dtype))
         out = [g_I if needs[1] else None, g_w,

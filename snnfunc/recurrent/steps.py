@@ -122,11 +122,27 @@ def _backward_runner(first, params, th, scalars, neuron, options, surrogate, har
     return run
 
 
+def _add_weight_grad(g_w, g_I, spikes, groups):
+    """`g_w[k] += g_I_k^T S_k` over the steps and rows of group `k` (the rows `[*, N]` of a
+    step are `groups` blocks, one per `vmap` member), in `g_w`'s dtype."""
+    N = g_I.shape[-1]
+    g, s = g_I.to(g_w.dtype), spikes.to(g_w.dtype)
+    if groups == 1:
+        g_w[0].addmm_(g.reshape(-1, N).t(), s.reshape(-1, N))
+    else:  # [L, G * B, N] -> [G, L * B, N]
+        L = g.shape[0]
+        per = lambda t: t.reshape(L, groups, -1, N).transpose(0, 1).reshape(groups, -1, N)  # noqa: E731
+        g_w.baddbmm_(per(g).transpose(1, 2), per(s))
+
+
 def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, neuron,
-             options, hard, surrogate, detach_reset, detach_recurrent, need):
+             options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False,
+             groups=1):
     """BPTT, one step's VJP per kernel call in reverse, chunk by chunk: `[g_I, *g_state0,
-    *g_params, g_th]`, the parameters' and threshold's per neuron and summed over T (empty
-    where not needed)."""
+    *g_params, g_th, g_w]`, the parameters' and threshold's per neuron and summed over T (empty
+    where not needed); with `want_w` the weight's gradient, the sum of `g_I[t + 1]^T S[t]`, per
+    group of rows, `[groups, N, N]` in the compute dtype (from the spikes each chunk computes
+    again: the forward keeps no spikes), else empty."""
     fwd = backends.BACKENDS[I.device.type].forward_fn
     T, n, m = I.shape[0], len(state), len(params)
     C, step = checkpoints(T), I.shape[1:]
@@ -142,12 +158,14 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
     gbuf = I.new_empty(step) if I.dim() == 3 else None
     need_op = [*need, *[True] * n]  # every step's state cotangent carries on to the one before
     acc = [None] * (m + 1)
+    N = I.shape[-1]
+    g_w = I.new_zeros((groups, N, N), dtype=state[0].dtype) if want_w else I.new_empty(0)
     runs = {}  # one runner for the last step (its state cotangents may be absent), one after
     for c in range(C - 2, -1, -1):
         t0, t1 = c * CHUNK, min((c + 1) * CHUNK, T)
         start = [k[c] for k in kept]
-        traces = fwd(I[t0:t1], start, params, th, scalars, neuron, options, hard, False,
-                     True)[2 + n:2 + 2 * n]
+        again = fwd(I[t0:t1], start, params, th, scalars, neuron, options, hard, False, True)
+        traces = again[2 + n:2 + 2 * n]
         for t in range(t1 - 1, t0 - 1, -1):
             if t == T - 1 or detach_recurrent:
                 gs = gs1[t]
@@ -170,7 +188,10 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
             for j in range(m + 1):
                 if need[j]:
                     acc[j] = grads[j].clone() if acc[j] is None else acc[j].add_(grads[j])
-        traces = start = None  # let this chunk's go before the next one's are computed
+        end = min(t1, T - 1)  # S_t with t < T - 1 feeds I_{t+1}
+        if want_w and end > t0:
+            _add_weight_grad(g_w, g_I[t0 + 1:end + 1], again[0][:end - t0], groups)
+        again = traces = start = None  # let this chunk's go before the next one's are computed
     if g_before:  # the first kept state is the initial state
         g_st = [a if g is None else a + g[0] for a, g in zip(g_st, g_states)]
-    return [g_I, *g_st, *(I.new_empty(0) if a is None else a for a in acc)]
+    return [g_I, *g_st, *(I.new_empty(0) if a is None else a for a in acc), g_w]
