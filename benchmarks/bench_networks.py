@@ -364,7 +364,7 @@ def build(network: str, chunk: int):
                             **ALIF)
         ours = ALIFNet(rec)
         with torch.no_grad():
-            ours.fc1.weight.mul_(4.0)  # enough input current to fire
+            ours.fc1.weight.mul_(32.0)  # enough input current to fire (printed below)
         sj = ALIFNet(SJRecurrent(256, chunk))
         copy_weights(ours, sj, lambda k: k.replace("rec.weight", "rec.rc.weight")
                      .replace("rec.bias", "rec.rc.bias"))
@@ -374,6 +374,10 @@ def build(network: str, chunk: int):
         spiky.load_state_dict(ours.state_dict())
         x = (torch.rand(250, 64, 700) < 0.05).float()
         y = torch.randint(0, 20, (64,))
+        with torch.no_grad():
+            rate = ours.rec(ours.fc1(x)).mean().item()
+        ours.rec.reset()
+        print(f"    the recurrent layer fires at {100 * rate:.1f}% of its neuron-steps", flush=True)
         loss = lambda out: nn.functional.cross_entropy(out, y)  # noqa: E731
     else:
         raise ValueError(network)

@@ -165,15 +165,25 @@ def test_the_layer_saves_its_inputs_not_its_spikes():
     assert sum(t.numel() for t in saved) < 1.5 * spikes.numel()
 
 
-def test_the_weights_gradient_over_chunks_per_sample_and_per_member():
+@pytest.mark.parametrize("scale", [4.0, 1.2])  # many spikes (ATen's product), few (sparse's)
+def test_the_weights_gradient_over_chunks_per_sample_and_per_member(scale, monkeypatch):
     """The weight's gradient, summed chunk by chunk from the spikes computed again: equal to
     the loop's over several chunks, and under `vmap(grad)` over members that have a batch of
     their own (groups of rows), to a loop of grads; with an initial spike tensor too."""
     from torch.func import grad, vmap
 
+    from snnfunc import sparse
+
+    runs, fwd, weight_grad = sparse.KERNELS["cpu"]
+    ran = []  # the sparse kernel's results (None: it handed the product to ATen)
+    monkeypatch.setitem(sparse.KERNELS, "cpu",
+                        (runs, fwd, lambda x, g: ran.append(weight_grad(x, g)) or ran[-1]))
     torch.manual_seed(11)
     kw = dict(tau=2.0, beta=0.4, surrogate=S.ATan())
-    x = 4.0 * torch.rand(2, LONG, B, N, dtype=torch.float64)
+    x = scale * torch.rand(2, LONG, B, N, dtype=torch.float64)
+    rate = rnn(x[0], weight=torch.zeros(N, N, dtype=torch.float64), neuron=snnfunc.alif,
+               **kw).spikes.mean()
+    assert (rate > 0.2) if scale > 2 else (0 < rate < 0.15)
     w = 0.3 * torch.randn(N, N, dtype=torch.float64)
     s0 = (torch.rand(B, N) < 0.5).double()
 
@@ -188,6 +198,8 @@ def test_the_weights_gradient_over_chunks_per_sample_and_per_member():
         assert want.abs().sum() > 0
         torch.testing.assert_close(grad(loss, argnums=1)(x[v], w, "op"), want)
         torch.testing.assert_close(per_member[v], want)
+    assert ran and (any(r is None for r in ran) if scale > 2
+                    else all(r is not None for r in ran))
     with pytest.raises(ValueError, match="groups"):
         R.rnn_backward(x[0], [torch.zeros(B, N, dtype=torch.float64)] * 2,
                        [x[0, :4]] * 2, w, [], torch.ones((), dtype=torch.float64),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from snnfunc import sparse  # noqa: F401  (snnfunc::spike_linear_weight_grad)
 from snnfunc._kernel import backends, ops
 
 CHUNK = 32  # steps between the states the forward keeps (the backward's recompute)
@@ -127,8 +128,8 @@ def _add_weight_grad(g_w, g_I, spikes, groups):
     step are `groups` blocks, one per `vmap` member), in `g_w`'s dtype."""
     N = g_I.shape[-1]
     g, s = g_I.to(g_w.dtype), spikes.to(g_w.dtype)
-    if groups == 1:
-        g_w[0].addmm_(g.reshape(-1, N).t(), s.reshape(-1, N))
+    if groups == 1:  # the rows of g_I where a spike is (snnfunc.sparse's product)
+        g_w[0].add_(torch.ops.snnfunc.spike_linear_weight_grad(s.reshape(-1, N), g.reshape(-1, N)))
     else:  # [L, G * B, N] -> [G, L * B, N]
         L = g.shape[0]
         per = lambda t: t.reshape(L, groups, -1, N).transpose(0, 1).reshape(groups, -1, N)  # noqa: E731
