@@ -106,9 +106,10 @@ def _linear_setup(ctx, inputs, output):
 
 def _linear_backward(ctx, g):
     x, weight = ctx.saved_tensors
-    gx = g @ weight if ctx.needs_input_grad[0] else None
     gw = (torch.ops.snnfunc.spike_linear_weight_grad(x, g.contiguous())
           if ctx.needs_input_grad[1] else None)
+    del x  # unpacked from bits under packed_spikes(): gone before the input's gradient is made
+    gx = g @ weight if ctx.needs_input_grad[0] else None
     gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gx, gw, gb
 

@@ -205,3 +205,31 @@ def test_the_weights_gradient_over_chunks_per_sample_and_per_member(scale, monke
                        [x[0, :4]] * 2, w, [], torch.ones((), dtype=torch.float64),
                        torch.zeros(2, dtype=torch.float64), x[0], [None, None], "snnfunc:alif",
                        "", True, "", False, False, [False], True, 2)
+
+
+def test_the_backward_writes_g_I_over_I_only_where_nothing_reads_I_again(monkeypatch):
+    """A plain backward writes the input's gradient over the saved I (one [T, B, N] tensor
+    less); with `retain_graph` (I read again by a second backward) or `create_graph` it does
+    not. The gradients are the same bit for bit either way."""
+    layer = snnfunc.nn.Recurrent(N, snnfunc.alif, tau=2.0, beta=0.4, surrogate=S.ATan())
+    x = (4.0 * torch.rand(LONG, B, N)).requires_grad_()
+    cot = torch.randn(LONG, B, N)
+    reused = []
+    backward = steps.backward
+    monkeypatch.setattr(steps, "backward",
+                        lambda *a, reuse=False, **k: reused.append(reuse) or backward(
+                            *a, reuse=reuse, **k))
+
+    def loss():
+        layer.reset()
+        return (layer(x) * cot).sum()
+
+    plain = torch.autograd.grad(loss(), [x, layer.weight, layer.bias])
+    kept = loss()
+    first = torch.autograd.grad(kept, [x, layer.weight, layer.bias], retain_graph=True)
+    second = torch.autograd.grad(kept, [x, layer.weight, layer.bias])
+    created = torch.autograd.grad(loss(), [x, layer.weight, layer.bias], create_graph=True)
+    assert reused == [True, False, True, False]
+    for got in (first, second, created):
+        assert all(torch.equal(a, c) for a, c in zip(plain, got))
+    assert plain[0].abs().sum() > 0

@@ -285,7 +285,9 @@ class RNN(torch.autograd.Function):
         args = (I, state, list(states), weight, params, th, scalars, g_spikes, list(g_states),
                 r.neuron, r.options, r.hard, r.surrogate, r.detach, layout.detach_recurrent,
                 need, bool(needs[2]), 1)
-        if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        if _reusable(I):  # a plain backward: g_I over I, which nothing else holds
+            grads = steps.backward(*args, reuse=True)
+        elif torch.compiler.is_compiling() or not torch.is_grad_enabled():
             grads = rnn_backward(*args)
         else:  # through a Function, so that torch.func transforms see through it
             grads = RNNBackward.apply(*args)
@@ -312,6 +314,18 @@ class RNN(torch.autograd.Function):
         out.append(None)  # scalars
         out += [_reduced(g, p) if flag else None for g, p, flag in zip(g_params, params, need)]
         return (None, *out)
+
+
+def _reusable(I) -> bool:
+    """Whether the backward may write $g_I$ over the saved $I$: an eager backward that keeps
+    no graph (no `retain_graph`, no `create_graph`, so nothing reads the saved tensors again),
+    outside `torch.compile` and `torch.func` transforms. $I$ is the layer's own: `run` hands
+    the user the spikes and states, never $I$."""
+    if torch.compiler.is_compiling() or torch.is_grad_enabled() or type(I) is not torch.Tensor:
+        return False
+    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return (keep is not None and not keep()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(I))
 
 
 class RNNBackward(torch.autograd.Function):

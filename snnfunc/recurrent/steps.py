@@ -138,18 +138,20 @@ def _add_weight_grad(g_w, g_I, spikes, groups):
 
 def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, neuron,
              options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False,
-             groups=1):
+             groups=1, reuse=False):
     """BPTT, one step's VJP per kernel call in reverse, chunk by chunk: `[g_I, *g_state0,
     *g_params, g_th, g_w]`, the parameters' and threshold's per neuron and summed over T (empty
     where not needed); with `want_w` the weight's gradient, the sum of `g_I[t + 1]^T S[t]`, per
     group of rows, `[groups, N, N]` in the compute dtype (from the spikes each chunk computes
-    again: the forward keeps no spikes), else empty."""
+    again: the forward keeps no spikes), else empty. With `reuse`, `g_I` is written over `I`
+    (each step's after its step is done with it): the caller owns `I` and needs it no more."""
     fwd = backends.BACKENDS[I.device.type].forward_fn
     T, n, m = I.shape[0], len(state), len(params)
     C, step = checkpoints(T), I.shape[1:]
     I, g_spikes = I.contiguous(), g_spikes.contiguous()
     kept = [k.contiguous() for k in kept]  # (a vmap rule may hand them expanded)
-    g_I = I.new_empty(I.shape)
+    g_I = I if reuse else I.new_empty(I.shape)
+    gtmp = I.new_empty((1, *I.shape[1:])) if reuse else None  # a step's g_I, then over I_t
     g_st = [None if g is None else g[C - 1].contiguous() for g in g_states]
     # the kept states before the last are outputs too; their cotangents are usually absent
     # or zero (rnn returns the last state only): then nothing to add at their steps
@@ -184,7 +186,9 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
                                              neuron, options, surrogate, hard, detach_reset,
                                              need_op)
             out = pong[t % 2]
-            grads = runs[key](I1[t], st, gs, g_st, gx1[t], out)
+            grads = runs[key](I1[t], st, gs, g_st, gx1[t] if gtmp is None else gtmp, out)
+            if gtmp is not None:
+                gx1[t].copy_(gtmp)
             g_st = out
             for j in range(m + 1):
                 if need[j]:
