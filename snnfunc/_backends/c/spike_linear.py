@@ -67,27 +67,30 @@ static int lists(lists_t *l, const job_t *j) {
   return l->at && l->col && l->val;
 }
 
+/* the non-zeros of one row of K values into col and val (room for K); their number */
+static int64_t row_list(const real *xr, int64_t K, int32_t *col, real *val) {
+  int64_t c = 0, k = 0;
+  for (; k + 32 <= K; k += 32) {  /* a mask of 32 values at a time (vector compares) */
+    uint32_t mask = 0;
+    for (int q = 0; q < 32; q++) mask |= (uint32_t)(xr[k + q] != (real)0) << q;
+    while (mask) {
+      const int q = __builtin_ctz(mask);
+      mask &= mask - 1;
+      col[c] = (int32_t)(k + q); val[c] = xr[k + q]; c++;
+    }
+  }
+  for (; k < K; k++)
+    if (xr[k] != (real)0) { col[c] = (int32_t)k; val[c] = xr[k]; c++; }
+  return c;
+}
+
 static int64_t list(const job_t *j, int64_t m0, int64_t m1, lists_t *l) {
-  int32_t *at = l->at, *col = l->col;
-  real *val = l->val;
   int64_t c = 0;
   for (int64_t m = m0; m < m1; m++) {
-    const real *xr = (const real *)(intptr_t)j->x + m * j->sx;
-    at[m - m0] = (int32_t)c;
-    int64_t k = 0;
-    for (; k + 32 <= j->K; k += 32) {  /* a mask of 32 values at a time (vector compares) */
-      uint32_t mask = 0;
-      for (int q = 0; q < 32; q++) mask |= (uint32_t)(xr[k + q] != (real)0) << q;
-      while (mask) {
-        const int q = __builtin_ctz(mask);
-        mask &= mask - 1;
-        col[c] = (int32_t)(k + q); val[c] = xr[k + q]; c++;
-      }
-    }
-    for (; k < j->K; k++)
-      if (xr[k] != (real)0) { col[c] = (int32_t)k; val[c] = xr[k]; c++; }
+    l->at[m - m0] = (int32_t)c;
+    c += row_list((const real *)(intptr_t)j->x + m * j->sx, j->K, l->col + c, l->val + c);
   }
-  at[m1 - m0] = (int32_t)c;
+  l->at[m1 - m0] = (int32_t)c;
   return c;
 }
 
@@ -190,23 +193,11 @@ static int weight_grad(const job_t *j, int threads) {
       grown_t *mine = &b[p];
       for (int64_t m = M * p / np; m < M * (p + 1) / np && !failed; m++) {
         if (!room(mine, K)) { failed = 1; break; }
-        const real *xr = (const real *)(intptr_t)j->x + m * j->sx;
-        int64_t c = mine->n;
-        first[m] = c; owner[m] = (int32_t)p;
-        int64_t k = 0;
-        for (; k + 32 <= K; k += 32) {
-          uint32_t mask = 0;
-          for (int q = 0; q < 32; q++) mask |= (uint32_t)(xr[k + q] != (real)0) << q;
-          while (mask) {
-            const int q = __builtin_ctz(mask);
-            mask &= mask - 1;
-            mine->col[c] = (int32_t)(k + q); mine->val[c] = xr[k + q]; c++;
-          }
-        }
-        for (; k < K; k++)
-          if (xr[k] != (real)0) { mine->col[c] = (int32_t)k; mine->val[c] = xr[k]; c++; }
-        count[m] = (int32_t)(c - mine->n);
-        mine->n = c;
+        first[m] = mine->n; owner[m] = (int32_t)p;
+        const int64_t c = row_list((const real *)(intptr_t)j->x + m * j->sx, K,
+                                   mine->col + mine->n, mine->val + mine->n);
+        count[m] = (int32_t)c;
+        mine->n += c;
       }
     }
   }
