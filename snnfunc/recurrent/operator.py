@@ -286,7 +286,8 @@ class RNN(torch.autograd.Function):
                 r.neuron, r.options, r.hard, r.surrogate, r.detach, layout.detach_recurrent,
                 need, bool(needs[2]), 1)
         if _reusable(I):  # a plain backward: g_I over I, which nothing else holds
-            grads = steps.backward(*args, reuse=True)
+            with torch.profiler.record_function("snnfunc::rnn_backward"):  # named in profiles
+                grads = steps.backward(*args, reuse=True)
         elif torch.compiler.is_compiling() or not torch.is_grad_enabled():
             grads = rnn_backward(*args)
         else:  # through a Function, so that torch.func transforms see through it
