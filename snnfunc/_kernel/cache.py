@@ -30,9 +30,10 @@ def cache_files() -> list[Path]:
     for pattern in _PATTERNS:
         for f in root.glob(pattern):
             try:
-                files.append((f.stat().st_mtime, f.stat().st_size, f))
+                st = f.stat()
             except OSError:  # removed by another process meanwhile
-                pass
+                continue
+            files.append((st.st_mtime, st.st_size, f))
     return [(f, size) for _, size, f in sorted(files)]
 
 
