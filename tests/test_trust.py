@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -341,6 +342,51 @@ def test_the_kernel_cache_on_disk_is_bounded(tmp_path, monkeypatch):
     kept = [f.name for f, _ in cache.cache_files()]
     assert len(kept) == 3
     assert "kernel cache: 3 kernels" in snnfunc.info(file=io.StringIO())
+
+
+def test_the_precompiled_headers_change_no_kernel(tmp_path, monkeypatch):
+    """The intrinsics header parsed once (`build._header`) makes a kernel's build faster, not the
+    kernel: its library is the same byte for byte; and a broken precompiled header falls back
+    to a build without it."""
+    cc, flags = build.compiler(), list(build._FLAGS)
+    if build.error() is not None:
+        pytest.skip(f"no C kernels here: {build.error()}")
+    monkeypatch.setattr(build, "PCH_AFTER", 0)
+    header = build._header(cc, flags)  # the cache's, made here where it has none yet
+    if header is None:
+        pytest.skip("no precompiled headers with this compiler")
+    from snnfunc._backends.c import skeleton
+    from snnfunc._core import registry
+
+    lif = registry.lookup("snnfunc:lif")
+    src = tmp_path / "kernel.c"  # a backward with the kernel's own e^x (<immintrin.h>)
+    src.write_text(skeleton.backward_source(
+        lif, {"decay_input": True}, hard=True, detach=False,
+        surrogate_derivative=surrogates.derivative_rule_for(
+            surrogates.surrogate_token(S.Sigmoid()), False),
+        has_gs=True, has_gh=False, has_gv=(True,), need=(True, True, True), dtype="float32"))
+    built = []
+    for name, with_header in (("a.so", header), ("b.so", None)):
+        proc = subprocess.run(build.command(cc, flags, str(src), str(tmp_path / name),
+                                            with_header), capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"no -march=native build here: {proc.stderr[-500:]}")
+        built.append((tmp_path / name).read_bytes())
+    assert built[0] == built[1]
+    # a precompiled header cut short: gcc refuses it, the build goes on without it
+    monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "_pch", {})
+    folder = build.pch_folder(cc, flags)
+    folder.mkdir(parents=True)
+    (folder / "snnfunc_sys.h").write_text(build._PCH_HEADER)
+    (folder / "snnfunc_sys.h.gch").write_bytes((Path(header + ".gch")).read_bytes()[:1 << 20])
+    proc = subprocess.run(build.command(cc, flags, str(src), str(tmp_path / "c.so"),
+                                        str(folder / "snnfunc_sys.h")),
+                          capture_output=True, text=True)
+    assert proc.returncode != 0  # what the build below falls back from
+    lib = build.build(build._PROBE + "int snn_pch_test(void) { return 7; }\n")
+    assert lib.snn_pch_test() == 7
+    assert build._pch[str(folder)] == str(folder / "snnfunc_sys.h")
 
 
 # --------------------------------------------------------------------------- definitions
