@@ -336,12 +336,18 @@ def test_one_backward_kernel_per_surrogate_kind():
 def test_the_kernel_cache_on_disk_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path))
     monkeypatch.setattr(cache, "MAX_FILES", 3)
+    triton = [tmp_path / f"snnfunc_triton_{k}.py" for k in range(3)]
+    for f in triton:  # another backend's kernels, older than every C kernel
+        f.write_text("kernel = None\n")
+        os.utime(f, (1, 1))
     for k in range(6):  # six distinct sources: six builds into the empty cache
         build.build(build._PROBE + f"int snn_cache_test_{k}(void) {{ return {k}; }}\n")
-        assert len(cache.cache_files()) <= 3
+        assert len([f for f, _ in cache.cache_files() if f.suffix == ".so"]) <= 3
     kept = [f.name for f, _ in cache.cache_files()]
-    assert len(kept) == 3
-    assert "kernel cache: 3 kernels" in snnfunc.info(file=io.StringIO())
+    assert len(kept) == 6 and all(f.exists() for f in triton)  # each backend within its bound
+    assert "kernel cache: 6 kernels" in snnfunc.info(file=io.StringIO())
+    monkeypatch.setenv("SNNFUNC_CACHE_MAX_MB", str(1e-6))  # the size bound counts every kernel
+    assert cache.evict() == 6 and not cache.cache_files()
 
 
 def test_the_precompiled_headers_change_no_kernel(tmp_path, monkeypatch):
