@@ -348,6 +348,7 @@ def test_the_kernel_cache_on_disk_is_bounded(tmp_path, monkeypatch):
     assert "kernel cache: 6 kernels" in snnfunc.info(file=io.StringIO())
     monkeypatch.setenv("SNNFUNC_CACHE_MAX_MB", str(1e-6))  # the size bound counts every kernel
     assert cache.evict() == 6 and not cache.cache_files()
+    assert cache.evict() == 0  # an empty cache
 
 
 def test_the_precompiled_headers_change_no_kernel(tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ def evict() -> int:
     for f, _ in files:
         count[f.suffix] = count.get(f.suffix, 0) + 1
     for f, size in files:
-        if total <= limit and max(count.values()) <= MAX_FILES:
+        if total <= limit and max(count.values(), default=0) <= MAX_FILES:
             break
         if total <= limit and count[f.suffix] <= MAX_FILES:
             continue  # a backend within its bound keeps its kernels
