@@ -53,8 +53,8 @@ def info(file=None) -> str:
     files = cache.cache_files()
     size = sum(n for _, n in files)
     lines.append(f"kernel cache: {len(files)} kernels, {size / (1 << 20):.1f} MiB (bound: "
-                 f"{cache.MAX_FILES} kernels, {cache.max_bytes() / (1 << 20):.0f} MiB; least "
-                 f"recently used go first)")
+                 f"{cache.MAX_FILES} kernels a backend, {cache.max_bytes() / (1 << 20):.0f} MiB; "
+                 f"least recently used go first)")
     lines.append(f"repeated eager calls run from a kept entry in this process: "
                  f"{cached.stats['hits']} (entries made: {cached.stats['made']})")
     if dispatch.fallbacks:

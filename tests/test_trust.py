@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -335,12 +336,67 @@ def test_one_backward_kernel_per_surrogate_kind():
 def test_the_kernel_cache_on_disk_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path))
     monkeypatch.setattr(cache, "MAX_FILES", 3)
+    triton = [tmp_path / f"snnfunc_triton_{k}.py" for k in range(3)]
+    for f in triton:  # another backend's kernels, older than every C kernel
+        f.write_text("kernel = None\n")
+        os.utime(f, (1, 1))
     for k in range(6):  # six distinct sources: six builds into the empty cache
         build.build(build._PROBE + f"int snn_cache_test_{k}(void) {{ return {k}; }}\n")
-        assert len(cache.cache_files()) <= 3
+        assert len([f for f, _ in cache.cache_files() if f.suffix == ".so"]) <= 3
     kept = [f.name for f, _ in cache.cache_files()]
-    assert len(kept) == 3
-    assert "kernel cache: 3 kernels" in snnfunc.info(file=io.StringIO())
+    assert len(kept) == 6 and all(f.exists() for f in triton)  # each backend within its bound
+    assert "kernel cache: 6 kernels" in snnfunc.info(file=io.StringIO())
+    monkeypatch.setenv("SNNFUNC_CACHE_MAX_MB", str(1e-6))  # the size bound counts every kernel
+    assert cache.evict() == 6 and not cache.cache_files()
+    assert cache.evict() == 0  # an empty cache
+
+
+def test_the_precompiled_headers_change_no_kernel(tmp_path, monkeypatch):
+    """The intrinsics header parsed once (`build._header`) makes a kernel's build faster, not the
+    kernel: its library is the same byte for byte; and a broken precompiled header falls back
+    to a build without it."""
+    cc, flags = build.compiler(), list(build._FLAGS)
+    if build.error() is not None:
+        pytest.skip(f"no C kernels here: {build.error()}")
+    monkeypatch.setattr(build, "PCH_AFTER", 0)
+    header = build._header(cc, flags)  # the cache's, made here where it has none yet
+    if header is None:
+        pytest.skip("no precompiled headers with this compiler")
+    from snnfunc._backends.c import skeleton
+    from snnfunc._core import registry
+
+    lif = registry.lookup("snnfunc:lif")
+    src = tmp_path / "kernel.c"  # a backward with the kernel's own e^x (<immintrin.h>)
+    src.write_text(skeleton.backward_source(
+        lif, {"decay_input": True}, hard=True, detach=False,
+        surrogate_derivative=surrogates.derivative_rule_for(
+            surrogates.surrogate_token(S.Sigmoid()), False),
+        has_gs=True, has_gh=False, has_gv=(True,), need=(True, True, True), dtype="float32"))
+    built = []
+    for name, with_header in (("a.so", header), ("b.so", None)):
+        cmd = build.command(cc, flags, str(src), str(tmp_path / name), with_header)
+        # -Winvalid-pch: gcc says so where it reads the header's text instead
+        proc = subprocess.run([cmd[0], "-Winvalid-pch", *cmd[1:]], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"no -march=native build here: {proc.stderr[-500:]}")
+        assert ".gch" not in proc.stderr, proc.stderr[-2000:]
+        built.append((tmp_path / name).read_bytes())
+    assert built[0] == built[1]
+    # a precompiled header cut short: gcc refuses it, the build goes on without it
+    monkeypatch.setenv("SNNFUNC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "_pch", {})
+    folder = build.pch_folder(cc, flags)
+    folder.mkdir(parents=True)
+    (folder / "snnfunc_sys.h").write_text(build._PCH_HEADER)
+    (folder / "snnfunc_sys.h.gch").write_bytes((Path(header + ".gch")).read_bytes()[:1 << 20])
+    proc = subprocess.run(build.command(cc, flags, str(src), str(tmp_path / "c.so"),
+                                        str(folder / "snnfunc_sys.h")),
+                          capture_output=True, text=True)
+    assert proc.returncode != 0  # what the build below falls back from
+    lib = build.build(build._PROBE + "int snn_pch_test(void) { return 7; }\n")
+    assert lib.snn_pch_test() == 7
+    assert build._pch[str(folder)] == str(folder / "snnfunc_sys.h")
 
 
 # --------------------------------------------------------------------------- definitions

@@ -1,7 +1,8 @@
 """The kernel cache on disk, for every backend: where built kernels are kept, and its bound.
 
 After each new kernel the least recently used ones (by modification time, renewed whenever a
-kernel is loaded) go until at most MAX_FILES kernels and MAX_BYTES remain
+kernel is loaded) go until at most MAX_FILES kernels of each backend (the C backend's libraries,
+the Triton backend's sources: neither pushes the other's out) and MAX_BYTES in all remain
 (SNNFUNC_CACHE_MAX_MB overrides the size). A process keeps the kernels it has loaded; an
 evicted one is built again on its next first use.
 """
@@ -30,9 +31,10 @@ def cache_files() -> list[Path]:
     for pattern in _PATTERNS:
         for f in root.glob(pattern):
             try:
-                files.append((f.stat().st_mtime, f.stat().st_size, f))
+                st = f.stat()
             except OSError:  # removed by another process meanwhile
-                pass
+                continue
+            files.append((st.st_mtime, st.st_size, f))
     return [(f, size) for _, size, f in sorted(files)]
 
 
@@ -40,14 +42,20 @@ def evict() -> int:
     """Removes the least recently used kernels beyond the cache's bounds; how many it removed."""
     files = cache_files()
     total, limit, gone = sum(size for _, size in files), max_bytes(), 0
+    count = {}  # kernels of each backend (by suffix)
+    for f, _ in files:
+        count[f.suffix] = count.get(f.suffix, 0) + 1
     for f, size in files:
-        if len(files) - gone <= MAX_FILES and total <= limit:
+        if total <= limit and max(count.values(), default=0) <= MAX_FILES:
             break
+        if total <= limit and count[f.suffix] <= MAX_FILES:
+            continue  # a backend within its bound keeps its kernels
         try:
             f.unlink()
         except OSError:
             continue
         total -= size
+        count[f.suffix] -= 1
         gone += 1
     return gone
 
