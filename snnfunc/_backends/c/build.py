@@ -115,10 +115,11 @@ def _version(cc: str) -> str:
 
 
 # The intrinsics' header every kernel includes, parsed once into a precompiled header: with
-# -march=native, <immintrin.h> took most of a small kernel's build (gcc 12 on a Zen 3 EPYC:
-# a LIF forward kernel 0.78 -> 0.21 s, its backward 1.21 -> 0.65 s). The kernel's source is the same, and so is its code (the
-# header only declares; gcc uses its precompiled form where it was made with the same compiler
-# and flags, and reads the header's text otherwise). gcc only, for the default flags; made once
+# -march=native, <immintrin.h> took most of a small kernel's build (gcc 12 on a Zen 1 EPYC,
+# family 23 model 1: a LIF forward kernel 0.78 -> 0.21 s, its backward 1.21 -> 0.65 s). The
+# kernel's source is the same, and so is its code (the header only declares; gcc uses its
+# precompiled form where it was made with the same compiler and flags, and reads the
+# header's text otherwise). gcc only, for the default flags; made once
 # a cache holds PCH_AFTER kernels (a few builds pay for it), in a folder of the cache keyed like
 # a kernel (the compiler, its flags, the CPU), outside the kernels' bound.
 PCH_AFTER = 4
