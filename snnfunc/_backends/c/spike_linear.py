@@ -206,17 +206,28 @@ static int weight_grad(const job_t *j, int threads) {
     {
       const int64_t np = omp_get_num_threads(), p = omp_get_thread_num();
       const int64_t n0 = N * p / np, nb = N * (p + 1) / np - n0;
-      for (int64_t k = 0; k < K; k++) memset(gwt + k * N + n0, 0, (size_t)nb * sizeof(real));
+      /* the part's rows side by side in a buffer of the thread's own (in gwt they are N apart:
+         fewer of them fit the cache's sets), copied into gwt at the end; gwt itself without */
+      real *own = calloc((size_t)(K * nb) + 1, sizeof(real));
+      real *part = own ? own : gwt + n0;
+      const int64_t ld = own ? nb : N;
+      if (!own)
+        for (int64_t k = 0; k < K; k++) memset(gwt + k * N + n0, 0, (size_t)nb * sizeof(real));
       for (int64_t m = 0; m < M; m++) {
         const real *restrict gr = g + m * j->sg + n0;
         const int32_t *col = b[owner[m]].col + first[m];
         const real *val = b[owner[m]].val + first[m];
         for (int32_t c = 0; c < count[m]; c++) {
           const real v = val[c];
-          real *restrict o = gwt + (int64_t)col[c] * N + n0;
+          real *restrict o = part + (int64_t)col[c] * ld;
           if (v == (real)1) for (int64_t n = 0; n < nb; n++) o[n] = o[n] + gr[n];
           else for (int64_t n = 0; n < nb; n++) o[n] = o[n] + v * gr[n];
         }
+      }
+      if (own) {
+        for (int64_t k = 0; k < K; k++)
+          memcpy(gwt + k * N + n0, own + k * nb, (size_t)nb * sizeof(real));
+        free(own);
       }
     }
   }
