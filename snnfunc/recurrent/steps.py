@@ -1,10 +1,11 @@
 """The recurrent layer's time loops, forward and BPTT, one kernel call a step.
 
-The forward keeps what the backward needs and little else: the inputs $I_t$, the spikes
-(the output) and the neuron's states at the start and every `CHUNK` steps (`checkpoints`);
-the backward computes each chunk's states again from the state kept before it with one
-forward kernel call over the chunk (the same kernel and the same values as the forward's steps), then walks back through
-it one step at a time. Where the backend has steppers (the C backend) a step sets a few
+The forward returns the spikes, the inputs $I_t$ and the neuron's states at the start and
+every `CHUNK` steps (`checkpoints`); the backward needs $I$ and those states only. It
+computes each chunk's states and spikes again from the state kept before it with one forward
+kernel call over the chunk (the same kernel and the same values as the forward's steps),
+walks back through it one step at a time, and adds the chunk's share of the weight's
+gradient from its spikes. Where the backend has steppers (the C backend) a step sets a few
 pointers of a kernel call checked once; elsewhere it calls the backend's functions and copies
 their outputs into place.
 """
