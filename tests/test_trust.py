@@ -357,11 +357,11 @@ def test_the_precompiled_headers_change_no_kernel(tmp_path, monkeypatch):
     to a build without it."""
     cc, flags = build.compiler(), list(build._FLAGS)
     if build.error() is not None:
-        pytest.skip(f"no C kernels here: {build.error()}")
+        pytest.skip(f"needs a C compiler (gcc) for the kernels: {build.error()}")
     monkeypatch.setattr(build, "PCH_AFTER", 0)
     header = build._header(cc, flags)  # the cache's, made here where it has none yet
     if header is None:
-        pytest.skip("no precompiled headers with this compiler")
+        pytest.skip(f"needs gcc (precompiled headers are gcc's; the compiler here: {cc})")
     from snnfunc._backends.c import skeleton
     from snnfunc._core import registry
 
@@ -379,7 +379,7 @@ def test_the_precompiled_headers_change_no_kernel(tmp_path, monkeypatch):
         proc = subprocess.run([cmd[0], "-Winvalid-pch", *cmd[1:]], capture_output=True,
                               text=True)
         if proc.returncode != 0:
-            pytest.skip(f"no -march=native build here: {proc.stderr[-500:]}")
+            pytest.skip(f"needs gcc with -march=native: {proc.stderr[-500:]}")
         assert ".gch" not in proc.stderr, proc.stderr[-2000:]
         built.append((tmp_path / name).read_bytes())
     assert built[0] == built[1]
