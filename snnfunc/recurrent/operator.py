@@ -264,7 +264,7 @@ class RNN(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         layout, x_seq, weight, *rest = inputs
         ctx.layout = layout
-        spikes, I, *states = output  # the backward computes the spikes again from I
+        _, I, *states = output  # not the spikes: the backward computes them again from I
         ctx.save_for_backward(weight, *rest, I, *states)
         ctx.mark_non_differentiable(I)  # saved for the backward
         ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
