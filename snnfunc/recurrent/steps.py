@@ -18,6 +18,11 @@ from snnfunc import sparse  # noqa: F401  (snnfunc::spike_linear_weight_grad)
 from snnfunc._kernel import backends, ops
 
 CHUNK = 32  # steps between the states the forward keeps (the backward's recompute)
+ALIGN = 512  # bytes: a new tensor's data is aligned to this or less (CPU 64, CUDA 512)
+# The product of the last step's spikes and W reads them where a new tensor would lie: BLAS
+# libraries pick their kernels by the data's alignment too (MKL's sums differ in the last bit
+# for a [3, 5] float64 step 8 bytes off), and the loop of step functions that defines the layer
+# multiplies new tensors. A step of the spikes that is not so aligned is copied first.
 
 
 def checkpoints(T):
@@ -80,10 +85,14 @@ def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options
     st = [k[0] for k in kept]
     pong = [[p.new_empty(step) for p in st] for _ in range(2)]
     buf = x_seq.new_empty(step) if x_seq.dim() == 3 else None
+    fresh = None  # the last step's spikes where they lie unlike a new tensor (ALIGN)
     xs, I1, S1 = x_seq.unbind(0), I.split(1), spikes.split(1)
     run = None
     s = s0
     for t in range(T):
+        if t and s.data_ptr() % ALIGN:
+            fresh = s.clone() if fresh is None else fresh.copy_(s)
+            s = fresh
         _step_input(xs[t], s, weight, bias, buf, I[t])
         if run is None:
             run = _forward_runner(I1[0], st, params, th, scalars, neuron, options, hard)
