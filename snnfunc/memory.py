@@ -79,18 +79,31 @@ def _shifts(device):
     return _SHIFTS[device]
 
 
+_CHUNK_BITS = 1 << 20  # spikes packed or unpacked at a time (a multiple of 8): the byte per
+# spike of the steps between stays a MiB, not as many bytes as the tensor has spikes
+
+
 def _pack_bits(t: torch.Tensor):
-    flat = t.detach().reshape(-1) != 0
+    flat = t.detach().reshape(-1)
     n = flat.numel()
-    if n % 8:
-        flat = torch.cat([flat, flat.new_zeros(8 - n % 8)])
-    packed = (flat.view(-1, 8).to(torch.uint8) << _shifts(t.device)).sum(1, dtype=torch.uint8)
+    packed = torch.empty((n + 7) // 8, dtype=torch.uint8, device=t.device)
+    for start in range(0, n, _CHUNK_BITS):
+        part = flat[start:start + _CHUNK_BITS] != 0
+        m = part.numel()
+        if m % 8:
+            part = torch.cat([part, part.new_zeros(8 - m % 8)])
+        torch.sum(part.view(-1, 8).to(torch.uint8) << _shifts(t.device), 1, dtype=torch.uint8,
+                  out=packed[start // 8:(start + m + 7) // 8])
     return packed, n
 
 
 def _unpack_bits(packed, n, shape, dtype):
-    bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
-    return bits.reshape(-1)[:n].to(dtype).view(shape)
+    out = torch.empty(n, dtype=dtype, device=packed.device)
+    for start in range(0, n, _CHUNK_BITS):
+        m = min(_CHUNK_BITS, n - start)
+        bits = (packed[start // 8:(start + m + 7) // 8].unsqueeze(1) >> _shifts(packed.device)) & 1
+        out[start:start + m].copy_(bits.reshape(-1)[:m])
+    return out.view(shape)
 
 
 class _Packed:

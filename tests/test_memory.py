@@ -55,6 +55,23 @@ def test_packed_spikes_gradients_are_bit_for_bit_and_spikes_take_one_bit(impl, d
         assert per_step <= size + 0.25, per_step
 
 
+@pytest.mark.parametrize("n", [1, 13, memory._CHUNK_BITS, 2 * memory._CHUNK_BITS + 13])
+def test_bits_are_packed_a_chunk_at_a_time_as_numpy_packs_them(n):
+    """Spikes pack into the bytes numpy's packbits (little bit order) makes, a chunk of
+    `_CHUNK_BITS` at a time (the last one short), and unpack to the same values."""
+    np = pytest.importorskip("numpy", reason="numpy's packbits is the reference")
+    torch.manual_seed(n)
+    for dtype in (torch.float32, torch.float16):
+        spikes = (torch.rand(n) < 0.3).to(dtype)
+        packed, count = memory._pack_bits(spikes)
+        want = np.packbits(spikes.numpy() != 0, bitorder="little")
+        assert count == n and np.array_equal(packed.numpy(), want)
+        assert torch.equal(memory._unpack_bits(packed, n, (n,), dtype), spikes)
+    grid = (torch.rand(3, 5, 7) < 0.5).float().transpose(0, 2)  # a view, not contiguous
+    packed, count = memory._pack_bits(grid)
+    assert torch.equal(memory._unpack_bits(packed, count, grid.shape, grid.dtype), grid)
+
+
 def test_packed_spikes_covers_conv_pooling_matmul_and_adapters():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(2, 4, 3, padding=1)
