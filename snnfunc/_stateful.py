@@ -181,7 +181,7 @@ class StatefulNode(nn.Module):
         if swap:
             x = x.transpose(0, 1)  # a view: the kernels read it in place
         step = (x.shape[1:] if sequence else x.shape) if isinstance(x, torch.Tensor) else None
-        state = self._state_for(x, step)
+        state = self._state_for(x, self._state_step(step) if step is not None else None)
         record = self.monitor is not False
         spikes, new_state, h = self._run(x, state, sequence, record)
         if writes_state(spikes):
@@ -192,6 +192,10 @@ class StatefulNode(nn.Module):
 
     def _run(self, x, state, sequence: bool, record: bool):
         raise TypeError(f"{type(self).__name__} must define _run()")
+
+    def _state_step(self, step):
+        """The shape of one step of the state for an input step of shape `step`."""
+        return step
 
     @not_compiled
     def _record(self, h, spikes, sequence):

@@ -9,6 +9,8 @@
   fifth of its first 64 rows' values are non-zero, or the weight or the output's gradient
   holds an infinity or NaN (where the dense product's `0 * inf` gives NaN), ATen's dense
   product computes it.
+- `linear(x, weight, bias)`: the same product as a function (`SpikeLinear`'s forward;
+  `snnfunc.rnn`'s `sparse_input=True`).
 
 The products run as two registered ops, `snnfunc::spike_linear(x, weight, bias)` and
 `snnfunc::spike_linear_weight_grad(x, g)` (with autograd, fake kernels for `torch.compile` and
@@ -23,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["SpikeLinear"]
+__all__ = ["SpikeLinear", "linear"]
 
 KERNELS: dict = {}
 """The ops' own kernels by device type, which a backend registers (the C backend for "cpu"):
@@ -172,23 +174,30 @@ class SpikeLinear(torch.nn.Linear):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self._takes(x):
-            return torch.nn.functional.linear(x, self.weight, self.bias)
-        rows = math.prod(x.shape[:-1])
-        y = torch.ops.snnfunc.spike_linear(x.reshape(rows, self.in_features), self.weight,
-                                           self.bias)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return linear(x, self.weight, self.bias)
 
-    def _takes(self, x) -> bool:
-        if not (isinstance(x, Tensor) and x.layout == torch.strided and x.dim() >= 1
-                and x.shape[-1] == self.in_features and x.dtype == self.weight.dtype
-                and x.device == self.weight.device and x.is_floating_point()
-                and self.weight.layout == torch.strided):
-            return False  # ATen's linear says what is wrong, or computes what it can
-        if torch.is_autocast_enabled(x.device.type):
-            return False  # autocast's dtype for linear, as torch.nn.Linear has it
-        if torch.compiler.is_compiling():
-            return True
-        return (torch.autograd.forward_ad._current_level < 0
-                and all(_plain(t) for t in (x, self.weight, self.bias))
-                and KERNELS.get(x.device.type) is not None)
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`SpikeLinear`'s product as a function: `torch.nn.functional.linear(x, weight, bias)`
+    computed by `snnfunc::spike_linear` where it applies (see `SpikeLinear`), else by
+    `torch.nn.functional.linear` itself."""
+    if not _takes(x, weight, bias):
+        return torch.nn.functional.linear(x, weight, bias)
+    rows = math.prod(x.shape[:-1])
+    y = torch.ops.snnfunc.spike_linear(x.reshape(rows, weight.shape[1]), weight, bias)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _takes(x, weight, bias) -> bool:
+    if not (isinstance(x, Tensor) and isinstance(weight, Tensor) and x.layout == torch.strided
+            and x.dim() >= 1 and weight.dim() == 2 and x.shape[-1] == weight.shape[1]
+            and x.dtype == weight.dtype and x.device == weight.device and x.is_floating_point()
+            and weight.layout == torch.strided):
+        return False  # ATen's linear says what is wrong, or computes what it can
+    if torch.is_autocast_enabled(x.device.type):
+        return False  # autocast's dtype for linear, as torch.nn.Linear has it
+    if torch.compiler.is_compiling():
+        return True
+    return (torch.autograd.forward_ad._current_level < 0
+            and all(_plain(t) for t in (x, weight, bias))
+            and KERNELS.get(x.device.type) is not None)

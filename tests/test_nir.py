@@ -786,6 +786,33 @@ def test_recurrent_layer_exports_with_its_cycle_and_round_trips(name, tmp_path):
         assert not torch.equal(net(x), want)
 
 
+def test_recurrent_layer_with_its_input_weight_exports_it_as_a_linear(tmp_path):
+    """Recurrent(in_features=...): its input weight a Linear node before the neuron's, the
+    graph that of the same layer with a torch.nn.Linear before it, its outputs the layer's."""
+    import snnfunc
+
+    recurrent = pytest.importorskip("snnfunc.recurrent", reason="needs snnfunc.recurrent")
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(recurrent.Recurrent(10, snnfunc.lif, in_features=5, bias=False,
+                                                  tau=2.0))
+    with torch.no_grad():
+        net[0].input_weight.mul_(3)
+    x = (torch.rand(40, 4, 5) < 0.5).float()
+    with torch.no_grad():
+        want = net(x)
+    net[0].reset()
+    graph = to_nir(net, x, dt=1e-3)
+    assert ("input", "0.w_in") in graph.edges and ("0.w_in", "0") in graph.edges
+    assert ("0.w_rec", "0") in graph.edges and ("0", "output") in graph.edges
+    np.testing.assert_array_equal(graph.nodes["0.w_in"].weight,
+                                  net[0].input_weight.detach().numpy())
+    assert list(graph.nodes["output"].output_type.values())[0].tolist() == [10]
+    nir.write(tmp_path / "rnn.nir", graph)
+    back = from_nir(tmp_path / "rnn.nir", dt=1e-3)
+    assert 0.05 < want.mean() < 0.95
+    torch.testing.assert_close(back(x), want, rtol=0, atol=0)
+
+
 def test_recurrent_export_refuses_what_nir_cannot_express():
     import snnfunc
 

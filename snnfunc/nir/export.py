@@ -83,6 +83,11 @@ def to_nir(module: nn.Module, sample_input: torch.Tensor | None = None, *, dt: f
     with torch.no_grad():
         for name, layer in layers:
             if _is_recurrent(layer):  # the neuron, and its spikes back through the weight
+                if layer.input_weight is not None:  # its input weight: a Linear before it
+                    nodes[f"{name}.w_in"] = nir.Linear(weight=_np(layer.input_weight))
+                    edges.append((prev, f"{name}.w_in"))
+                    prev = f"{name}.w_in"
+                    x = torch.nn.functional.linear(x, layer.input_weight.to(x.dtype))
                 neuron, w_rec = _export_recurrent(nir, name, layer, x, dt, exact_threshold,
                                                   per_neuron)
                 nodes[name], nodes[f"{name}.w_rec"] = neuron, w_rec
@@ -195,7 +200,7 @@ def _export_recurrent(nir, name, layer, x, dt, exact_threshold, per_neuron):
                if v.default is not inspect.Parameter.empty}
     options.update(layer.neuron_kwargs)
     options.update({k: p for k, p in layer.named_parameters(recurse=False)
-                    if k not in ("weight", "bias")})
+                    if k not in ("weight", "bias", "input_weight")})
     spec = types.SimpleNamespace(kind=kind, **options)
     neuron = _export_neuron(nir, where, spec, x, dt, exact_threshold, per_neuron)
     return neuron, nir.Linear(weight=_np(layer.weight.to(x.dtype)))

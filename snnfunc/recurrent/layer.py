@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from snnfunc.functional import lif
-from snnfunc.recurrent import operator
+from snnfunc.recurrent import operator, steps
 
 __all__ = ["RecurrentOutput", "RecurrentState", "rnn"]
 
@@ -38,7 +38,31 @@ def _unpack(state) -> list:
     return [state] if isinstance(state, Tensor) else list(state)
 
 
-def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs):
+def _check_input(x_seq, input_weight, sparse_input) -> int:
+    """N, the number of neurons: `input_weight`'s rows, else `x_seq`'s last dimension."""
+    if not isinstance(sparse_input, bool):
+        raise TypeError(f"sparse_input must be True or False, got {sparse_input!r}")
+    if input_weight is None:
+        if sparse_input:
+            raise TypeError("sparse_input=True goes with input_weight (the product it makes "
+                            "sparse); without one, put a snnfunc.nn.SpikeLinear before the layer")
+        return x_seq.shape[-1]
+    if not isinstance(input_weight, Tensor):
+        raise TypeError(f"input_weight must be a tensor [N, M] or None, got "
+                        f"{type(input_weight).__name__}")
+    m = x_seq.shape[-1]
+    if input_weight.dim() != 2 or input_weight.shape[1] != m:
+        raise ValueError(f"input_weight must have shape [N, M] with M = x_seq.shape[-1] = {m}, "
+                         f"got {list(input_weight.shape)}")
+    if input_weight.dtype != x_seq.dtype or input_weight.device != x_seq.device:
+        raise ValueError(f"input_weight ({input_weight.dtype}, {input_weight.device}) must have "
+                         f"x_seq's dtype and device ({x_seq.dtype}, {x_seq.device})")
+    return input_weight.shape[0]
+
+
+def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs, input_weight,
+           sparse_input) -> int:
+    """N, the number of neurons, once every argument is checked."""
     if not isinstance(x_seq, Tensor):
         raise TypeError(f"x_seq must be a torch.Tensor, got {type(x_seq).__name__}")
     if x_seq.dim() < 2:
@@ -57,11 +81,11 @@ def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs):
         if name in neuron_kwargs:
             raise TypeError(f"{name}= is not a neuron option rnn passes on (rnn calls the neuron "
                             f"itself, one step at a time)")
-    n = x_seq.shape[-1]
+    n = _check_input(x_seq, input_weight, sparse_input)
     if isinstance(weight, Tensor):
         if weight.shape != (n, n):
-            raise ValueError(f"weight must have shape [N, N] = {[n, n]} (N = x_seq.shape[-1]), "
-                             f"got {list(weight.shape)}")
+            raise ValueError(f"weight must have shape [N, N] = {[n, n]} (N = x_seq.shape[-1], "
+                             f"or input_weight's rows), got {list(weight.shape)}")
         if weight.dtype != x_seq.dtype or weight.device != x_seq.device:
             raise ValueError(f"weight ({weight.dtype}, {weight.device}) must have x_seq's dtype "
                              f"and device ({x_seq.dtype}, {x_seq.device})")
@@ -75,6 +99,7 @@ def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs):
             raise TypeError(f"bias must be a tensor [N] or None, got {type(bias).__name__}")
         if bias.shape != (n,):
             raise ValueError(f"bias must have shape [N] = [{n}], got {list(bias.shape)}")
+    return n
 
 
 def _initial_state(state, x_seq, neuron, neuron_kwargs):
@@ -122,8 +147,9 @@ def _loop(x_seq, state_type, parts, s0, rec, neuron, detach, neuron_kwargs):
 
 
 def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Tensor | None = None,
-        neuron: Callable = lif, detach_recurrent: bool = False, batch_first: bool = False,
-        impl: str = "auto", **neuron_kwargs) -> RecurrentOutput:
+        input_weight: Tensor | None = None, sparse_input: bool = False, neuron: Callable = lif,
+        detach_recurrent: bool = False, batch_first: bool = False, impl: str = "auto",
+        **neuron_kwargs) -> RecurrentOutput:
     r"""A recurrent spiking layer over a time-major sequence.
 
     Every step feeds the previous step's spikes back through the recurrent map:
@@ -135,9 +161,14 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
     `s = x_seq.new_zeros(x_seq.shape[1:])`:
     `for x in x_seq: spk, u = neuron((x + F.linear(s, weight, bias))[None], u, **neuron_kwargs); s = spk[0]`.
 
+    With an `input_weight` $W_{in}$ the layer takes the input itself, `[T, B, M]`, and
+    $X = x W_{in}^\top$ (`torch.nn.Linear(M, N, bias=False)` put inside the layer, as
+    `torch.nn.RNN` and Norse's `LIFRecurrent` have it): the layer then computes $I$ in the
+    place of $X$, which it owns, one `[T, B, N]` tensor less alive at its peak.
+
     Args:
       x_seq: the input currents $X$ (the feed-forward part, e.g. `fc(x)`), shape `[T, B, N]`
-        (or `[T, N]`), floating dtype.
+        (or `[T, N]`), floating dtype; with `input_weight`, the input `[T, B, M]`.
       state: `RecurrentState(neuron, spikes)` from an earlier call to continue from, or
         `None` for rest and no previous spikes.
       weight: the recurrent map: a weight tensor $W$ `[N, N]` (applied as `F.linear(s, W, b)`,
@@ -145,6 +176,12 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         `[B, N]`, such as `torch.nn.Linear(N, N)` (whose weight and bias then take the
         operator's path) or a sparse or low-rank module (run as a Python loop).
       bias: $b$ `[N]` with a weight tensor, or `None`.
+      input_weight: $W_{in}$ `[N, M]` (row `i` holds the weights into neuron `i`), or `None`
+        (`x_seq` is $X$).
+      sparse_input: the input is mostly 0 (spikes): $X$ and $W_{in}$'s gradient by adding
+        $W_{in}$'s columns where the input is not 0, `snnfunc.sparse.linear` (as
+        `snnfunc.nn.SpikeLinear` computes them: results to rounding those of
+        `torch.nn.functional.linear`). Needs `input_weight`.
       neuron: the neuron function: `snnfunc.lif` (default), `if_`, `plif`, `rif`, or any
         function `neuron(x_seq, state, **kwargs) -> (spikes, state)` whose state is a tensor
         or a NamedTuple of tensors of one step's shape (`None` meaning rest).
@@ -171,28 +208,35 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         if not isinstance(x_seq, Tensor) or x_seq.dim() < 3:
             raise ValueError(f"x_seq must be [B, T, N] with batch_first=True, got "
                              f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
-        out = rnn(x_seq.transpose(0, 1), state, weight=weight, bias=bias, neuron=neuron,
+        out = rnn(x_seq.transpose(0, 1), state, weight=weight, bias=bias,
+                  input_weight=input_weight, sparse_input=sparse_input, neuron=neuron,
                   detach_recurrent=detach_recurrent, impl=impl, **neuron_kwargs)
         return RecurrentOutput(out.spikes.transpose(0, 1), out.state)
-    _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs)
+    args = (neuron, impl, detach_recurrent, neuron_kwargs, input_weight, sparse_input)
+    n = _check(x_seq, weight, bias, *args)
     if isinstance(weight, nn.Linear):
         weight, bias = weight.weight, weight.bias
-        _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs)
-    state_type, parts, s0 = _initial_state(state, x_seq, neuron, neuron_kwargs)
+        _check(x_seq, weight, bias, *args)
+    # X's shape, dtype and device (with an input weight X is not made yet: a view of nothing)
+    like = x_seq if input_weight is None else \
+        torch.zeros((), dtype=x_seq.dtype, device=x_seq.device).expand(*x_seq.shape[:-1], n)
+    state_type, parts, s0 = _initial_state(state, like, neuron, neuron_kwargs)
     if x_seq.shape[0] == 0:
         u = _pack(state_type, parts)
-        return RecurrentOutput(x_seq.new_empty(x_seq.shape), RecurrentState(u, s0))
+        return RecurrentOutput(x_seq.new_empty(like.shape), RecurrentState(u, s0))
     if isinstance(weight, Tensor) and impl != "loop":
-        prepared, reason = operator.prepare(neuron, x_seq, neuron_kwargs)
+        prepared, reason = operator.prepare(neuron, like, neuron_kwargs)
         if prepared is not None:
             spikes, states = operator.run(prepared, x_seq, parts, s0, weight, bias,
-                                          detach_recurrent)
+                                          detach_recurrent, input_weight, sparse_input)
             u = _pack(state_type, [p[-1] for p in states])
             return RecurrentOutput(spikes, RecurrentState(u, spikes[-1].clone()))
         if impl == "op":
             raise ValueError(f"impl='op' is not available: {reason}; use impl='auto'")
     elif impl == "op":
         raise TypeError("impl='op' needs weight to be a tensor or a torch.nn.Linear")
+    if input_weight is not None:  # X, then the loop over it
+        x_seq = steps.input_current(x_seq, input_weight, sparse_input)
     if isinstance(weight, Tensor):
         w, b = weight, bias
         rec = lambda s: torch.nn.functional.linear(s, w, b)  # noqa: E731

@@ -6,7 +6,8 @@ the kernels through the backend table, like a neuron call: on every device with 
 
 - `snnfunc::rnn_forward`, per step: $I_t = X_t + S_{t-1} W^\top + b$ (the operations of
   `x + F.linear(s, W, b)`, so the same values bit for bit), then the neuron's forward kernel
-  on that one step. It returns the spikes, the inputs $I$ and the neuron's states after every
+  on that one step. With an input weight it takes the input $x$ and makes $X = x W_{in}^\top$
+  itself (`steps.input_current`), then computes $I$ in its place. It returns the spikes, the inputs $I$ and the neuron's states after every
   `steps.CHUNK`-th step and after the last (the final state last).
 - `snnfunc::rnn_backward`, per chunk of steps in reverse: the chunk's states again from the
   state kept before it (one forward kernel call), then per step in reverse the spikes'
@@ -15,8 +16,8 @@ the kernels through the backend table, like a neuron call: on every device with 
   initial states' cotangents, the neuron's parameter and threshold gradients per neuron, and
   the weight's gradient $\sum_t g_{I_{t+1}}^\top S_t$ from the spikes each chunk computes
   again (the forward keeps no spikes: one `[T, ...]` tensor less to save), per group of
-  rows, so that `vmap` gives it per sample. The bias's and the initial spikes' gradients come
-  from $g_I$ in torch, outside the operator.
+  rows, so that `vmap` gives it per sample. The bias's, the initial spikes', the input's and
+  the input weight's gradients come from $g_I$ in torch, outside the operator.
 
 Both operators have fake kernels (one node to `torch.compile`, whatever T) and vmap rules: a
 vmapped dimension becomes one more batch dimension, unless the weight is vmapped too (an
@@ -80,17 +81,42 @@ def prepare(neuron, x_seq, neuron_kwargs):
 @torch.library.custom_op("snnfunc::rnn_forward", mutates_args=())
 def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight: Tensor,
                 bias: Optional[Tensor], params: list[Tensor], th: Tensor, scalars: Tensor,
-                neuron: str, options: str, hard: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+                neuron: str, options: str, hard: bool, input_weight: Optional[Tensor] = None,
+                sparse_input: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the kept states (one
-    `[checkpoints(T), ...]` per state variable: after every `CHUNK`-th step and the last)."""
+    `[checkpoints(T), ...]` per state variable: after every `CHUNK`-th step and the last).
+    With `input_weight` `[N, M]`, `x_seq` is the input `[T, ..., M]` and $X$ its product
+    (`steps.input_current`), computed here: $I$ takes its place."""
+    _check_weights(x_seq, weight, input_weight)
     return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
-                               options, hard))
+                               options, hard, input_weight, sparse_input))
+
+
+def _check_weights(x_seq, weight, input_weight):
+    N = weight.shape[0] if weight.dim() == 2 else -1
+    if weight.dim() != 2 or weight.shape[1] != N:
+        raise ValueError(f"rnn_forward: weight must be [N, N], got {tuple(weight.shape)}")
+    M = x_seq.shape[-1] if x_seq.dim() >= 2 else -1
+    if input_weight is None:
+        if M != N:
+            raise ValueError(f"rnn_forward: x_seq must be [T, ..., {N}] for weight "
+                             f"{tuple(weight.shape)}, got {tuple(x_seq.shape)}")
+    elif input_weight.dim() != 2 or tuple(input_weight.shape) != (N, M):
+        raise ValueError(f"rnn_forward: input_weight must be [N, M] = [{N}, {M}] (weight's N, "
+                         f"x_seq's M), got {tuple(input_weight.shape)}")
+    elif input_weight.dtype != x_seq.dtype or input_weight.device != x_seq.device:
+        raise ValueError(f"rnn_forward: input_weight must have x_seq's dtype and device "
+                         f"({x_seq.dtype}, {x_seq.device}), got {input_weight.dtype}, "
+                         f"{input_weight.device}")
 
 
 @rnn_forward.register_fake
-def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
-    C, step = steps.checkpoints(x_seq.shape[0]), x_seq.shape[1:]
-    return (x_seq.new_empty(x_seq.shape), x_seq.new_empty(x_seq.shape),
+def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
+      input_weight=None, sparse_input=False):
+    _check_weights(x_seq, weight, input_weight)
+    shape = (*x_seq.shape[:-1], weight.shape[0])
+    C, step = steps.checkpoints(shape[0]), shape[1:]
+    return (x_seq.new_empty(shape), x_seq.new_empty(shape),
             [x_seq.new_empty((C, *step), dtype=p.dtype) for p in state])
 
 
@@ -169,20 +195,23 @@ def _per_member(op, info, in_dims, args):
 
 
 @rnn_forward.register_vmap
-def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
-    args = (x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard)
-    if in_dims[3] is not None or in_dims[4] is not None or in_dims[7] is not None:
+def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
+      input_weight=None, sparse_input=False):
+    args = (x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
+            input_weight, sparse_input)
+    in_dims = (*in_dims, *[None] * (len(args) - len(in_dims)))  # (defaults left out)
+    if any(in_dims[k] is not None for k in (3, 4, 7, 11)):  # weights, bias, scalars
         out = _per_member(rnn_forward, info, in_dims, args)
         return tuple(out), (0, 0, [0] * len(state))
     V = info.batch_size
     x = _seq(x_seq, in_dims[0], V)
-    shape = x.shape[1:]
+    shape = (*x.shape[1:-1], weight.shape[0])
     state = [_step(p, d, shape) for p, d in zip(state, _dims(in_dims[1], len(state)))]
     s0 = _step(s0, in_dims[2], shape)
     params = [_step(p, d, shape) for p, d in zip(params, _dims(in_dims[5], len(params)))]
     th = _step(th, in_dims[6], shape)
     spikes, I, states = rnn_forward(x, state, s0, weight, bias, params, th, scalars, neuron,
-                                    options, hard)
+                                    options, hard, input_weight, sparse_input)
     return (spikes, I, states), (1, 1, [1] * len(states))
 
 
@@ -226,6 +255,8 @@ class Layout:
     n_states: int
     has_s0: bool
     has_bias: bool
+    has_input: bool = False  # an input weight: x_seq is the input, X its product
+    sparse_input: bool = False
 
 
 def _reduced(grad, like):
@@ -241,22 +272,23 @@ def _split(layout: Layout, rest):
     state, rest = list(rest[:n]), list(rest[n:])
     s0 = rest.pop(0) if layout.has_s0 else None
     bias = rest.pop(0) if layout.has_bias else None
+    w_in = rest.pop(0) if layout.has_input else None
     th, scalars, params = rest[0], rest[1], rest[2:]
-    return state, s0, bias, th, scalars, params
+    return state, s0, bias, w_in, th, scalars, params
 
 
 class RNN(torch.autograd.Function):
     """The operators tied for autograd, under `torch.func` transforms too. Tensors travel flat:
-    `x_seq, weight, *state, [s0], [bias], th, scalars, *params`."""
+    `x_seq, weight, *state, [s0], [bias], [input_weight], th, scalars, *params`."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(layout: Layout, x_seq, weight, *rest):
-        state, s0, bias, th, scalars, params = _split(layout, rest)
+        state, s0, bias, w_in, th, scalars, params = _split(layout, rest)
         r = layout.record
         spikes, I, states = rnn_forward(x_seq, state, s0, weight, bias, params, th, scalars,
-                                        r.neuron, r.options, r.hard)
+                                        r.neuron, r.options, r.hard, w_in, layout.sparse_input)
         memory.register_spikes(spikes)  # saved as bits under packed_spikes(), as fc(spikes) is
         return (spikes, I, *states)
 
@@ -265,7 +297,8 @@ class RNN(torch.autograd.Function):
         layout, x_seq, weight, *rest = inputs
         ctx.layout = layout
         _, I, *states = output  # not the spikes: the backward computes them again from I
-        ctx.save_for_backward(weight, *rest, I, *states)
+        x = x_seq if layout.has_input else None  # for the input weight's gradient
+        ctx.save_for_backward(x, weight, *rest, I, *states)
         ctx.mark_non_differentiable(I)  # saved for the backward
         ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
 
@@ -273,12 +306,12 @@ class RNN(torch.autograd.Function):
     def backward(ctx, g_spikes, g_I, *g_states):
         layout, r = ctx.layout, ctx.layout.record
         n = layout.n_states
-        weight, *saved = ctx.saved_tensors
+        x, weight, *saved = ctx.saved_tensors
         k = len(saved) - 1 - n
-        state, s0, bias, th, scalars, params = _split(layout, saved[:k])
+        state, s0, bias, w_in, th, scalars, params = _split(layout, saved[:k])
         I, states = saved[k], saved[k + 1:]
         needs = ctx.needs_input_grad  # layout, x_seq, weight, *rest
-        n_before = 3 + n + layout.has_s0 + layout.has_bias
+        n_before = 3 + n + layout.has_s0 + layout.has_bias + layout.has_input
         need = [bool(f) for f in (*needs[n_before + 2:], needs[n_before])]  # params, th
         if g_spikes is None:
             g_spikes = torch.zeros_like(I)  # the spikes' shape and dtype
@@ -301,7 +334,10 @@ class RNN(torch.autograd.Function):
             g_w = grads[-1][0].to(g_I.dtype)
             if s0 is not None:
                 g_w = g_w + flat(g_I[0]).t() @ flat(s0.expand(I.shape[1:]).to(g_I.dtype))
-        out = [g_I if needs[1] else None, g_w,
+        g_x = g_I
+        if layout.has_input:
+            g_x = g_I @ w_in if needs[1] else None
+        out = [g_x if needs[1] else None, g_w,
                *(_reduced(g, p) if needs[3 + j] else None
                  for j, (g, p) in enumerate(zip(g_state0, state)))]
         if layout.has_s0:
@@ -311,10 +347,23 @@ class RNN(torch.autograd.Function):
             out.append(g_s0)
         if layout.has_bias:
             out.append(g_I.reshape(-1, N).sum(0) if needs[3 + n + layout.has_s0] else None)
+        if layout.has_input:
+            want = needs[3 + n + layout.has_s0 + layout.has_bias]
+            out.append(_input_weight_grad(x, g_I, layout.sparse_input) if want else None)
         out.append(_reduced(g_th, th) if need[-1] else None)
         out.append(None)  # scalars
         out += [_reduced(g, p) if flag else None for g, p, flag in zip(g_params, params, need)]
         return (None, *out)
+
+
+def _input_weight_grad(x, g_I, sparse_input):
+    r"""The input weight's gradient $\sum g_I^\top x$ over every step and row, as the
+    product `steps.input_current` used computes it: `torch.nn.functional.linear`'s, or
+    snnfunc.sparse's."""
+    g, x = g_I.reshape(-1, g_I.shape[-1]), x.reshape(-1, x.shape[-1])
+    if sparse_input:  # (the op computes with ATen's product where its kernel does not)
+        return torch.ops.snnfunc.spike_linear_weight_grad(x, g.contiguous())
+    return g.t() @ x
 
 
 def _reusable(I) -> bool:
@@ -349,15 +398,19 @@ class RNNBackward(torch.autograd.Function):
                            "implemented; use impl='loop'")
 
 
-def run(prepared: Prepared, x_seq, state, s0, weight, bias, detach_recurrent):
+def run(prepared: Prepared, x_seq, state, s0, weight, bias, detach_recurrent,
+        input_weight=None, sparse_input=False):
     """Spikes `[T, ...]` and the neuron's kept states (one `[checkpoints(T), ...]` per part,
-    the final state last)."""
+    the final state last). With `input_weight`, `x_seq` is the input `[T, ..., M]`."""
     layout = Layout(prepared.record, detach_recurrent, len(state), s0 is not None,
-                    bias is not None)
+                    bias is not None, input_weight is not None,
+                    input_weight is not None and sparse_input)
+    step = (*x_seq.shape[1:-1], weight.shape[0])
     if s0 is not None:
-        s0 = s0.expand(x_seq.shape[1:]) if s0.shape != x_seq.shape[1:] else s0
+        s0 = s0.expand(step) if s0.shape != step else s0
     state = [p.to(compute_dtype(x_seq.dtype)) for p in state]  # as the kernels hold states
     out = RNN.apply(layout, x_seq, weight, *state, *([s0] if s0 is not None else []),
-                    *([bias] if bias is not None else []), prepared.th, prepared.scalars,
-                    *prepared.params)
+                    *([bias] if bias is not None else []),
+                    *([input_weight] if input_weight is not None else []), prepared.th,
+                    prepared.scalars, *prepared.params)
     return out[0], out[2:]

@@ -1,7 +1,8 @@
 """The recurrent layer's time loops, forward and BPTT, one kernel call a step.
 
 The forward returns the spikes, the inputs $I_t$ and the neuron's states at the start and
-every `CHUNK` steps (`checkpoints`); the backward needs $I$ and those states only. It
+every `CHUNK` steps (`checkpoints`); the backward needs $I$ and those states only. With an
+input weight the forward makes $X$ from the input itself and computes $I$ over it. It
 computes each chunk's states and spikes again from the state kept before it with one forward
 kernel call over the chunk (the same kernel and the same values as the forward's steps),
 walks back through it one step at a time, and adds the chunk's share of the weight's
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import torch
 
-from snnfunc import sparse  # noqa: F401  (snnfunc::spike_linear_weight_grad)
+from snnfunc import sparse
 from snnfunc._kernel import backends, ops
 
-CHUNK = 32  # steps between the states the forward keeps (the backward's recompute)
-ALIGN = 512  # bytes: a new tensor's data is aligned to this or less (CPU 64, CUDA 512)
+CHUNK = 16  # steps between the states the forward keeps (the backward's recompute)
+ALIGN = 512  # bytes: new tensors' data lie at multiples of 64 (CPU) or 512 (CUDA) bytes
 # The product of the last step's spikes and W reads them where a new tensor would lie: BLAS
-# libraries pick their kernels by the data's alignment too (MKL's sums differ in the last bit
-# for a [3, 5] float64 step 8 bytes off), and the loop of step functions that defines the layer
-# multiplies new tensors. A step of the spikes that is not so aligned is copied first.
+# libraries pick their kernels by the data's alignment too (MKL's sums for a [3, 5] float64
+# step that lies 120 bytes after the one before it can differ in the last bit), and the loop
+# of step functions that defines the layer multiplies new tensors. A step of the spikes that
+# is not at a multiple of ALIGN is copied into a new tensor first.
 
 
 def checkpoints(T):
@@ -43,7 +45,8 @@ def _step_input(x_t, s, weight, bias, buf, out):
     (mm or addmm into `buf`, then the add); `s` None gives $X_t + b$."""
     if s is None:
         if bias is None:
-            out.copy_(x_t)
+            if out.data_ptr() != x_t.data_ptr():  # (I_t over X_t: there already)
+                out.copy_(x_t)
         else:
             torch.add(x_t, bias, out=out)
     elif buf is not None and s.shape == buf.shape:
@@ -74,11 +77,27 @@ def _forward_runner(x1, state, params, th, scalars, neuron, options, hard):
     return run
 
 
-def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard):
+def input_current(x_seq, input_weight, sparse_input):
+    r"""$X = x W_{in}^\top$ `[T, ..., N]` for the input `x_seq` `[T, ..., M]`: the product of
+    `torch.nn.functional.linear`, or with `sparse_input` snnfunc.sparse's (`SpikeLinear`'s)."""
+    if sparse_input:
+        return sparse.linear(x_seq, input_weight)
+    return torch.nn.functional.linear(x_seq, input_weight)
+
+
+def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
+            input_weight=None, sparse_input=False):
     """Spikes `[T, ...]`, the inputs $I$ `[T, ...]` and the kept states (`checkpoints(T)`
-    of each state variable)."""
+    of each state variable). With `input_weight`, `x_seq` is the input `[T, ..., M]` and
+    $X$ = `input_current(x_seq, ...)`, which $I$ is computed over (one step at a time: $I_t$
+    needs $X_t$ only)."""
+    if input_weight is not None:
+        x_seq = input_current(x_seq, input_weight, sparse_input).contiguous()
+        I = x_seq  # the layer's own: I_t over X_t
+    else:
+        I = x_seq.new_empty(x_seq.shape)
     T, step = x_seq.shape[0], x_seq.shape[1:]
-    I, spikes = x_seq.new_empty(x_seq.shape), x_seq.new_empty(x_seq.shape)
+    spikes = x_seq.new_empty(x_seq.shape)
     kept = [p.new_empty((checkpoints(T), *step)) for p in state]
     for k, p in zip(kept, state):
         k[0].copy_(p)
@@ -192,9 +211,11 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
             st = start if t == t0 else [tr[t - t0 - 1] for tr in traces]
             key = t == T - 1
             if key not in runs:
-                runs[key] = _backward_runner((I1[t], st, gs, g_st), params, th, scalars,
-                                             neuron, options, surrogate, hard, detach_reset,
-                                             need_op)
+                # (made on copies of this step's states: a runner's call keeps its tensors,
+                # and these are views of the chunk's traces, which go when the chunk is done)
+                runs[key] = _backward_runner((I1[t], [p.clone() for p in st], gs, g_st), params,
+                                             th, scalars, neuron, options, surrogate, hard,
+                                             detach_reset, need_op)
             out = pong[t % 2]
             grads = runs[key](I1[t], st, gs, g_st, gx1[t] if gtmp is None else gtmp, out)
             if gtmp is not None:
