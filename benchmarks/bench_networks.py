@@ -39,6 +39,12 @@ Configurations:
   input layer a ``snnfunc.nn.SpikeLinear`` (``torch.nn.Linear`` that adds the weight's columns
   where the input spikes, rather than multiplying by every 0; the same weights, results to
   rounding), the rest as ``snnfunc eager`` / ``snnfunc compiled``.
+- ``snnfunc eager, input in layer`` / ``snnfunc eager, input in layer, packed spikes`` /
+  ``snnfunc compiled, input in layer`` (``alif-rnn`` only): the input weight inside the
+  recurrent layer, ``Recurrent(256, in_features=700, sparse_input=True)`` (the same weights;
+  its product as ``SpikeLinear``'s), which computes its input currents in the place of the
+  product it makes (one ``[T, B, 256]`` tensor fewer); eager, eager under
+  ``packed_spikes()``, compiled.
 - ``SpikingJelly eager`` / ``SpikingJelly compiled``: SpikingJelly 2.0's neurons
   (``ParametricLIFNode``, ``IFNode`` in multi-step mode, its CPU path; the ALIF neuron, which it
   does not have, written as its documentation says to write a custom neuron, a
@@ -125,7 +131,9 @@ MALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
 NETWORKS = ("conv-plif", "sew-resnet18", "alif-rnn")
 CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc eager, low memory", "snnfunc compiled",
            "snnfunc compiled, low memory", "snnfunc eager, spike input", "snnfunc compiled, spike input",
-           "SpikingJelly eager", "SpikingJelly compiled", "plain loop compiled")
+           "snnfunc eager, input in layer", "snnfunc eager, input in layer, packed spikes",
+           "snnfunc compiled, input in layer", "SpikingJelly eager", "SpikingJelly compiled",
+           "plain loop compiled")
 OURS = [c for c in CONFIGS if c.startswith("snnfunc")]
 # threads when --threads is not given: SEW-ResNet-18 spends 80-90% of its step in oneDNN's
 # convolutions (their scaling with threads is oneDNN's) and its compiles take minutes
@@ -319,11 +327,11 @@ def copy_weights(src: nn.Module, dst: nn.Module, key=lambda k: k):
 
 
 class ALIFNet(nn.Module):
-    def __init__(self, rec, inputs=700, hidden=256, outputs=20, linear=nn.Linear):
+    def __init__(self, rec, inputs=700, hidden=256, outputs=20, linear=nn.Linear, readout=nn.Linear):
         super().__init__()
-        self.fc1 = linear(inputs, hidden, bias=False)
+        self.fc1 = nn.Identity() if linear is None else linear(inputs, hidden, bias=False)
         self.rec = rec
-        self.fc2 = nn.Linear(hidden, outputs)
+        self.fc2 = readout(hidden, outputs)
 
     def forward(self, x_seq):  # [T, B, 700] spikes -> logits [B, 20]
         return self.fc2(self.rec(self.fc1(x_seq))).mean(0)
@@ -372,6 +380,11 @@ def build(network: str, chunk: int):
         copy_weights(ours, plain)
         spiky = ALIFNet(copy.deepcopy(rec), linear=snn.SpikeLinear)
         spiky.load_state_dict(ours.state_dict())
+        inner = ALIFNet(snn.Recurrent(256, neuron=snnfunc.alif, in_features=700, sparse_input=True,
+                                      surrogate=surrogate.ATan(), detach_reset=True, **ALIF),
+                        linear=None, readout=snn.SpikeLinear)
+        inner.load_state_dict({k.replace("fc1.weight", "rec.input_weight"): v
+                               for k, v in ours.state_dict().items()})
         x = (torch.rand(250, 64, 700) < 0.05).float()
         y = torch.randint(0, 20, (64,))
         with torch.no_grad():
@@ -389,7 +402,10 @@ def build(network: str, chunk: int):
         nets.update({"snnfunc eager, low memory": low, "snnfunc compiled, low memory": copy.deepcopy(low)})
     if network == "alif-rnn":
         nets.update({"snnfunc eager, spike input": spiky,
-                     "snnfunc compiled, spike input": copy.deepcopy(spiky)})
+                     "snnfunc compiled, spike input": copy.deepcopy(spiky),
+                     "snnfunc eager, input in layer": inner,
+                     "snnfunc eager, input in layer, packed spikes": copy.deepcopy(inner),
+                     "snnfunc compiled, input in layer": copy.deepcopy(inner)})
     return nets, x, y, loss
 
 
