@@ -55,11 +55,14 @@ def test_packed_spikes_gradients_are_bit_for_bit_and_spikes_take_one_bit(impl, d
         assert per_step <= size + 0.25, per_step
 
 
+@pytest.mark.parametrize("words", [True, False], ids=["8 bytes a word", "a byte at a time"])
 @pytest.mark.parametrize("n", [1, 13, memory._CHUNK_BITS, 2 * memory._CHUNK_BITS + 13])
-def test_bits_are_packed_a_chunk_at_a_time_as_numpy_packs_them(n):
+def test_bits_are_packed_a_chunk_at_a_time_as_numpy_packs_them(n, words, monkeypatch):
     """Spikes pack into the bytes numpy's packbits (little bit order) makes, a chunk of
-    `_CHUNK_BITS` at a time (the last one short), and unpack to the same values."""
+    `_CHUNK_BITS` at a time (the last one short), and unpack to the same values; on a
+    little-endian machine 8 bytes a word, elsewhere a byte at a time (both run here)."""
     np = pytest.importorskip("numpy", reason="numpy's packbits is the reference")
+    monkeypatch.setattr(memory, "_LITTLE", words and memory._LITTLE)
     torch.manual_seed(n)
     for dtype in (torch.float32, torch.float16):
         spikes = (torch.rand(n) < 0.3).to(dtype)
