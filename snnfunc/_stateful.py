@@ -133,7 +133,7 @@ class StatefulNode(nn.Module):
             if not isinstance(t, torch.Tensor):
                 continue
             if (self.step_mode == "s" and t.dim() >= 2 and x.dim() == t.dim() + 1
-                    and tuple(x.shape[1:]) == tuple(t.shape)):
+                    and tuple(self._state_step(x.shape[1:])) == tuple(t.shape)):
                 raise ValueError(
                     f"{name} is in single-step mode (step_mode='s') and holds a state of "
                     f"shape {tuple(t.shape)}, but was given {tuple(x.shape)}, a sequence of "

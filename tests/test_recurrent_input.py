@@ -7,6 +7,7 @@ under `vmap`, `grad`, `functional_call` and `torch.compile`; it allocates one `[
 tensor fewer; the module saves, loads and exports to NIR (tests/test_nir.py)."""
 
 import io
+import pickle
 
 import pytest
 import torch
@@ -191,8 +192,12 @@ def test_bad_input_weights_are_named():
         rnn(x, weight=w, input_weight=w_in[:, :4])
     with pytest.raises(ValueError, match="input_weight .* must have x_seq's dtype"):
         rnn(x, weight=w, input_weight=w_in.float())
-    with pytest.raises(TypeError, match="input_weight must be a tensor"):
+    with pytest.raises(TypeError, match="input_weight must be a dense tensor"):
         rnn(x, weight=w, input_weight=[[1.0]])
+    with pytest.raises(TypeError, match="input_weight must be a dense tensor .*sparse_coo"):
+        rnn(x, weight=w, input_weight=w_in.detach().to_sparse())
+    with pytest.raises(TypeError, match="x_seq must be a dense"):
+        rnn(x.detach().to_sparse(), weight=w, input_weight=w_in)
     with pytest.raises(ValueError, match=r"weight must have shape \[N, N\] = \[5, 5\]"):
         rnn(x, weight=w[:4, :4], input_weight=w_in)
     with pytest.raises(TypeError, match="sparse_input=True goes with input_weight"):
@@ -241,3 +246,149 @@ def test_compiled_one_node_equal_to_the_loop():
     got = torch.autograd.grad((out * g).sum(), [x, w_in, w, b])
     ref = torch.autograd.grad((want.spikes * g).sum(), [x, w_in, w, b])
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    layer = Recurrent(N, snnfunc.alif, in_features=M, sparse_input=True, **kw)  # the module
+    with torch.no_grad():
+        layer.input_weight.mul_(4)
+    eager = layer(x.detach())
+    layer.reset()
+    assert torch.equal(torch.compile(layer, fullgraph=True)(x.detach()), eager)
+    assert eager.mean() > 0
+
+
+def _module_linear(w, b):
+    lin = torch.nn.Linear(N, N).double()
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+    return lin
+
+
+CASES = {  # name: (x shape, rnn options, transposed: x and spikes [B, T, ...])
+    "[T, M]": ((T, M), {}, False),
+    "[T, B1, B2, M]": ((T, 2, B, M), {}, False),
+    "batch_first": ((B, T, M), {"batch_first": True}, True),
+    "detach_recurrent": ((T, B, M), {"detach_recurrent": True}, False),
+    "T = 0": ((0, B, M), {}, False),
+    "nn.Linear weight": ((T, B, M), {"weight": "linear"}, False),
+    "callable weight": ((T, B, M), {"weight": "callable"}, False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_option_with_an_input_weight_is_the_layer_over_its_product(case):
+    """Other step shapes, batch_first, detach_recurrent, T = 0 and the other recurrent maps:
+    the layer with `input_weight` equals the loop over `F.linear(x, W_in)`; its gradients come
+    from a plain backward (g_I written over I where the operator runs)."""
+    shape, options, transposed = CASES[case]
+    torch.manual_seed(7)
+    x = (torch.rand(shape) < 0.4).double().requires_grad_()
+    w_in = (2.0 * torch.randn(N, M, dtype=torch.float64)).requires_grad_()
+    w = (0.6 * torch.randn(N, N, dtype=torch.float64)).requires_grad_()
+    b = (0.1 * torch.randn(N, dtype=torch.float64)).requires_grad_()
+    options = dict(options)
+    kind = options.pop("weight", None)
+    maps = {None: dict(weight=w, bias=b), "linear": dict(weight=_module_linear(w, b)),
+            "callable": dict(weight=lambda s: F.linear(s, w, b))}[kind]
+    wrt = [x, w_in, *([w, b] if kind is None else maps["weight"].parameters()
+                      if kind == "linear" else [w, b])]
+    kw = dict(tau=2.0, surrogate=S.ATan(), **options)
+    got = rnn(x, input_weight=w_in, **maps, **kw)
+    want = rnn(F.linear(x, w_in), impl="loop", **maps, **kw)
+    assert got.spikes.shape == (*shape[:-1], N) and torch.equal(got.spikes, want.spikes)
+    assert torch.equal(got.state.neuron, want.state.neuron)
+    if shape[int(transposed)] == 0:
+        return
+    assert 0 < got.spikes.mean() < 0.9
+    cot = torch.linspace(-1, 1, got.spikes.numel(), dtype=x.dtype).reshape(got.spikes.shape)
+    g_got = torch.autograd.grad((got.spikes * cot).sum(), wrt)  # plain: g_I over I
+    g_want = torch.autograd.grad((want.spikes * cot).sum(), wrt)
+    for a, c in zip(g_got, g_want):
+        assert c.abs().sum() > 0
+        torch.testing.assert_close(a, c)
+
+
+def test_forward_mode_and_jacrev_with_an_input_weight():
+    x, w_in, w, b = (t.detach() for t in _data(T=6))
+    f = lambda w_in, impl: rnn(x, weight=w, bias=b, input_weight=w_in,  # noqa: E731
+                               impl=impl, tau=2.0, surrogate=S.ATan()).spikes
+    tangent = torch.randn_like(w_in)
+    out, jvp_out = torch.func.jvp(lambda w: f(w, "auto"), (w_in,), (tangent,))
+    ref, jvp_ref = torch.func.jvp(lambda w: f(w, "loop"), (w_in,), (tangent,))
+    assert torch.equal(out, ref) and jvp_ref.abs().sum() > 0
+    torch.testing.assert_close(jvp_out, jvp_ref)
+    jac = torch.func.jacrev(lambda w: f(w, "op").sum(1))(w_in)
+    torch.testing.assert_close(jac, torch.func.jacrev(lambda w: f(w, "loop").sum(1))(w_in))
+
+
+def test_sparse_input_per_sample_gradients():
+    x, w_in, w, b = (t.detach().float() for t in _data(seed=5, density=0.1))
+
+    def loss(x, w_in):
+        return _loss(rnn(x, weight=w.float(), bias=b.float(), input_weight=w_in,
+                         sparse_input=True, tau=2.0))
+
+    per_sample = vmap(grad(loss, argnums=(0, 1)), in_dims=(1, None))(x[:, :, None], w_in)
+    for i in range(B):
+        one = grad(loss, argnums=(0, 1))(x[:, i:i + 1], w_in)
+        assert one[1].abs().sum() > 0
+        for a, c in zip(per_sample, one):
+            torch.testing.assert_close(a[i], c, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_with_an_input_weight(dtype):
+    x, w_in, w, b = (t.detach().to(dtype) for t in _data(seed=6))
+    got = rnn(x, weight=w, bias=b, input_weight=w_in, impl="op", tau=2.0)
+    want = rnn(F.linear(x, w_in), weight=w, bias=b, impl="loop", tau=2.0)
+    assert got.spikes.dtype == dtype and torch.equal(got.spikes, want.spikes)
+    assert got.spikes.mean() > 0
+
+
+def test_under_autocast_the_layer_runs_the_loop_and_leaves_autocast_as_it_was():
+    """Autocast decides the dtype of the layer's products: the layer runs its loop (which
+    autocast reaches), not the operator (which it does not)."""
+    x, w_in, w, b = _data(dtype=torch.float32, seed=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rnn(x, weight=w, bias=b, input_weight=w_in, tau=2.0)
+        want = rnn(x, weight=w, bias=b, input_weight=w_in, impl="loop", tau=2.0)
+        assert F.linear(x, w_in).requires_grad  # autocast's cast cache still has a graph
+        with pytest.raises(ValueError, match="impl='op' is not available: autocast is on"):
+            rnn(x, weight=w, bias=b, input_weight=w_in, impl="op", tau=2.0)
+        # without an input weight: autocast's X in bfloat16, the weights in float32
+        layer = Recurrent(N, tau=2.0)
+        X = F.linear(x, w_in)
+        assert X.dtype == torch.bfloat16
+        spikes = layer(X)
+        ref = rnn(X, weight=layer.weight, bias=layer.bias, impl="loop", tau=2.0).spikes
+        assert torch.equal(spikes, ref) and spikes.mean() > 0
+    assert got.spikes.dtype == want.spikes.dtype and torch.equal(got.spikes, want.spikes)
+    assert got.spikes.mean() > 0
+
+
+def test_a_frozen_input_weight_keeps_no_input():
+    x, w_in, w, b = _data(seed=9)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        frozen = rnn(x, weight=w, bias=b, input_weight=w_in.detach(), tau=2.0)
+        learnt = rnn(x.detach(), weight=w, bias=b, input_weight=w_in, tau=2.0)
+    assert sum(t is x for t in saved) == 0 and sum(t.shape == x.shape for t in saved) == 1
+    want = rnn(F.linear(x, w_in.detach()), weight=w, bias=b, impl="loop", tau=2.0)
+    torch.testing.assert_close(torch.autograd.grad(_loss(frozen), [x, w]),
+                               torch.autograd.grad(_loss(want), [x, w]))
+    assert learnt.spikes.requires_grad
+
+
+def test_the_module_refuses_a_sequence_in_single_step_mode_and_loads_old_pickles():
+    layer = Recurrent(N, in_features=M, step_mode="s", tau=2.0)
+    layer(torch.rand(B, M))
+    with pytest.raises(ValueError, match="single-step mode"):
+        layer(torch.rand(4, B, M))
+    old = Recurrent(N, tau=2.0)  # as a layer pickled before input weights: no such attributes
+    for name in ("in_features", "sparse_input", "input_weight"):
+        del old.__dict__[name]
+    again = pickle.loads(pickle.dumps(old))
+    x = torch.rand(5, B, N)
+    assert again.in_features is None and again.input_weight is None
+    fresh = Recurrent(N, tau=2.0)
+    fresh.load_state_dict(old.state_dict())
+    assert torch.equal(again(x), fresh(x))

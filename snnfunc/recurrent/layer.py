@@ -38,6 +38,12 @@ def _unpack(state) -> list:
     return [state] if isinstance(state, Tensor) else list(state)
 
 
+def _autocast(x_seq) -> bool:
+    """Autocast is on for x_seq's device: it sets the dtypes of the layer's products (which run
+    in the loop), so the weights may have another dtype than x_seq."""
+    return torch.is_autocast_enabled(x_seq.device.type)
+
+
 def _check_input(x_seq, input_weight, sparse_input) -> int:
     """N, the number of neurons: `input_weight`'s rows, else `x_seq`'s last dimension."""
     if not isinstance(sparse_input, bool):
@@ -47,14 +53,15 @@ def _check_input(x_seq, input_weight, sparse_input) -> int:
             raise TypeError("sparse_input=True goes with input_weight (the product it makes "
                             "sparse); without one, put a snnfunc.nn.SpikeLinear before the layer")
         return x_seq.shape[-1]
-    if not isinstance(input_weight, Tensor):
-        raise TypeError(f"input_weight must be a tensor [N, M] or None, got "
-                        f"{type(input_weight).__name__}")
+    if not isinstance(input_weight, Tensor) or input_weight.layout != torch.strided:
+        raise TypeError(f"input_weight must be a dense tensor [N, M] or None, got "
+                        f"{getattr(input_weight, 'layout', type(input_weight).__name__)}")
     m = x_seq.shape[-1]
     if input_weight.dim() != 2 or input_weight.shape[1] != m:
         raise ValueError(f"input_weight must have shape [N, M] with M = x_seq.shape[-1] = {m}, "
                          f"got {list(input_weight.shape)}")
-    if input_weight.dtype != x_seq.dtype or input_weight.device != x_seq.device:
+    if (input_weight.dtype != x_seq.dtype and not _autocast(x_seq)
+            or input_weight.device != x_seq.device):
         raise ValueError(f"input_weight ({input_weight.dtype}, {input_weight.device}) must have "
                          f"x_seq's dtype and device ({x_seq.dtype}, {x_seq.device})")
     return input_weight.shape[0]
@@ -70,6 +77,8 @@ def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs, i
                          f"{tuple(x_seq.shape)}")
     if not x_seq.is_floating_point():
         raise TypeError(f"x_seq must have a floating dtype, got {x_seq.dtype}")
+    if x_seq.layout != torch.strided:
+        raise TypeError(f"x_seq must be a dense (strided) tensor, got {x_seq.layout}")
     if not callable(neuron):
         raise TypeError(f"neuron must be a neuron function such as snnfunc.lif, got "
                         f"{type(neuron).__name__}")
@@ -86,7 +95,7 @@ def _check(x_seq, weight, bias, neuron, impl, detach_recurrent, neuron_kwargs, i
         if weight.shape != (n, n):
             raise ValueError(f"weight must have shape [N, N] = {[n, n]} (N = x_seq.shape[-1], "
                              f"or input_weight's rows), got {list(weight.shape)}")
-        if weight.dtype != x_seq.dtype or weight.device != x_seq.device:
+        if weight.dtype != x_seq.dtype and not _autocast(x_seq) or weight.device != x_seq.device:
             raise ValueError(f"weight ({weight.dtype}, {weight.device}) must have x_seq's dtype "
                              f"and device ({x_seq.dtype}, {x_seq.device})")
     elif not callable(weight):
@@ -225,7 +234,11 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         u = _pack(state_type, parts)
         return RecurrentOutput(x_seq.new_empty(like.shape), RecurrentState(u, s0))
     if isinstance(weight, Tensor) and impl != "loop":
-        prepared, reason = operator.prepare(neuron, like, neuron_kwargs)
+        if _autocast(x_seq):
+            prepared, reason = None, ("autocast is on (the loop runs the layer's products as "
+                                      "autocast says)")
+        else:
+            prepared, reason = operator.prepare(neuron, like, neuron_kwargs)
         if prepared is not None:
             spikes, states = operator.run(prepared, x_seq, parts, s0, weight, bias,
                                           detach_recurrent, input_weight, sparse_input)

@@ -109,6 +109,13 @@ class Recurrent(StatefulNode):
                   neuron=self.neuron, detach_recurrent=self.detach_recurrent, **kwargs)
         return (out.spikes if sequence else out.spikes[0]), out.state, None
 
+    def __setstate__(self, state):  # a layer pickled before it could hold an input weight
+        super().__setstate__(state)
+        self.__dict__.setdefault("in_features", None)
+        self.__dict__.setdefault("sparse_input", False)
+        if "input_weight" not in self._parameters:
+            self.__dict__.setdefault("input_weight", None)
+
     def _state_step(self, step):
         if self.in_features is None or not len(step):
             return step

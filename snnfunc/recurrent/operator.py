@@ -88,8 +88,9 @@ def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight
     With `input_weight` `[N, M]`, `x_seq` is the input `[T, ..., M]` and $X$ its product
     (`steps.input_current`), computed here: $I$ takes its place."""
     _check_weights(x_seq, weight, input_weight)
-    return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
-                               options, hard, input_weight, sparse_input))
+    with torch.autocast(x_seq.device.type, enabled=False):  # the inputs' dtypes, as the fake's
+        return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
+                                   options, hard, input_weight, sparse_input))
 
 
 def _check_weights(x_seq, weight, input_weight):
@@ -128,9 +129,10 @@ def rnn_backward(I: Tensor, state: list[Tensor], states: list[Tensor], weight: T
                  need: list[bool], want_w: bool = False, groups: int = 1) -> list[Tensor]:
     """`[g_I, *g_state0, *g_params, g_th, g_w]`: see `steps.backward`."""
     _check_groups(I, groups)
-    return steps.backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
-                          neuron, options, hard, surrogate, detach_reset, detach_recurrent, need,
-                          want_w, groups)
+    with torch.autocast(I.device.type, enabled=False):
+        return steps.backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
+                              neuron, options, hard, surrogate, detach_reset, detach_recurrent,
+                              need, want_w, groups)
 
 
 def _check_groups(I, groups):
@@ -297,7 +299,10 @@ class RNN(torch.autograd.Function):
         layout, x_seq, weight, *rest = inputs
         ctx.layout = layout
         _, I, *states = output  # not the spikes: the backward computes them again from I
-        x = x_seq if layout.has_input else None  # for the input weight's gradient
+        n = layout.n_states
+        w_in_at = 3 + n + layout.has_s0 + layout.has_bias  # (layout, x_seq, weight, *rest)
+        # the input, for the input weight's gradient (where it has one)
+        x = x_seq if layout.has_input and ctx.needs_input_grad[w_in_at] else None
         ctx.save_for_backward(x, weight, *rest, I, *states)
         ctx.mark_non_differentiable(I)  # saved for the backward
         ctx.set_materialize_grads(False)  # no [T, ...] of zeros for the unused state outputs
@@ -350,6 +355,7 @@ class RNN(torch.autograd.Function):
         if layout.has_input:
             want = needs[3 + n + layout.has_s0 + layout.has_bias]
             out.append(_input_weight_grad(x, g_I, layout.sparse_input) if want else None)
+            # (x saved where `want`: setup_context's needs_input_grad are these)
         out.append(_reduced(g_th, th) if need[-1] else None)
         out.append(None)  # scalars
         out += [_reduced(g, p) if flag else None for g, p, flag in zip(g_params, params, need)]
@@ -361,7 +367,9 @@ def _input_weight_grad(x, g_I, sparse_input):
     product `steps.input_current` used computes it: `torch.nn.functional.linear`'s, or
     snnfunc.sparse's."""
     g, x = g_I.reshape(-1, g_I.shape[-1]), x.reshape(-1, x.shape[-1])
-    if sparse_input:  # (the op computes with ATen's product where its kernel does not)
+    if sparse_input and (torch.compiler.is_compiling() or not any(
+            map(torch._C._functorch.is_functorch_wrapped_tensor, (x, g)))):
+        # (under a torch.func transform ATen's product, as SpikeLinear has it)
         return torch.ops.snnfunc.spike_linear_weight_grad(x, g.contiguous())
     return g.t() @ x
 

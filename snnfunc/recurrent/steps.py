@@ -19,12 +19,12 @@ from snnfunc import sparse
 from snnfunc._kernel import backends, ops
 
 CHUNK = 16  # steps between the states the forward keeps (the backward's recompute)
-ALIGN = 512  # bytes: new tensors' data lie at multiples of 64 (CPU) or 512 (CUDA) bytes
+ALIGN = {"cpu": 64}  # bytes: where new tensors' data lie (CPU 64; CUDA, and elsewhere, 512)
 # The product of the last step's spikes and W reads them where a new tensor would lie: BLAS
 # libraries pick their kernels by the data's alignment too (MKL's sums for a [3, 5] float64
 # step that lies 120 bytes after the one before it can differ in the last bit), and the loop
 # of step functions that defines the layer multiplies new tensors. A step of the spikes that
-# is not at a multiple of ALIGN is copied into a new tensor first.
+# is not at a multiple of its device's ALIGN is copied into a new tensor first.
 
 
 def checkpoints(T):
@@ -108,8 +108,9 @@ def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options
     xs, I1, S1 = x_seq.unbind(0), I.split(1), spikes.split(1)
     run = None
     s = s0
+    align = ALIGN.get(x_seq.device.type, 512)
     for t in range(T):
-        if t and s.data_ptr() % ALIGN:
+        if t and s.data_ptr() % align:
             fresh = s.clone() if fresh is None else fresh.copy_(s)
             s = fresh
         _step_input(xs[t], s, weight, bias, buf, I[t])
