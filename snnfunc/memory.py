@@ -80,21 +80,26 @@ def _shifts(device):
     return _SHIFTS[device]
 
 
-_CHUNK_BITS = 1 << 20  # spikes packed or unpacked at a time (a multiple of 8): the byte per
-# spike of the steps between stays a MiB, not as many bytes as the tensor has spikes
+_CHUNK_BITS = 1 << 18  # spikes packed or unpacked at a time (a multiple of 8): the byte per
+# spike of the steps between stays a quarter MiB, not as many bytes as the tensor has spikes
 _LITTLE = sys.byteorder == "little"  # 8 bytes read as one int64: byte k is bits 8k to 8k + 7
 
 
-def _pack_chunk(part: torch.Tensor, out: torch.Tensor) -> None:
-    """Bits of `part` (bool, a multiple of 8 long) into `out` (uint8), spike k of a byte at bit
-    k: on a little-endian machine 8 spikes a word, each word's byte k (0 or 1) shifted down to
-    bit k by folding the word onto itself (no per-bit loop, no multiplication)."""
+def _pack_chunk(spikes: torch.Tensor, out: torch.Tensor) -> None:
+    """Bits of `spikes` (1-d) into `out` (uint8), spike k of a byte at bit k: on a little-endian
+    machine 8 spikes a word, each word's byte k (0 or 1) shifted down to bit k by folding the
+    word onto itself (no per-bit loop, no multiplication)."""
+    part = spikes != 0
+    if part.numel() % 8:
+        part = torch.cat([part, part.new_zeros(8 - part.numel() % 8)])
     if _LITTLE:
         w = part.view(torch.uint8).view(torch.int64)
-        w = w | (w >> 7)  # each byte's bit 0 next to the byte above's: pairs, then quads, ...
-        w = w | (w >> 14)
-        w = w | (w >> 28)
-        out.copy_(w)  # the low byte of each word (a cast to uint8 keeps it)
+        folded = w >> 7
+        folded |= w  # each byte's bit 0 next to the byte above's: pairs, then quads, ...
+        del w, part  # (one chunk's bytes alive at a time besides the words)
+        folded |= folded >> 14
+        folded |= folded >> 28
+        out.copy_(folded)  # the low byte of each word (a cast to uint8 keeps it)
     else:
         torch.sum(part.view(-1, 8).to(torch.uint8) << _shifts(part.device), 1,
                   dtype=torch.uint8, out=out)
@@ -105,11 +110,8 @@ def _pack_bits(t: torch.Tensor):
     n = flat.numel()
     packed = torch.empty((n + 7) // 8, dtype=torch.uint8, device=t.device)
     for start in range(0, n, _CHUNK_BITS):
-        part = flat[start:start + _CHUNK_BITS] != 0
-        m = part.numel()
-        if m % 8:
-            part = torch.cat([part, part.new_zeros(8 - m % 8)])
-        _pack_chunk(part, packed[start // 8:(start + m + 7) // 8])
+        m = min(_CHUNK_BITS, n - start)
+        _pack_chunk(flat[start:start + m], packed[start // 8:(start + m + 7) // 8])
     return packed, n
 
 
