@@ -234,6 +234,8 @@ def test_compiled_one_node_equal_to_the_loop():
     def backend(gm, example_inputs):
         code = gm.print_readable(print_output=False)
         graphs.append(code.count("torch.ops.snnfunc.rnn_forward.default("))
+        calls = [line for line in code.splitlines() if "rnn_forward.default(" in line]
+        assert all(f", {steps.CHUNK});" in line for line in calls), calls  # chunk, named
         return torch._inductor.compile(gm, example_inputs)
 
     f = torch.compile(lambda x, w_in: rnn(x, weight=w, bias=b, input_weight=w_in,

@@ -250,3 +250,40 @@ def test_the_spikes_fed_back_are_multiplied_where_a_new_tensor_lies():
         spikes, v = loop(x, snnfunc.lif_step, w, b, tau=2.0)
         assert torch.equal(out.spikes, spikes) and 0 < spikes.mean() < 1
         assert torch.equal(out.state.neuron, v), seed
+
+
+def test_the_chunk_is_an_argument_of_the_operators():
+    """`chunk` (steps between kept states) travels as an argument of both operators, so that
+    a compiled graph names it (a cached graph from another chunk length does not match): any
+    chunk gives the same spikes, states and gradients; a bad one, or kept states of another
+    chunk, is refused before any work."""
+    torch.manual_seed(12)
+    x = 4.0 * torch.rand(LONG, B, N, dtype=torch.float64)
+    w = 0.6 * torch.randn(N, N, dtype=torch.float64)
+    prepared, _ = R.prepare(snnfunc.alif, x, dict(tau=2.0, beta=0.4, surrogate=S.ATan()))
+    r = prepared.record
+    zeros = [torch.zeros(B, N, dtype=torch.float64)] * 2
+    common = (prepared.params, prepared.th, prepared.scalars)
+    g = torch.randn(LONG, B, N, dtype=torch.float64)
+    need = [False] * (len(prepared.params) + 1)  # no parameter or threshold gradients
+    runs = {}
+    for chunk in (steps.CHUNK, 5, 1, LONG + 3):
+        spikes, I, kept = R.rnn_forward(x, zeros, None, w, None, *common, r.neuron, r.options,
+                                        r.hard, None, False, chunk)
+        assert [k.shape[0] for k in kept] == [steps.checkpoints(LONG, chunk)] * 2
+        grads = R.rnn_backward(I, zeros, kept, w, *common, g, [None, None], r.neuron,
+                               r.options, r.hard, r.surrogate, r.detach, False, need, True, 1,
+                               chunk)
+        runs[chunk] = (spikes, kept[0][-1], kept[1][-1], grads[0], grads[-1])
+    first = runs[steps.CHUNK]
+    assert 0 < first[0].mean() < 1
+    for chunk, got in runs.items():
+        assert all(torch.equal(a, c) for a, c in zip(got[:3], first[:3])), chunk
+        for a, c in zip(got[3:], first[3:]):
+            torch.testing.assert_close(a, c)
+    with pytest.raises(ValueError, match="chunk must be a positive int"):
+        R.rnn_forward(x, zeros, None, w, None, *common, r.neuron, r.options, r.hard, None,
+                      False, 0)
+    with pytest.raises(ValueError, match="rnn_backward: states must hold"):
+        R.rnn_backward(I, zeros, kept, w, *common, g, [None, None], r.neuron, r.options,
+                       r.hard, r.surrogate, r.detach, False, need, True, 1, 5)

@@ -105,7 +105,7 @@ def test_a_token_of_a_registered_class_checks_its_fields(trap):
 
 @pytest.mark.parametrize("name", NEURON_NAMES)
 def test_a_crafted_name_reaches_nothing_through_the_recurrent_ops(trap, name):
-    x, w = torch.rand(3, 2, 4), torch.zeros(4, 4)
+    x, w = torch.rand(3, 2, 4), torch.zeros(4, 4)  # (T = 3: 2 kept states, the first and last)
     st, one = [torch.zeros(2, 4)], torch.ones(())
     sc = torch.tensor([0.0, 4.0], dtype=torch.float64)
     with pytest.raises(ValueError, match="no neuron definition named"):
@@ -113,11 +113,11 @@ def test_a_crafted_name_reaches_nothing_through_the_recurrent_ops(trap, name):
                                       "decay_input=1", True)
     good = surrogates.surrogate_token(S.Sigmoid())
     with pytest.raises(ValueError, match="no neuron definition named"):
-        torch.ops.snnfunc.rnn_backward(x, st, [x], w, [one], one, sc, x, [None], name,
+        torch.ops.snnfunc.rnn_backward(x, st, [x[:2]], w, [one], one, sc, x, [None], name,
                                        "decay_input=1", True, good, False, False, [False] * 2)
     for token in _surrogate_tokens(trap):
         with pytest.raises(ValueError, match="surrogate"):
-            torch.ops.snnfunc.rnn_backward(x, st, [x], w, [one], one, sc, x, [None],
+            torch.ops.snnfunc.rnn_backward(x, st, [x[:2]], w, [one], one, sc, x, [None],
                                            "snnfunc:lif", "decay_input=1", True, token, False,
                                            False, [False] * 2)
 

@@ -82,15 +82,24 @@ def prepare(neuron, x_seq, neuron_kwargs):
 def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight: Tensor,
                 bias: Optional[Tensor], params: list[Tensor], th: Tensor, scalars: Tensor,
                 neuron: str, options: str, hard: bool, input_weight: Optional[Tensor] = None,
-                sparse_input: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+                sparse_input: bool = False, chunk: int = steps.CHUNK
+                ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the kept states (one
-    `[checkpoints(T), ...]` per state variable: after every `CHUNK`-th step and the last).
-    With `input_weight` `[N, M]`, `x_seq` is the input `[T, ..., M]` and $X$ its product
+    `[checkpoints(T, chunk), ...]` per state variable: after every `chunk`-th step and the
+    last; the layer passes `steps.CHUNK`, so that a compiled graph names it). With
+    `input_weight` `[N, M]`, `x_seq` is the input `[T, ..., M]` and $X$ its product
     (`steps.input_current`), computed here: $I$ takes its place."""
     _check_weights(x_seq, weight, input_weight)
+    _check_chunk(chunk)
     with torch.autocast(x_seq.device.type, enabled=False):  # the inputs' dtypes, as the fake's
         return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
-                                   options, hard, input_weight, sparse_input))
+                                   options, hard, input_weight, sparse_input, chunk))
+
+
+def _check_chunk(chunk):
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (steps between kept states), got "
+                         f"{chunk!r}")
 
 
 def _check_weights(x_seq, weight, input_weight):
@@ -113,10 +122,11 @@ def _check_weights(x_seq, weight, input_weight):
 
 @rnn_forward.register_fake
 def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-      input_weight=None, sparse_input=False):
+      input_weight=None, sparse_input=False, chunk=steps.CHUNK):
     _check_weights(x_seq, weight, input_weight)
+    _check_chunk(chunk)
     shape = (*x_seq.shape[:-1], weight.shape[0])
-    C, step = steps.checkpoints(shape[0]), shape[1:]
+    C, step = steps.checkpoints(shape[0], chunk), shape[1:]
     return (x_seq.new_empty(shape), x_seq.new_empty(shape),
             [x_seq.new_empty((C, *step), dtype=p.dtype) for p in state])
 
@@ -126,13 +136,15 @@ def rnn_backward(I: Tensor, state: list[Tensor], states: list[Tensor], weight: T
                  params: list[Tensor], th: Tensor, scalars: Tensor, g_spikes: Tensor,
                  g_states: list[Optional[Tensor]], neuron: str, options: str, hard: bool,
                  surrogate: str, detach_reset: bool, detach_recurrent: bool,
-                 need: list[bool], want_w: bool = False, groups: int = 1) -> list[Tensor]:
-    """`[g_I, *g_state0, *g_params, g_th, g_w]`: see `steps.backward`."""
+                 need: list[bool], want_w: bool = False, groups: int = 1,
+                 chunk: int = steps.CHUNK) -> list[Tensor]:
+    """`[g_I, *g_state0, *g_params, g_th, g_w]`: see `steps.backward`; `chunk` the forward's."""
     _check_groups(I, groups)
+    _check_kept(I, states, chunk)
     with torch.autocast(I.device.type, enabled=False):
         return steps.backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
                               neuron, options, hard, surrogate, detach_reset, detach_recurrent,
-                              need, want_w, groups)
+                              need, want_w, groups, chunk)
 
 
 def _check_groups(I, groups):
@@ -142,10 +154,21 @@ def _check_groups(I, groups):
                          f"step of I [T, ..., N] ({rows} rows); got {groups}")
 
 
+def _check_kept(I, states, chunk):
+    _check_chunk(chunk)
+    C = steps.checkpoints(I.shape[0], chunk)
+    if any(k.shape[0] != C for k in states):
+        raise ValueError(f"rnn_backward: states must hold {C} kept states each (T = "
+                         f"{I.shape[0]}, chunk = {chunk}: the forward's), got "
+                         f"{[k.shape[0] for k in states]}")
+
+
 @rnn_backward.register_fake
 def _(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options, hard,
-      surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1):
+      surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1,
+      chunk=steps.CHUNK):
     _check_groups(I, groups)
+    _check_kept(I, states, chunk)
     c = state[0].dtype  # the compute dtype the kernels sum gradients in
     step, N = I.shape[1:], I.shape[-1]
     return [torch.empty_like(I), *(torch.empty_like(p) for p in state),
@@ -198,9 +221,9 @@ def _per_member(op, info, in_dims, args):
 
 @rnn_forward.register_vmap
 def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-      input_weight=None, sparse_input=False):
+      input_weight=None, sparse_input=False, chunk=steps.CHUNK):
     args = (x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-            input_weight, sparse_input)
+            input_weight, sparse_input, chunk)
     in_dims = (*in_dims, *[None] * (len(args) - len(in_dims)))  # (defaults left out)
     if any(in_dims[k] is not None for k in (3, 4, 7, 11)):  # weights, bias, scalars
         out = _per_member(rnn_forward, info, in_dims, args)
@@ -213,15 +236,17 @@ def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron
     params = [_step(p, d, shape) for p, d in zip(params, _dims(in_dims[5], len(params)))]
     th = _step(th, in_dims[6], shape)
     spikes, I, states = rnn_forward(x, state, s0, weight, bias, params, th, scalars, neuron,
-                                    options, hard, input_weight, sparse_input)
+                                    options, hard, input_weight, sparse_input, chunk)
     return (spikes, I, states), (1, 1, [1] * len(states))
 
 
 @rnn_backward.register_vmap
 def _(info, in_dims, I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
-      options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1):
+      options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1,
+      chunk=steps.CHUNK):
     args = (I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options,
-            hard, surrogate, detach_reset, detach_recurrent, need, want_w, groups)
+            hard, surrogate, detach_reset, detach_recurrent, need, want_w, groups, chunk)
+    in_dims = (*in_dims, *[None] * (len(args) - len(in_dims)))  # (defaults left out)
     n = len(state)
     if in_dims[3] is not None or in_dims[6] is not None:
         out = _per_member(rnn_backward, info, in_dims, args)
@@ -238,7 +263,7 @@ def _(info, in_dims, I, state, states, weight, params, th, scalars, g_spikes, g_
     # the V members become V times as many groups of rows: [V * groups, N, N], member first
     out = rnn_backward(I, state, states, weight, params, th, scalars, g_spikes, g_states,
                        neuron, options, hard, surrogate, detach_reset, detach_recurrent, need,
-                       want_w, V * groups)
+                       want_w, V * groups, chunk)
     if want_w:
         out[-1] = out[-1].reshape(V, groups, *out[-1].shape[1:])
     return out, [1, *[0] * n, *[0 if o.dim() else None for o in out[1 + n:-1]],
@@ -259,6 +284,7 @@ class Layout:
     has_bias: bool
     has_input: bool = False  # an input weight: x_seq is the input, X its product
     sparse_input: bool = False
+    chunk: int = steps.CHUNK  # steps between kept states (in the graph: see rnn_forward)
 
 
 def _reduced(grad, like):
@@ -290,7 +316,8 @@ class RNN(torch.autograd.Function):
         state, s0, bias, w_in, th, scalars, params = _split(layout, rest)
         r = layout.record
         spikes, I, states = rnn_forward(x_seq, state, s0, weight, bias, params, th, scalars,
-                                        r.neuron, r.options, r.hard, w_in, layout.sparse_input)
+                                        r.neuron, r.options, r.hard, w_in, layout.sparse_input,
+                                        layout.chunk)
         memory.register_spikes(spikes)  # saved as bits under packed_spikes(), as fc(spikes) is
         return (spikes, I, *states)
 
@@ -322,7 +349,7 @@ class RNN(torch.autograd.Function):
             g_spikes = torch.zeros_like(I)  # the spikes' shape and dtype
         args = (I, state, list(states), weight, params, th, scalars, g_spikes, list(g_states),
                 r.neuron, r.options, r.hard, r.surrogate, r.detach, layout.detach_recurrent,
-                need, bool(needs[2]), 1)
+                need, bool(needs[2]), 1, layout.chunk)
         if _reusable(I):  # a plain backward: g_I over I, which nothing else holds
             with torch.profiler.record_function("snnfunc::rnn_backward"):  # named in profiles
                 grads = steps.backward(*args, reuse=True)

@@ -27,17 +27,17 @@ ALIGN = {"cpu": 64}  # bytes: where new tensors' data lie (CPU 64; CUDA, and els
 # is not at a multiple of its device's ALIGN is copied into a new tensor first.
 
 
-def checkpoints(T):
+def checkpoints(T, chunk=CHUNK):
     """How many states the forward keeps of each state variable: the initial state, the
     state after every `CHUNK`-th step and after the last (the final state is the last one
     kept). At least 2 for T >= 1, so that `torch.compile` with dynamic shapes need not ask
     whether it is 1."""
-    return (T + CHUNK - 1) // CHUNK + 1
+    return (T + chunk - 1) // chunk + 1
 
 
-def _kept_at(t, T):
+def _kept_at(t, T, chunk):
     """The index of the kept state that is the state after step `t`, or None."""
-    return t // CHUNK + 1 if (t + 1) % CHUNK == 0 or t == T - 1 else None
+    return t // chunk + 1 if (t + 1) % chunk == 0 or t == T - 1 else None
 
 
 def _step_input(x_t, s, weight, bias, buf, out):
@@ -86,7 +86,7 @@ def input_current(x_seq, input_weight, sparse_input):
 
 
 def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-            input_weight=None, sparse_input=False):
+            input_weight=None, sparse_input=False, chunk=CHUNK):
     """Spikes `[T, ...]`, the inputs $I$ `[T, ...]` and the kept states (`checkpoints(T)`
     of each state variable). With `input_weight`, `x_seq` is the input `[T, ..., M]` and
     $X$ = `input_current(x_seq, ...)`, which $I$ is computed over (one step at a time: $I_t$
@@ -98,7 +98,7 @@ def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options
         I = x_seq.new_empty(x_seq.shape)
     T, step = x_seq.shape[0], x_seq.shape[1:]
     spikes = x_seq.new_empty(x_seq.shape)
-    kept = [p.new_empty((checkpoints(T), *step)) for p in state]
+    kept = [p.new_empty((checkpoints(T, chunk), *step)) for p in state]
     for k, p in zip(kept, state):
         k[0].copy_(p)
     st = [k[0] for k in kept]
@@ -116,7 +116,7 @@ def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options
         _step_input(xs[t], s, weight, bias, buf, I[t])
         if run is None:
             run = _forward_runner(I1[0], st, params, th, scalars, neuron, options, hard)
-        j = _kept_at(t, T)
+        j = _kept_at(t, T, chunk)
         out = pong[t % 2] if j is None else [k[j] for k in kept]
         run(I1[t], st, S1[t], out)
         st, s = out, spikes[t]
@@ -168,7 +168,7 @@ def _add_weight_grad(g_w, g_I, spikes, groups):
 
 def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, neuron,
              options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False,
-             groups=1, reuse=False):
+             groups=1, chunk=CHUNK, reuse=False):
     """BPTT, one step's VJP per kernel call in reverse, chunk by chunk: `[g_I, *g_state0,
     *g_params, g_th, g_w]`, the parameters' and threshold's per neuron and summed over T (empty
     where not needed); with `want_w` the weight's gradient, the sum of `g_I[t + 1]^T S[t]`, per
@@ -177,7 +177,7 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
     (each step's after its step is done with it): the caller owns `I` and needs it no more."""
     fwd = backends.BACKENDS[I.device.type].forward_fn
     T, n, m = I.shape[0], len(state), len(params)
-    C, step = checkpoints(T), I.shape[1:]
+    C, step = checkpoints(T, chunk), I.shape[1:]
     I, g_spikes = I.contiguous(), g_spikes.contiguous()
     kept = [k.contiguous() for k in kept]  # (a vmap rule may hand them expanded)
     g_I = I if reuse else I.new_empty(I.shape)
@@ -195,7 +195,7 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
     g_w = I.new_zeros((groups, N, N), dtype=state[0].dtype) if want_w else I.new_empty(0)
     runs = {}  # one runner for the last step (its state cotangents may be absent), one after
     for c in range(C - 2, -1, -1):
-        t0, t1 = c * CHUNK, min((c + 1) * CHUNK, T)
+        t0, t1 = c * chunk, min((c + 1) * chunk, T)
         start = [k[c] for k in kept]
         again = fwd(I[t0:t1], start, params, th, scalars, neuron, options, hard, False, True)
         traces = again[2 + n:2 + 2 * n]
@@ -206,7 +206,7 @@ def backward(I, state, kept, weight, params, th, scalars, g_spikes, g_states, ne
                 gs = torch.addmm(gs_steps[t], g_I[t + 1], weight, out=gbuf).unsqueeze(0)
             else:
                 gs = (gs_steps[t] + g_I[t + 1] @ weight).unsqueeze(0)
-            j = _kept_at(t, T)
+            j = _kept_at(t, T, chunk)
             if g_before and t < T - 1 and j is not None:
                 g_st = [a if g is None else a + g[j] for a, g in zip(g_st, g_states)]
             st = start if t == t0 else [tr[t - t0 - 1] for tr in traces]
