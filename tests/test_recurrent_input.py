@@ -222,6 +222,13 @@ def test_bad_input_weights_are_named():
             R.rnn_forward(x, *args)
         with pytest.raises(ValueError, match="rnn_forward: input_weight must have x_seq's"):
             R.rnn_forward(x, *args, w_in.float())
+        wide = [torch.zeros(B, M, dtype=x.dtype)]  # a state of the input's width, not N's
+        with pytest.raises(ValueError, match=r"rnn_forward: state\[0\] must have one step's"):
+            R.rnn_forward(x, wide, *args[1:], w_in)
+        with pytest.raises(ValueError, match="rnn_forward: s0 must have one step's shape"):
+            R.rnn_forward(x, args[0], wide[0], *args[2:], w_in)
+        with pytest.raises(ValueError, match=r"rnn_forward: bias must be \[5\]"):
+            R.rnn_forward(x, *args[:3], torch.zeros(M, dtype=x.dtype), *args[4:], w_in)
 
 
 @pytest.mark.compile

@@ -90,6 +90,7 @@ def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight
     `input_weight` `[N, M]`, `x_seq` is the input `[T, ..., M]` and $X$ its product
     (`steps.input_current`), computed here: $I$ takes its place."""
     _check_weights(x_seq, weight, input_weight)
+    _check_step_shapes(x_seq, state, s0, weight, bias)
     _check_chunk(chunk)
     with torch.autocast(x_seq.device.type, enabled=False):  # the inputs' dtypes, as the fake's
         return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
@@ -120,10 +121,26 @@ def _check_weights(x_seq, weight, input_weight):
                          f"{input_weight.device}")
 
 
+def _check_step_shapes(x_seq, state, s0, weight, bias):
+    """The state's parts and s0 one step of I `[..., N]`, bias `[N]` (before any work)."""
+    step = (*x_seq.shape[1:-1], weight.shape[0])
+    for k, p in enumerate(state):
+        if tuple(p.shape) != step:
+            raise ValueError(f"rnn_forward: state[{k}] must have one step's shape {step}, got "
+                             f"{tuple(p.shape)}")
+    if s0 is not None and tuple(s0.shape) != step:
+        raise ValueError(f"rnn_forward: s0 must have one step's shape {step}, got "
+                         f"{tuple(s0.shape)}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"rnn_forward: bias must be [{weight.shape[0]}], got "
+                         f"{tuple(bias.shape)}")
+
+
 @rnn_forward.register_fake
 def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
       input_weight=None, sparse_input=False, chunk=steps.CHUNK):
     _check_weights(x_seq, weight, input_weight)
+    _check_step_shapes(x_seq, state, s0, weight, bias)
     _check_chunk(chunk)
     shape = (*x_seq.shape[:-1], weight.shape[0])
     C, step = steps.checkpoints(shape[0], chunk), shape[1:]
