@@ -41,9 +41,10 @@ Configurations:
   rounding), the rest as ``snnfunc eager`` / ``snnfunc compiled``.
 - ``snnfunc eager, input in layer`` / ``snnfunc eager, input in layer, packed spikes`` /
   ``snnfunc compiled, input in layer`` (``alif-rnn`` only): the input weight inside the
-  recurrent layer, ``Recurrent(256, in_features=700, sparse_input=True)`` (the same weights;
-  its product as ``SpikeLinear``'s), which computes its input currents in the place of the
-  product it makes (one ``[T, B, 256]`` tensor fewer); eager, eager under
+  recurrent layer, ``Recurrent(256, in_features=700, sparse_input=True, sparse_recurrent=True)``
+  (the same weights; its input and recurrent products as ``SpikeLinear``'s, results to
+  rounding), which computes its input currents in the place of the product it makes (one
+  ``[T, B, 256]`` tensor fewer), and a ``SpikeLinear`` readout; eager, eager under
   ``packed_spikes()``, compiled.
 - ``SpikingJelly eager`` / ``SpikingJelly compiled``: SpikingJelly 2.0's neurons
   (``ParametricLIFNode``, ``IFNode`` in multi-step mode, its CPU path; the ALIF neuron, which it
@@ -381,7 +382,8 @@ def build(network: str, chunk: int):
         spiky = ALIFNet(copy.deepcopy(rec), linear=snn.SpikeLinear)
         spiky.load_state_dict(ours.state_dict())
         inner = ALIFNet(snn.Recurrent(256, neuron=snnfunc.alif, in_features=700, sparse_input=True,
-                                      surrogate=surrogate.ATan(), detach_reset=True, **ALIF),
+                                      sparse_recurrent=True, surrogate=surrogate.ATan(),
+                                      detach_reset=True, **ALIF),
                         linear=None, readout=snn.SpikeLinear)
         inner.load_state_dict({k.replace("fc1.weight", "rec.input_weight"): v
                                for k, v in ours.state_dict().items()})

@@ -33,6 +33,11 @@ KERNELS: dict = {}
 2-d tensors of one dtype whose rows are contiguous, checked by the ops below; None where ATen's
 dense product should compute it."""
 
+STEPPERS: dict = {}
+"""`stepper(weight, bias) -> run(x, out) -> bool` by device type, which a backend registers:
+the forward kernel of `KERNELS` for many inputs of one weight (transposed once), False where
+ATen's dense product should compute it."""
+
 _MAX_K = 1 << 20  # the kernels list one chunk of rows' values at a time (at most 2^20)
 
 
@@ -186,6 +191,27 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     rows = math.prod(x.shape[:-1])
     y = torch.ops.snnfunc.spike_linear(x.reshape(rows, weight.shape[1]), weight, bias)
     return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def linear_steps(weight: Tensor, bias: Tensor | None = None):
+    """`run(x, out)`: `linear(x, weight, bias)` into `out` (`[M, N]`, contiguous) for plain 2-d
+    inputs `x` `[M, K]` (rows contiguous) of one weight, the same values as `linear`'s: the
+    backend's kernel with the weight prepared once (a recurrent layer's steps), else ATen's
+    product, as `snnfunc::spike_linear` chooses."""
+    make = STEPPERS.get(weight.device.type)
+    kernel = KERNELS.get(weight.device.type)
+    step = None
+    if (make is not None and kernel is not None and kernel[0](weight)
+            and weight.shape[1] <= _MAX_K and _plain(weight) and _plain(bias)):
+        step = make(weight, bias)
+
+    def run(x: Tensor, out: Tensor) -> None:
+        if step is None or x.dtype != weight.dtype or not step(x, out):
+            if bias is None:
+                torch.mm(x, weight.t(), out=out)
+            else:
+                torch.addmm(bias, x, weight.t(), out=out)
+    return run
 
 
 def _takes(x, weight, bias) -> bool:

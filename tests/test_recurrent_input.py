@@ -242,7 +242,7 @@ def test_compiled_one_node_equal_to_the_loop():
         code = gm.print_readable(print_output=False)
         graphs.append(code.count("torch.ops.snnfunc.rnn_forward.default("))
         calls = [line for line in code.splitlines() if "rnn_forward.default(" in line]
-        assert all(f", {steps.CHUNK});" in line for line in calls), calls  # chunk, named
+        assert all(f", {steps.CHUNK}, False);" in line for line in calls), calls  # chunk
         return torch._inductor.compile(gm, example_inputs)
 
     f = torch.compile(lambda x, w_in: rnn(x, weight=w, bias=b, input_weight=w_in,
@@ -401,3 +401,70 @@ def test_the_module_refuses_a_sequence_in_single_step_mode_and_loads_old_pickles
     fresh = Recurrent(N, tau=2.0)
     fresh.load_state_dict(old.state_dict())
     assert torch.equal(again(x), fresh(x))
+
+
+@pytest.mark.parametrize("case", ["sparse", "dense spikes", "[T, M]", "given state",
+                                  "detach_recurrent", "nn.Linear weight"])
+def test_sparse_recurrent_is_the_loop_over_the_sparse_product(case, monkeypatch):
+    """`sparse_recurrent=True`: $W S_{t-1} + b$ as `snnfunc.sparse.linear` computes it, the
+    operator (the backend's kernel with the weight prepared once; ATen's product where the
+    spikes are dense) bit for bit the loop over that product, gradients to rounding."""
+    stepper = sparse.STEPPERS["cpu"]
+    ran = []
+
+    def counting(weight, bias):
+        run = stepper(weight, bias)
+        return lambda x, out: ran.append(run(x, out)) or ran[-1]
+    monkeypatch.setitem(sparse.STEPPERS, "cpu", counting)
+    torch.manual_seed(13)
+    shape = (T, M) if case == "[T, M]" else (T, B, M)
+    x = (torch.rand(shape) < 0.4).double().requires_grad_()
+    w_in = (2.0 * torch.randn(N, M, dtype=torch.float64)).requires_grad_()
+    w = ((3.0 if case == "dense spikes" else 0.6) * torch.randn(N, N, dtype=torch.float64))
+    w = w.requires_grad_()
+    b = (0.1 * torch.randn(N, dtype=torch.float64)).requires_grad_()
+    weight = dict(weight=w, bias=b)
+    if case == "nn.Linear weight":
+        weight = dict(weight=_module_linear(w, b))
+    state = None
+    if case == "given state":
+        state = RecurrentState(torch.rand(shape[1:-1] + (N,), dtype=torch.float64),
+                               (torch.rand(shape[1:-1] + (N,)) < 0.5).double())
+    kw = dict(tau=2.0, surrogate=S.ATan(), detach_recurrent=case == "detach_recurrent")
+    got = rnn(x, state, input_weight=w_in, sparse_recurrent=True, impl="op", **weight, **kw)
+    want = rnn(x, state, input_weight=w_in, sparse_recurrent=True, impl="loop", **weight, **kw)
+    assert torch.equal(got.spikes, want.spikes) and torch.equal(got.state.neuron,
+                                                                want.state.neuron)
+    assert 0 < got.spikes.mean() < 0.95
+    if case == "dense spikes":
+        assert False in ran  # ATen's product, on the steps whose spikes are dense
+    elif case != "[T, M]":
+        assert True in ran  # the kernel (on the steps whose spikes are sparse enough)
+    wrt = [x, w_in, *(weight["weight"].parameters() if case == "nn.Linear weight" else (w, b))]
+    cot = torch.linspace(-1, 1, got.spikes.numel(), dtype=x.dtype).reshape(got.spikes.shape)
+    for a, c in zip(torch.autograd.grad((got.spikes * cot).sum(), wrt),
+                    torch.autograd.grad((want.spikes * cot).sum(), wrt)):
+        assert c.abs().sum() > 0 or case == "detach_recurrent"
+        torch.testing.assert_close(a, c)
+    dense = rnn(x, state, input_weight=w_in, impl="loop", **weight, **kw)
+    assert (dense.spikes != got.spikes).double().mean() < 0.05  # F.linear's, to rounding
+
+
+def test_sparse_recurrent_per_sample_gradients_compiled_and_refused():
+    x, w_in, w, b = (t.detach() for t in _data(seed=14))
+    kw = dict(tau=2.0, surrogate=S.ATan(), sparse_recurrent=True)
+
+    def loss(x, w):
+        return _loss(rnn(x, weight=w, bias=b, input_weight=w_in, **kw))
+
+    per_sample = vmap(grad(loss, argnums=1), in_dims=(1, None))(x[:, :, None], w)
+    for i in range(B):
+        torch.testing.assert_close(per_sample[i], grad(loss, argnums=1)(x[:, i:i + 1], w))
+    with pytest.raises(TypeError, match="sparse_recurrent=True goes with a weight tensor"):
+        rnn(x, weight=lambda s: s, input_weight=w_in, sparse_recurrent=True)
+    with pytest.raises(TypeError, match="sparse_recurrent must be True or False"):
+        rnn(x, weight=w, input_weight=w_in, sparse_recurrent=None)
+    layer = Recurrent(N, in_features=M, sparse_recurrent=True, tau=2.0).double()
+    assert "sparse_recurrent=True" in repr(layer)
+    with pytest.raises(TypeError, match="sparse_recurrent must be True or False"):
+        Recurrent(N, sparse_recurrent="yes")

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from snnfunc.functional import lif
+from snnfunc import sparse
 from snnfunc.recurrent import operator, steps
 
 __all__ = ["RecurrentOutput", "RecurrentState", "rnn"]
@@ -156,7 +157,8 @@ def _loop(x_seq, state_type, parts, s0, rec, neuron, detach, neuron_kwargs):
 
 
 def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Tensor | None = None,
-        input_weight: Tensor | None = None, sparse_input: bool = False, neuron: Callable = lif,
+        input_weight: Tensor | None = None, sparse_input: bool = False,
+        sparse_recurrent: bool = False, neuron: Callable = lif,
         detach_recurrent: bool = False, batch_first: bool = False, impl: str = "auto",
         **neuron_kwargs) -> RecurrentOutput:
     r"""A recurrent spiking layer over a time-major sequence.
@@ -191,6 +193,10 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         $W_{in}$'s columns where the input is not 0, `snnfunc.sparse.linear` (as
         `snnfunc.nn.SpikeLinear` computes them: results to rounding those of
         `torch.nn.functional.linear`). Needs `input_weight`.
+      sparse_recurrent: the recurrent product $W S_{t-1} + b$ as `snnfunc.sparse.linear`
+        computes it (adding $W$'s columns where the spikes are not 0; its gradients as
+        `SpikeLinear`'s), instead of `F.linear`'s: a weight tensor's, run by the operator
+        with the weight prepared once for all steps. Results to rounding those of `F.linear`.
       neuron: the neuron function: `snnfunc.lif` (default), `if_`, `plif`, `rif`, or any
         function `neuron(x_seq, state, **kwargs) -> (spikes, state)` whose state is a tensor
         or a NamedTuple of tensors of one step's shape (`None` meaning rest).
@@ -218,9 +224,15 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
             raise ValueError(f"x_seq must be [B, T, N] with batch_first=True, got "
                              f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
         out = rnn(x_seq.transpose(0, 1), state, weight=weight, bias=bias,
-                  input_weight=input_weight, sparse_input=sparse_input, neuron=neuron,
+                  input_weight=input_weight, sparse_input=sparse_input,
+                  sparse_recurrent=sparse_recurrent, neuron=neuron,
                   detach_recurrent=detach_recurrent, impl=impl, **neuron_kwargs)
         return RecurrentOutput(out.spikes.transpose(0, 1), out.state)
+    if not isinstance(sparse_recurrent, bool):
+        raise TypeError(f"sparse_recurrent must be True or False, got {sparse_recurrent!r}")
+    if sparse_recurrent and not isinstance(weight, (Tensor, nn.Linear)):
+        raise TypeError("sparse_recurrent=True goes with a weight tensor or a torch.nn.Linear "
+                        "(the product it makes sparse)")
     args = (neuron, impl, detach_recurrent, neuron_kwargs, input_weight, sparse_input)
     n = _check(x_seq, weight, bias, *args)
     if isinstance(weight, nn.Linear):
@@ -241,7 +253,8 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
             prepared, reason = operator.prepare(neuron, like, neuron_kwargs)
         if prepared is not None:
             spikes, states = operator.run(prepared, x_seq, parts, s0, weight, bias,
-                                          detach_recurrent, input_weight, sparse_input)
+                                          detach_recurrent, input_weight, sparse_input,
+                                          sparse_recurrent)
             u = _pack(state_type, [p[-1] for p in states])
             return RecurrentOutput(spikes, RecurrentState(u, spikes[-1].clone()))
         if impl == "op":
@@ -252,7 +265,8 @@ def rnn(x_seq: Tensor, state: RecurrentState | None = None, *, weight, bias: Ten
         x_seq = steps.input_current(x_seq, input_weight, sparse_input)
     if isinstance(weight, Tensor):
         w, b = weight, bias
-        rec = lambda s: torch.nn.functional.linear(s, w, b)  # noqa: E731
+        product = sparse.linear if sparse_recurrent else torch.nn.functional.linear
+        rec = lambda s: product(s, w, b)  # noqa: E731
         s_first = s0
     else:
         rec, s_first = weight, s0

@@ -41,6 +41,8 @@ class Recurrent(StatefulNode):
         `input_weight`; `None` (default): the input is $X$, `[..., features]`.
       sparse_input: with `in_features`, the input is mostly 0 (spikes): its product as
         `snnfunc.nn.SpikeLinear` computes it (`rnn`'s `sparse_input`).
+      sparse_recurrent: the recurrent product over the spikes as `SpikeLinear` computes it
+        (`rnn`'s `sparse_recurrent`).
       bias: learn a bias $b$ of the recurrent map.
       detach_recurrent: detach the spikes fed back from the graph.
       step_mode: `"m"` (default): `forward` takes `[T, B, N]`; `"s"`: one step `[B, N]`.
@@ -51,7 +53,8 @@ class Recurrent(StatefulNode):
     """
 
     def __init__(self, features: int, neuron: Callable = lif, *, in_features: int | None = None,
-                 sparse_input: bool = False, bias: bool = True, detach_recurrent: bool = False,
+                 sparse_input: bool = False, sparse_recurrent: bool = False, bias: bool = True,
+                 detach_recurrent: bool = False,
                  step_mode: str = "m", batch_first: bool = False, **neuron_kwargs):
         super().__init__()
         for name, value in (("features", features), ("in_features", in_features)):
@@ -61,6 +64,8 @@ class Recurrent(StatefulNode):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(sparse_input, bool):
             raise TypeError(f"sparse_input must be True or False, got {sparse_input!r}")
+        if not isinstance(sparse_recurrent, bool):
+            raise TypeError(f"sparse_recurrent must be True or False, got {sparse_recurrent!r}")
         if sparse_input and in_features is None:
             raise TypeError("sparse_input=True goes with in_features (the input product it "
                             "makes sparse); without it, put a snnfunc.nn.SpikeLinear before "
@@ -77,6 +82,7 @@ class Recurrent(StatefulNode):
                 raise TypeError(f"{name}= is not a neuron option of Recurrent")
         self.features, self.neuron = features, neuron
         self.in_features, self.sparse_input = in_features, sparse_input
+        self.sparse_recurrent = sparse_recurrent
         self.detach_recurrent = detach_recurrent
         self.weight = nn.Parameter(torch.empty(features, features))
         self.input_weight = (None if in_features is None else
@@ -106,6 +112,7 @@ class Recurrent(StatefulNode):
         kwargs = dict(self.neuron_kwargs, **{name: getattr(self, name) for name in self._params})
         out = rnn(x_seq, state, weight=self.weight, bias=self.bias,
                   input_weight=self.input_weight, sparse_input=self.sparse_input,
+                  sparse_recurrent=self.sparse_recurrent,
                   neuron=self.neuron, detach_recurrent=self.detach_recurrent, **kwargs)
         return (out.spikes if sequence else out.spikes[0]), out.state, None
 
@@ -113,6 +120,7 @@ class Recurrent(StatefulNode):
         super().__setstate__(state)
         self.__dict__.setdefault("in_features", None)
         self.__dict__.setdefault("sparse_input", False)
+        self.__dict__.setdefault("sparse_recurrent", False)
         if "input_weight" not in self._parameters:
             self.__dict__.setdefault("input_weight", None)
 
@@ -126,5 +134,7 @@ class Recurrent(StatefulNode):
         name = getattr(self.neuron, "__name__", repr(self.neuron))
         inputs = ("" if self.in_features is None else
                   f", in_features={self.in_features}, sparse_input={self.sparse_input}")
+        if self.sparse_recurrent:
+            inputs += ", sparse_recurrent=True"
         return (f"{self.features}, neuron={name}{inputs}, bias={self.bias is not None}, "
                 f"detach_recurrent={self.detach_recurrent}, step_mode={self.step_mode!r}{options}")

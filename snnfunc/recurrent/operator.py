@@ -82,8 +82,8 @@ def prepare(neuron, x_seq, neuron_kwargs):
 def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight: Tensor,
                 bias: Optional[Tensor], params: list[Tensor], th: Tensor, scalars: Tensor,
                 neuron: str, options: str, hard: bool, input_weight: Optional[Tensor] = None,
-                sparse_input: bool = False, chunk: int = steps.CHUNK
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+                sparse_input: bool = False, chunk: int = steps.CHUNK,
+                sparse_recurrent: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the kept states (one
     `[checkpoints(T, chunk), ...]` per state variable: after every `chunk`-th step and the
     last; the layer passes `steps.CHUNK`, so that a compiled graph names it). With
@@ -94,7 +94,8 @@ def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight
     _check_chunk(chunk)
     with torch.autocast(x_seq.device.type, enabled=False):  # the inputs' dtypes, as the fake's
         return tuple(steps.forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron,
-                                   options, hard, input_weight, sparse_input, chunk))
+                                   options, hard, input_weight, sparse_input, chunk,
+                                   sparse_recurrent))
 
 
 def _check_chunk(chunk):
@@ -138,7 +139,7 @@ def _check_step_shapes(x_seq, state, s0, weight, bias):
 
 @rnn_forward.register_fake
 def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-      input_weight=None, sparse_input=False, chunk=steps.CHUNK):
+      input_weight=None, sparse_input=False, chunk=steps.CHUNK, sparse_recurrent=False):
     _check_weights(x_seq, weight, input_weight)
     _check_step_shapes(x_seq, state, s0, weight, bias)
     _check_chunk(chunk)
@@ -238,9 +239,9 @@ def _per_member(op, info, in_dims, args):
 
 @rnn_forward.register_vmap
 def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-      input_weight=None, sparse_input=False, chunk=steps.CHUNK):
+      input_weight=None, sparse_input=False, chunk=steps.CHUNK, sparse_recurrent=False):
     args = (x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-            input_weight, sparse_input, chunk)
+            input_weight, sparse_input, chunk, sparse_recurrent)
     in_dims = (*in_dims, *[None] * (len(args) - len(in_dims)))  # (defaults left out)
     if any(in_dims[k] is not None for k in (3, 4, 7, 11)):  # weights, bias, scalars
         out = _per_member(rnn_forward, info, in_dims, args)
@@ -253,7 +254,8 @@ def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron
     params = [_step(p, d, shape) for p, d in zip(params, _dims(in_dims[5], len(params)))]
     th = _step(th, in_dims[6], shape)
     spikes, I, states = rnn_forward(x, state, s0, weight, bias, params, th, scalars, neuron,
-                                    options, hard, input_weight, sparse_input, chunk)
+                                    options, hard, input_weight, sparse_input, chunk,
+                                    sparse_recurrent)
     return (spikes, I, states), (1, 1, [1] * len(states))
 
 
@@ -302,6 +304,7 @@ class Layout:
     has_input: bool = False  # an input weight: x_seq is the input, X its product
     sparse_input: bool = False
     chunk: int = steps.CHUNK  # steps between kept states (in the graph: see rnn_forward)
+    sparse_recurrent: bool = False  # S_{t-1} W^T as snnfunc.sparse.linear computes it
 
 
 def _reduced(grad, like):
@@ -334,7 +337,7 @@ class RNN(torch.autograd.Function):
         r = layout.record
         spikes, I, states = rnn_forward(x_seq, state, s0, weight, bias, params, th, scalars,
                                         r.neuron, r.options, r.hard, w_in, layout.sparse_input,
-                                        layout.chunk)
+                                        layout.chunk, layout.sparse_recurrent)
         memory.register_spikes(spikes)  # saved as bits under packed_spikes(), as fc(spikes) is
         return (spikes, I, *states)
 
@@ -451,12 +454,13 @@ class RNNBackward(torch.autograd.Function):
 
 
 def run(prepared: Prepared, x_seq, state, s0, weight, bias, detach_recurrent,
-        input_weight=None, sparse_input=False):
+        input_weight=None, sparse_input=False, sparse_recurrent=False):
     """Spikes `[T, ...]` and the neuron's kept states (one `[checkpoints(T), ...]` per part,
     the final state last). With `input_weight`, `x_seq` is the input `[T, ..., M]`."""
     layout = Layout(prepared.record, detach_recurrent, len(state), s0 is not None,
                     bias is not None, input_weight is not None,
-                    input_weight is not None and sparse_input)
+                    input_weight is not None and sparse_input,
+                    sparse_recurrent=sparse_recurrent)
     step = (*x_seq.shape[1:-1], weight.shape[0])
     if s0 is not None:
         s0 = s0.expand(step) if s0.shape != step else s0

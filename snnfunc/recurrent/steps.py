@@ -40,15 +40,23 @@ def _kept_at(t, T, chunk):
     return t // chunk + 1 if (t + 1) % chunk == 0 or t == T - 1 else None
 
 
-def _step_input(x_t, s, weight, bias, buf, out):
+def _step_input(x_t, s, weight, bias, buf, out, sparse_recurrent=False, rec=None):
     """$X_t + W S_{t-1} + b$ into `out`, with the operations of `x + F.linear(s, W, b)`
-    (mm or addmm into `buf`, then the add); `s` None gives $X_t + b$."""
+    (mm or addmm into `buf`, then the add), or with `sparse_recurrent` those of
+    `x + snnfunc.sparse.linear(s, W, b)` (`rec`: its steps' function, into `buf`); `s` None
+    gives $X_t + b$."""
     if s is None:
         if bias is None:
             if out.data_ptr() != x_t.data_ptr():  # (I_t over X_t: there already)
                 out.copy_(x_t)
         else:
             torch.add(x_t, bias, out=out)
+    elif sparse_recurrent:
+        if rec is not None and buf is not None and s.shape == buf.shape:
+            rec(s, buf)
+            torch.add(x_t, buf, out=out)
+        else:  # another step shape
+            torch.add(x_t, sparse.linear(s, weight, bias), out=out)
     elif buf is not None and s.shape == buf.shape:
         if bias is None:
             torch.mm(s, weight.t(), out=buf)
@@ -86,7 +94,7 @@ def input_current(x_seq, input_weight, sparse_input):
 
 
 def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-            input_weight=None, sparse_input=False, chunk=CHUNK):
+            input_weight=None, sparse_input=False, chunk=CHUNK, sparse_recurrent=False):
     """Spikes `[T, ...]`, the inputs $I$ `[T, ...]` and the kept states (`checkpoints(T)`
     of each state variable). With `input_weight`, `x_seq` is the input `[T, ..., M]` and
     $X$ = `input_current(x_seq, ...)`, which $I$ is computed over (one step at a time: $I_t$
@@ -104,6 +112,7 @@ def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options
     st = [k[0] for k in kept]
     pong = [[p.new_empty(step) for p in st] for _ in range(2)]
     buf = x_seq.new_empty(step) if x_seq.dim() == 3 else None
+    rec = sparse.linear_steps(weight, bias) if sparse_recurrent and buf is not None else None
     fresh = None  # the last step's spikes where they lie unlike a new tensor (ALIGN)
     xs, I1, S1 = x_seq.unbind(0), I.split(1), spikes.split(1)
     run = None
@@ -113,7 +122,7 @@ def forward(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options
         if t and s.data_ptr() % align:
             fresh = s.clone() if fresh is None else fresh.copy_(s)
             s = fresh
-        _step_input(xs[t], s, weight, bias, buf, I[t])
+        _step_input(xs[t], s, weight, bias, buf, I[t], sparse_recurrent, rec)
         if run is None:
             run = _forward_runner(I1[0], st, params, th, scalars, neuron, options, hard)
         j = _kept_at(t, T, chunk)

@@ -15,3 +15,4 @@ backends.register("cpu", backends.Backend(
     runners=lambda: (host.forward_runner, host.backward_runner)))
 memory.POOL_KERNELS["cpu"] = (pool.runs, pool.forward, pool.backward)
 sparse.KERNELS["cpu"] = (spike_linear.runs, spike_linear.forward, spike_linear.weight_grad)
+sparse.STEPPERS["cpu"] = spike_linear.stepper

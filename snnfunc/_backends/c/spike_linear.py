@@ -274,6 +274,24 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     return None if code else out
 
 
+def stepper(weight: torch.Tensor, bias: torch.Tensor | None):
+    """`run(x, out) -> bool`: `forward(x, weight, bias)` into `out` `[M, N]` (contiguous) for
+    many `x` of one weight, transposed once here; False where ATen's dense product should
+    compute it (nothing written then)."""
+    wt = weight.t().contiguous()
+    b = bias.contiguous() if bias is not None else None
+    N, K = weight.shape
+
+    def run(x: torch.Tensor, out: torch.Tensor) -> bool:
+        M = x.shape[0]
+        if M == 0 or K == 0 or N == 0:
+            return False
+        return not _run(x.dtype, [M, K, N, x.stride(0), x.data_ptr(), wt.data_ptr(),
+                                  b.data_ptr() if b is not None else 0, out.data_ptr(), 0, 0, 0],
+                        False)
+    return run
+
+
 def weight_grad(x: torch.Tensor, g: torch.Tensor):
     """`g.T @ x` [N, K] for `x` [M, K] and `g` [M, N] (rows contiguous, one dtype, `runs`);
     None where ATen's dense product should compute it."""
