@@ -262,16 +262,8 @@ def _run(dtype, fields, backward) -> int:
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     """`x @ weight.T + bias` for `x` [M, K] (rows contiguous), `weight` [N, K], `bias` [N] or
     None, all of one dtype (`runs`); None where ATen's dense product should compute it."""
-    M, K = x.shape
-    N = weight.shape[0]
-    out = x.new_empty((M, N))
-    if out.numel() == 0 or K == 0:
-        return None
-    wt = weight.t().contiguous()
-    b = bias.contiguous() if bias is not None else None
-    code = _run(x.dtype, [M, K, N, x.stride(0), x.data_ptr(), wt.data_ptr(),
-                          b.data_ptr() if b is not None else 0, out.data_ptr(), 0, 0, 0], False)
-    return None if code else out
+    out = x.new_empty((x.shape[0], weight.shape[0]))
+    return out if stepper(weight, bias)(x, out) else None
 
 
 def stepper(weight: torch.Tensor, bias: torch.Tensor | None):
