@@ -245,6 +245,11 @@ def test_compiled_network_one_graph_whatever_T():
         sizes[len(sizes)] = sum(n.op == "call_function" for n in gm.graph.nodes)
         code = gm.print_readable(print_output=False)
         assert code.count("torch.ops.snnfunc.rnn_forward.default(") == 1, code
+        op = torch.ops.snnfunc.rnn_forward.default
+        (node,) = [n for m in gm.modules() if isinstance(m, torch.fx.GraphModule)
+                   for n in m.graph.nodes if n.target is op]  # (in the Function's body)
+        # every argument in the graph, the chunk too (see the next test)
+        assert len(node.args) + len(node.kwargs) == len(op._schema.arguments), node
         return torch._inductor.compile(gm, example_inputs)
 
     compiled = torch.compile(net, backend=backend, fullgraph=True, dynamic=True)
@@ -261,6 +266,16 @@ def test_compiled_network_one_graph_whatever_T():
             torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
         first = first or len(sizes)
         assert len(sizes) == first and len(set(sizes.values())) == 1, sizes  # no recompile
+
+
+def test_the_recurrent_operators_name_every_argument_in_a_graph():
+    # Inductor's cache keys a compiled graph by its text, not by the operators' fake kernels:
+    # an argument left at a default is not in the text, so a graph compiled when the chunk
+    # was 32 (before it was an argument) was taken for one whose chunk is 16, and its output
+    # shapes failed at run time. With no default, every argument is in the text.
+    for op in (torch.ops.snnfunc.rnn_forward, torch.ops.snnfunc.rnn_backward):
+        schema = op.default._schema
+        assert not [a.name for a in schema.arguments if a.has_default_value()], schema
 
 
 # --------------------------------------------------------------------------- the fast path

@@ -216,19 +216,20 @@ def test_bad_input_weights_are_named():
         args = ([torch.zeros(B, N, dtype=x.dtype)], None, w, None, prepared.params,
                 prepared.th, prepared.scalars, prepared.record.neuron, prepared.record.options,
                 prepared.record.hard)
+        rest = (False, steps.CHUNK, False)  # sparse_input, chunk, sparse_recurrent
         with pytest.raises(ValueError, match=r"rnn_forward: input_weight must be \[N, M\]"):
-            R.rnn_forward(x, *args, w_in[:, :2])
+            R.rnn_forward(x, *args, w_in[:, :2], *rest)
         with pytest.raises(ValueError, match=r"rnn_forward: x_seq must be \[T, \.\.\., 5\]"):
-            R.rnn_forward(x, *args)
+            R.rnn_forward(x, *args, None, *rest)
         with pytest.raises(ValueError, match="rnn_forward: input_weight must have x_seq's"):
-            R.rnn_forward(x, *args, w_in.float())
+            R.rnn_forward(x, *args, w_in.float(), *rest)
         wide = [torch.zeros(B, M, dtype=x.dtype)]  # a state of the input's width, not N's
         with pytest.raises(ValueError, match=r"rnn_forward: state\[0\] must have one step's"):
-            R.rnn_forward(x, wide, *args[1:], w_in)
+            R.rnn_forward(x, wide, *args[1:], w_in, *rest)
         with pytest.raises(ValueError, match="rnn_forward: s0 must have one step's shape"):
-            R.rnn_forward(x, args[0], wide[0], *args[2:], w_in)
+            R.rnn_forward(x, args[0], wide[0], *args[2:], w_in, *rest)
         with pytest.raises(ValueError, match=r"rnn_forward: bias must be \[5\]"):
-            R.rnn_forward(x, *args[:3], torch.zeros(M, dtype=x.dtype), *args[4:], w_in)
+            R.rnn_forward(x, *args[:3], torch.zeros(M, dtype=x.dtype), *args[4:], w_in, *rest)
 
 
 @pytest.mark.compile

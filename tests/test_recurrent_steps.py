@@ -204,7 +204,7 @@ def test_the_weights_gradient_over_chunks_per_sample_and_per_member(scale, monke
         R.rnn_backward(x[0], [torch.zeros(B, N, dtype=torch.float64)] * 2,
                        [x[0, :4]] * 2, w, [], torch.ones((), dtype=torch.float64),
                        torch.zeros(2, dtype=torch.float64), x[0], [None, None], "snnfunc:alif",
-                       "", True, "", False, False, [False], True, 2)
+                       "", True, "", False, False, [False], True, 2, steps.CHUNK)
 
 
 def test_the_backward_writes_g_I_over_I_only_where_nothing_reads_I_again(monkeypatch):
@@ -269,7 +269,7 @@ def test_the_chunk_is_an_argument_of_the_operators():
     runs = {}
     for chunk in (steps.CHUNK, 5, 1, LONG + 3):
         spikes, I, kept = R.rnn_forward(x, zeros, None, w, None, *common, r.neuron, r.options,
-                                        r.hard, None, False, chunk)
+                                        r.hard, None, False, chunk, False)
         assert [k.shape[0] for k in kept] == [steps.checkpoints(LONG, chunk)] * 2
         grads = R.rnn_backward(I, zeros, kept, w, *common, g, [None, None], r.neuron,
                                r.options, r.hard, r.surrogate, r.detach, False, need, True, 1,
@@ -283,7 +283,7 @@ def test_the_chunk_is_an_argument_of_the_operators():
             torch.testing.assert_close(a, c)
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         R.rnn_forward(x, zeros, None, w, None, *common, r.neuron, r.options, r.hard, None,
-                      False, 0)
+                      False, 0, False)
     with pytest.raises(ValueError, match="rnn_backward: states must hold"):
         R.rnn_backward(I, zeros, kept, w, *common, g, [None, None], r.neuron, r.options,
                        r.hard, r.surrogate, r.detach, False, need, True, 1, 5)

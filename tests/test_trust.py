@@ -110,16 +110,17 @@ def test_a_crafted_name_reaches_nothing_through_the_recurrent_ops(trap, name):
     sc = torch.tensor([0.0, 4.0], dtype=torch.float64)
     with pytest.raises(ValueError, match="no neuron definition named"):
         torch.ops.snnfunc.rnn_forward(x, st, None, w, None, [one], one, sc[:1], name,
-                                      "decay_input=1", True)
+                                      "decay_input=1", True, None, False, 16, False)
     good = surrogates.surrogate_token(S.Sigmoid())
     with pytest.raises(ValueError, match="no neuron definition named"):
         torch.ops.snnfunc.rnn_backward(x, st, [x[:2]], w, [one], one, sc, x, [None], name,
-                                       "decay_input=1", True, good, False, False, [False] * 2)
+                                       "decay_input=1", True, good, False, False, [False] * 2,
+                                       False, 1, 16)
     for token in _surrogate_tokens(trap):
         with pytest.raises(ValueError, match="surrogate"):
             torch.ops.snnfunc.rnn_backward(x, st, [x[:2]], w, [one], one, sc, x, [None],
                                            "snnfunc:lif", "decay_input=1", True, token, False,
-                                           False, [False] * 2)
+                                           False, [False] * 2, False, 1, 16)
 
 
 _CUDA_OPS_SCRIPT = """

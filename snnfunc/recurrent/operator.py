@@ -7,7 +7,8 @@ the kernels through the backend table, like a neuron call: on every device with 
 - `snnfunc::rnn_forward`, per step: $I_t = X_t + S_{t-1} W^\top + b$ (the operations of
   `x + F.linear(s, W, b)`, so the same values bit for bit), then the neuron's forward kernel
   on that one step. With an input weight it takes the input $x$ and makes $X = x W_{in}^\top$
-  itself (`steps.input_current`), then computes $I$ in its place. It returns the spikes, the inputs $I$ and the neuron's states after every
+  itself (`steps.input_current`), then computes $I$ in its place. It returns the spikes,
+  the inputs $I$ and the neuron's states after every
   `steps.CHUNK`-th step and after the last (the final state last).
 - `snnfunc::rnn_backward`, per chunk of steps in reverse: the chunk's states again from the
   state kept before it (one forward kernel call), then per step in reverse the spikes'
@@ -81,12 +82,14 @@ def prepare(neuron, x_seq, neuron_kwargs):
 @torch.library.custom_op("snnfunc::rnn_forward", mutates_args=())
 def rnn_forward(x_seq: Tensor, state: list[Tensor], s0: Optional[Tensor], weight: Tensor,
                 bias: Optional[Tensor], params: list[Tensor], th: Tensor, scalars: Tensor,
-                neuron: str, options: str, hard: bool, input_weight: Optional[Tensor] = None,
-                sparse_input: bool = False, chunk: int = steps.CHUNK,
-                sparse_recurrent: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+                neuron: str, options: str, hard: bool, input_weight: Optional[Tensor],
+                sparse_input: bool, chunk: int,
+                sparse_recurrent: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Spikes `[T, ...]`, the inputs $I$ (saved for the backward) and the kept states (one
     `[checkpoints(T, chunk), ...]` per state variable: after every `chunk`-th step and the
-    last; the layer passes `steps.CHUNK`, so that a compiled graph names it). With
+    last; the layer passes `steps.CHUNK`). No argument has a default: a compiled graph names
+    every one, so that Inductor's cache, whose key is the graph's text and not this operator's
+    fake kernel, never takes a graph compiled by another version for this one. With
     `input_weight` `[N, M]`, `x_seq` is the input `[T, ..., M]` and $X$ its product
     (`steps.input_current`), computed here: $I$ takes its place."""
     _check_weights(x_seq, weight, input_weight)
@@ -139,7 +142,7 @@ def _check_step_shapes(x_seq, state, s0, weight, bias):
 
 @rnn_forward.register_fake
 def _(x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-      input_weight=None, sparse_input=False, chunk=steps.CHUNK, sparse_recurrent=False):
+      input_weight, sparse_input, chunk, sparse_recurrent):
     _check_weights(x_seq, weight, input_weight)
     _check_step_shapes(x_seq, state, s0, weight, bias)
     _check_chunk(chunk)
@@ -154,9 +157,9 @@ def rnn_backward(I: Tensor, state: list[Tensor], states: list[Tensor], weight: T
                  params: list[Tensor], th: Tensor, scalars: Tensor, g_spikes: Tensor,
                  g_states: list[Optional[Tensor]], neuron: str, options: str, hard: bool,
                  surrogate: str, detach_reset: bool, detach_recurrent: bool,
-                 need: list[bool], want_w: bool = False, groups: int = 1,
-                 chunk: int = steps.CHUNK) -> list[Tensor]:
-    """`[g_I, *g_state0, *g_params, g_th, g_w]`: see `steps.backward`; `chunk` the forward's."""
+                 need: list[bool], want_w: bool, groups: int, chunk: int) -> list[Tensor]:
+    """`[g_I, *g_state0, *g_params, g_th, g_w]`: see `steps.backward`; `chunk` the forward's
+    (no default either: see `rnn_forward`)."""
     _check_groups(I, groups)
     _check_kept(I, states, chunk)
     with torch.autocast(I.device.type, enabled=False):
@@ -183,8 +186,7 @@ def _check_kept(I, states, chunk):
 
 @rnn_backward.register_fake
 def _(I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options, hard,
-      surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1,
-      chunk=steps.CHUNK):
+      surrogate, detach_reset, detach_recurrent, need, want_w, groups, chunk):
     _check_groups(I, groups)
     _check_kept(I, states, chunk)
     c = state[0].dtype  # the compute dtype the kernels sum gradients in
@@ -239,10 +241,9 @@ def _per_member(op, info, in_dims, args):
 
 @rnn_forward.register_vmap
 def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
-      input_weight=None, sparse_input=False, chunk=steps.CHUNK, sparse_recurrent=False):
+      input_weight, sparse_input, chunk, sparse_recurrent):
     args = (x_seq, state, s0, weight, bias, params, th, scalars, neuron, options, hard,
             input_weight, sparse_input, chunk, sparse_recurrent)
-    in_dims = (*in_dims, *[None] * (len(args) - len(in_dims)))  # (defaults left out)
     if any(in_dims[k] is not None for k in (3, 4, 7, 11)):  # weights, bias, scalars
         out = _per_member(rnn_forward, info, in_dims, args)
         return tuple(out), (0, 0, [0] * len(state))
@@ -261,11 +262,9 @@ def _(info, in_dims, x_seq, state, s0, weight, bias, params, th, scalars, neuron
 
 @rnn_backward.register_vmap
 def _(info, in_dims, I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron,
-      options, hard, surrogate, detach_reset, detach_recurrent, need, want_w=False, groups=1,
-      chunk=steps.CHUNK):
+      options, hard, surrogate, detach_reset, detach_recurrent, need, want_w, groups, chunk):
     args = (I, state, states, weight, params, th, scalars, g_spikes, g_states, neuron, options,
             hard, surrogate, detach_reset, detach_recurrent, need, want_w, groups, chunk)
-    in_dims = (*in_dims, *[None] * (len(args) - len(in_dims)))  # (defaults left out)
     n = len(state)
     if in_dims[3] is not None or in_dims[6] is not None:
         out = _per_member(rnn_backward, info, in_dims, args)
