@@ -128,6 +128,64 @@ def test_a_stepper_refuses_tensors_unlike_its_calls():
         step(x, [torch.zeros(B, 1).expand(B, N)], s, out)
 
 
+def test_the_loops_check_a_step_a_chunk_and_run_the_others_unchecked(monkeypatch):
+    backend = backends.BACKENDS["cpu"]
+    made_steppers, made_runners = backend._steppers, backend._runners
+    calls = {"checked": 0, "unchecked": 0}
+
+    def counting(make, kind):
+        def wrap(c):
+            f = make(c)
+
+            def counted(*args):
+                calls[kind] += 1
+                return f(*args)
+            return counted
+        return wrap
+    monkeypatch.setattr(backend, "_steppers", lambda: tuple(
+        counting(m, "checked") for m in made_steppers()))
+    monkeypatch.setattr(backend, "_runners", lambda: tuple(
+        counting(m, "unchecked") for m in made_runners()))
+    check(*run_both("alif", LONG))
+    C = steps.checkpoints(LONG)
+    # forward: the first step and each step that writes a kept state (C - 1); backward: the
+    # first step of each chunk (C - 1) and the first step of each of its two runners (the
+    # last step's, whose state cotangents may be absent, and the others')
+    assert calls["checked"] == 1 + (C - 1) + (C - 1) + 2, calls
+    assert calls["unchecked"] == 2 * LONG - calls["checked"], calls
+
+
+def test_steps_of_many_neurons_run_on_torchs_threads_with_the_same_bits(monkeypatch):
+    from snnfunc._backends.c import host
+
+    rows = -(-host.PARALLEL_FROM // 64)  # one step of PARALLEL_FROM values at least
+    torch.manual_seed(0)
+    x = (4.0 * torch.rand(5, rows, 64)).requires_grad_()
+    w = (0.1 * torch.randn(64, 64)).requires_grad_()
+    chosen = []
+    threads_for = host.threads_for
+    monkeypatch.setattr(host, "threads_for", lambda *a: chosen.append(threads_for(*a))
+                        or chosen[-1])
+    runs = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for least in (host.PARALLEL_FROM, 10 ** 12):  # torch's threads, then one
+            monkeypatch.setattr(host, "PARALLEL_FROM", least)
+            out = rnn(x, weight=w, tau=2.0, surrogate=S.ATan(), impl="op")
+            g = torch.autograd.grad(out.spikes.sum() + out.state.neuron.sum(), (x, w))
+            runs.append((out.spikes, out.state.neuron, *g))
+            if least != 10 ** 12:
+                assert set(chosen) == {2}, chosen  # every step's kernels on both threads
+                chosen.clear()
+    finally:
+        torch.set_num_threads(before)
+    assert set(chosen) == {1}, chosen
+    assert 0 < runs[0][0].mean() < 1
+    for a, c in zip(runs[0], runs[1]):
+        assert torch.equal(a, c)
+
+
 def test_packed_spikes_packs_the_spikes_after_the_layer_and_keeps_its_gradients():
     """Under packed_spikes() the spikes a Linear after the layer saves are bits (the layer
     itself saves none), its state holds no view of them, and the gradients are the same bit

@@ -15,6 +15,13 @@ from snnfunc._kernel.call import DTYPES, shared
 from snnfunc._kernel.surrogates import derivative_rule_for
 
 KERNELS_IN_MEMORY = 1024  # built kernels a process keeps at hand (least recently used go)
+PARALLEL_FROM = 16384  # values (T * N) from which a call runs on torch's threads, else on one
+
+
+def threads_for(values: int, least: int | None = None) -> int:
+    """The threads a kernel call over `values` neuron-steps runs on: torch's from `least`
+    (default `PARALLEL_FROM`) on, else one (the kernel gives each thread a block at least)."""
+    return torch.get_num_threads() if values >= (least or PARALLEL_FROM) else 1
 
 
 def _stride(t):
@@ -56,8 +63,10 @@ def _fields(k, m):
     return _layout(k, m)[1]
 
 
-def _run(lib, job, backward: bool):
-    rc = lib.snn_run(job.buffer_info()[0], int(backward), torch.get_num_threads())
+def _run(lib, job, backward: bool, threads: int | None = None):
+    if threads is None:
+        threads = threads_for(job[0] * job[1])
+    rc = lib.snn_run(job.buffer_info()[0], int(backward), threads)
     if rc:
         raise MemoryError("the generated neuron kernel could not allocate its buffer")
 

@@ -1,11 +1,11 @@
 /*! snnfunc's C runtime: The launch: blocks of neurons on OpenMP threads; the entry point `snn_run`.
     Pasted into every generated kernel source after this comment (see skeleton.py). */
 
+/* nthreads: the host's choice (host.threads_for: one below PARALLEL_FROM neuron-steps) */
 static int run(job_t *j, int backward, int nthreads) {
   /* forward: blocks of BLK neurons; backward: as many as fit the buffer of their kept values */
   int64_t per = (int64_t)sizeof(REAL) * (j->T > 0 ? j->T : 1) * NBUF;
   int64_t block = backward ? BUF_BYTES / per : BLK;
-  if (j->T * j->N < 32768) nthreads = 1;
   if (nthreads < 1) nthreads = 1;
   int64_t share = (j->N + nthreads - 1) / nthreads;  /* every thread a block at least */
   if (block > share) block = share;
