@@ -128,6 +128,48 @@ def test_threads_do_not_change_a_bit():
     torch.testing.assert_close(out[0][1], g.t() @ x)
 
 
+@needs_cc
+@pytest.mark.parametrize("M", [1, 3, 64, 130])
+@pytest.mark.parametrize("N", [20, 100, 300])
+def test_a_few_rows_split_by_columns_over_threads_give_the_same_bits(M, N):
+    # fewer chunks of rows than threads (a recurrent layer's step): the columns in parts
+    torch.manual_seed(M + N)
+    w, b = torch.randn(N, 70), torch.randn(N)
+    x = _spikes(M, 70)
+    x[::3] *= torch.randn(70)
+    run = kernels.stepper(w, b)
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out.append(torch.full((M, N), float("nan")))
+            assert run(x, out[-1])
+            assert torch.equal(out[-1], kernels.forward(x, w, b))  # the checked path's
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(y, out[0]) for y in out[1:])
+    torch.testing.assert_close(out[0], torch.addmm(b, x, w.t()))
+
+
+@needs_cc
+def test_a_stepper_checks_its_weight_once_and_refuses_one_with_an_infinity():
+    w = torch.randn(8, 70)
+    x = _spikes(4, 70)
+    w[2, 5] = float("inf")  # a dense product's 0 * inf is NaN: ATen's product computes it
+    run = kernels.stepper(w, None)
+    assert not run(x, torch.empty(4, 8))
+    w[2, 5] = 1.0  # the stepper holds its own copy, checked when it was made
+    assert not run(x, torch.empty(4, 8))
+    out = torch.empty(4, 8)
+    assert kernels.stepper(w, None)(x, out)
+    torch.testing.assert_close(out, x @ w.t())
+    steps = sparse.linear_steps(w.clone().index_fill_(1, torch.tensor([5]), float("nan")))
+    steps(x, out)  # ATen's product
+    assert torch.equal(out.isnan(), (x @ w.t().index_fill(0, torch.tensor([5]), float("nan"))
+                                     ).isnan())
+
+
 @pytest.mark.parametrize("shape", [(0, 70), (5, 0, 70), (70,)])
 def test_empty_and_one_dimensional_inputs(shape):
     ours, ref = _pair()

@@ -23,8 +23,10 @@ _SOURCE = r"""
 #include <omp.h>
 typedef SNN_T real;
 /* x [M, K] (row m at x + m * sx), wt [K, N] (the weight transposed), bias [N] or 0, out
-   [M, N]; g [M, N] (row m at g + m * sg), gwt [K, N] */
-typedef struct { int64_t M, K, N, sx, x, wt, bias, out, g, sg, gwt; } job_t;
+   [M, N]; g [M, N] (row m at g + m * sg), gwt [K, N]; flags: WEIGHT_FINITE where the caller
+   has checked that wt holds no infinity or NaN (a stepper, once for all its calls) */
+typedef struct { int64_t M, K, N, sx, x, wt, bias, out, g, sg, gwt, flags; } job_t;
+#define WEIGHT_FINITE 1
 #define SAMPLE 64       /* rows looked at before the work: */
 #define DENSE_PCT 20    /* more non-zeros than this (percent): ATen's dense product instead */
 
@@ -97,19 +99,27 @@ static int64_t list(const job_t *j, int64_t m0, int64_t m1, lists_t *l) {
 static int forward(const job_t *j, int threads) {
   const int64_t K = j->K, N = j->N, M = j->M;
   const real *wt = (const real *)(intptr_t)j->wt, *bias = (const real *)(intptr_t)j->bias;
-  if (dense(j) || !finite(wt, K, N, N, threads)) return 1;
-  const int64_t chunks = (M + ROWS - 1) / ROWS;
+  if (dense(j) || (!(j->flags & WEIGHT_FINITE) && !finite(wt, K, N, N, threads))) return 1;
+  const int64_t chunks = (M + ROWS - 1) / ROWS, blocks = (N + NB - 1) / NB;
+  /* fewer chunks than threads (a recurrent layer's step of a few rows): each chunk's blocks
+     of columns in parts, a part a work item (each lists its chunk's rows) */
+  int64_t parts = chunks < threads ? threads / chunks : 1;
+  if (parts > blocks) parts = blocks;
+  if (parts < 1) parts = 1;
+  const int64_t items = chunks * parts;
   int failed = 0;
   #pragma omp parallel num_threads(threads) reduction(| : failed)
   {
     lists_t l;
     if (!lists(&l, j)) failed = 1;
     #pragma omp for schedule(static)
-    for (int64_t ch = 0; ch < chunks; ch++) {
+    for (int64_t it = 0; it < items; it++) {
       if (failed) continue;
+      const int64_t ch = it / parts, part = it % parts;
       const int64_t m0 = ch * ROWS, m1 = m0 + ROWS < M ? m0 + ROWS : M;
+      const int64_t n1 = (blocks * (part + 1) / parts) * NB;
       list(j, m0, m1, &l);
-      for (int64_t n0 = 0; n0 < N; n0 += NB) {
+      for (int64_t n0 = (blocks * part / parts) * NB; n0 < n1 && n0 < N; n0 += NB) {
         const int64_t nb = N - n0 < NB ? N - n0 : NB;
         for (int64_t m = m0; m < m1; m++) {
           real *restrict o = (real *)(intptr_t)j->out + m * N + n0;
@@ -254,6 +264,9 @@ def _lib(dtype):
     return build.build(f"#define SNN_T {_DTYPES[dtype]}\n" + _SOURCE)
 
 
+_WEIGHT_FINITE = 1  # the job's flags (see the source)
+
+
 def _run(dtype, fields, backward) -> int:
     job = array.array("q", fields)
     return _lib(dtype).snn_run(job.buffer_info()[0], int(backward), torch.get_num_threads())
@@ -263,24 +276,31 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     """`x @ weight.T + bias` for `x` [M, K] (rows contiguous), `weight` [N, K], `bias` [N] or
     None, all of one dtype (`runs`); None where ATen's dense product should compute it."""
     out = x.new_empty((x.shape[0], weight.shape[0]))
-    return out if stepper(weight, bias)(x, out) else None
+    return out if _stepper(weight, bias, checked=False)(x, out) else None
 
 
 def stepper(weight: torch.Tensor, bias: torch.Tensor | None):
     """`run(x, out) -> bool`: `forward(x, weight, bias)` into `out` `[M, N]` (contiguous) for
-    many `x` of one weight, transposed once here; False where ATen's dense product should
-    compute it (nothing written then)."""
-    wt = weight.t().contiguous()
+    many `x` of one weight, transposed and checked for infinities and NaNs once here; False
+    where ATen's dense product should compute it (nothing written then)."""
+    return _stepper(weight, bias, checked=True)
+
+
+def _stepper(weight, bias, checked):
+    wt = weight.t().clone(memory_format=torch.contiguous_format)  # (a copy: checked below)
     b = bias.contiguous() if bias is not None else None
     N, K = weight.shape
+    # a weight found finite here is not looked at again by the kernel (a [256, 256] weight:
+    # a quarter of a recurrent step's product); one that is not, the kernel refuses each time
+    flags = _WEIGHT_FINITE if checked and bool(torch.isfinite(wt).all()) else 0
 
     def run(x: torch.Tensor, out: torch.Tensor) -> bool:
         M = x.shape[0]
         if M == 0 or K == 0 or N == 0:
             return False
         return not _run(x.dtype, [M, K, N, x.stride(0), x.data_ptr(), wt.data_ptr(),
-                                  b.data_ptr() if b is not None else 0, out.data_ptr(), 0, 0, 0],
-                        False)
+                                  b.data_ptr() if b is not None else 0, out.data_ptr(), 0, 0, 0,
+                                  flags], False)
     return run
 
 
@@ -293,5 +313,5 @@ def weight_grad(x: torch.Tensor, g: torch.Tensor):
         return None
     gwt = x.new_empty((K, N))
     code = _run(x.dtype, [M, K, N, x.stride(0), x.data_ptr(), 0, 0, 0, g.data_ptr(), g.stride(0),
-                          gwt.data_ptr()], True)
+                          gwt.data_ptr(), 0], True)
     return None if code else gwt.t().contiguous()
