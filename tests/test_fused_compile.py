@@ -1,5 +1,8 @@
 """The fused op under torch.compile: one node whatever T, no recompile when T changes."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
@@ -63,6 +66,28 @@ def test_changing_T_does_not_recompile_and_equals_reference():
     # the first compile may restart its analysis once (torch 2.11 and 2.15: the defaults'
     # floats, symbolic under dynamic=True, specialized); then a new T compiles nothing
     assert frames[0] == frames[1] == frames[2] <= 2, frames
+
+
+FIRST_CALL_COMPILED = """
+import torch, snnfunc
+from torch._dynamo.testing import CompileCounter
+count = CompileCounter()
+f = torch.compile(lambda x: snnfunc.lif(x, tau=2.0).spikes, backend=count, fullgraph=True,
+                  dynamic=True)
+for T in (3, 5, 9):
+    f(torch.rand(T, 2, 4))
+print(count.frame_count)
+"""
+
+
+def test_a_process_whose_first_neuron_call_is_compiled_compiles_it_once():
+    # (a fresh process: in this one the C backend has run already) The backend's ops were
+    # loaded on first use: a first call traced by Dynamo loaded them, guarded on them not
+    # being loaded, and compiled again on the next call.
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL_COMPILED], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "1", out.stdout + out.stderr
 
 
 def test_neurons_made_from_definitions_compile_once_for_every_T():

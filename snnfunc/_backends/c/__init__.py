@@ -8,11 +8,16 @@ from snnfunc import memory, sparse
 from snnfunc._backends.c import build, host, pool, spike_linear
 from snnfunc._kernel import backends
 
-backends.register("cpu", backends.Backend(
+_BACKEND = backends.Backend(
     "c", lambda: (host.defined_forward, host.defined_backward, host.forward_fn, host.backward_fn),
     build.error, direct=True,
     steppers=lambda: (host.forward_stepper, host.backward_stepper),
-    runners=lambda: (host.forward_runner, host.backward_runner)))
+    runners=lambda: (host.forward_runner, host.backward_runner))
+backends.register("cpu", _BACKEND)
+# loaded now (its ops are registered already, by host's import): a first neuron call traced by
+# torch.compile would otherwise load it, guard on it not being loaded, and compile again on
+# the next call
+_BACKEND.forward  # noqa: B018
 memory.POOL_KERNELS["cpu"] = (pool.runs, pool.forward, pool.backward)
 sparse.KERNELS["cpu"] = (spike_linear.runs, spike_linear.forward, spike_linear.weight_grad)
 sparse.STEPPERS["cpu"] = spike_linear.stepper
