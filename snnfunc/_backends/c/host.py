@@ -18,10 +18,10 @@ KERNELS_IN_MEMORY = 1024  # built kernels a process keeps at hand (least recentl
 PARALLEL_FROM = 16384  # values (T * N) from which a call runs on torch's threads, else on one
 
 
-def threads_for(values: int, least: int | None = None) -> int:
-    """The threads a kernel call over `values` neuron-steps runs on: torch's from `least`
-    (default `PARALLEL_FROM`) on, else one (the kernel gives each thread a block at least)."""
-    return torch.get_num_threads() if values >= (least or PARALLEL_FROM) else 1
+def threads_for(values: int) -> int:
+    """The threads a kernel call over `values` neuron-steps runs on: torch's from
+    `PARALLEL_FROM` on, else one (the kernel gives each thread a block at least)."""
+    return torch.get_num_threads() if values >= PARALLEL_FROM else 1
 
 
 def _stride(t):
@@ -63,10 +63,8 @@ def _fields(k, m):
     return _layout(k, m)[1]
 
 
-def _run(lib, job, backward: bool, threads: int | None = None):
-    if threads is None:
-        threads = threads_for(job[0] * job[1])
-    rc = lib.snn_run(job.buffer_info()[0], int(backward), threads)
+def _run(lib, job, backward: bool):
+    rc = lib.snn_run(job.buffer_info()[0], int(backward), threads_for(job[0] * job[1]))
     if rc:
         raise MemoryError("the generated neuron kernel could not allocate its buffer")
 
