@@ -35,6 +35,10 @@ Configurations:
   backward pass (``snnfunc.memory.recompute``; eager only), the neurons' final states let go
   at the end of the forward pass. Gradients bit for bit those of ``snnfunc eager`` (eager) and
   of ``snnfunc compiled`` (compiled).
+- ``snnfunc eager, low memory, packed spikes`` (``sew-resnet18`` only): the model's
+  ``low_memory=True`` (each batch norm and its neuron, and the downsampling branch, run
+  again in the backward pass: ``snnfunc.memory.recompute``) under ``packed_spikes()``; the
+  gradients bit for bit those of ``snnfunc eager``.
 - ``snnfunc eager, spike input`` / ``snnfunc compiled, spike input`` (``alif-rnn`` only): the
   input layer a ``snnfunc.nn.SpikeLinear`` (``torch.nn.Linear`` that adds the weight's columns
   where the input spikes, rather than multiplying by every 0; the same weights, results to
@@ -130,7 +134,8 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 MALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
                "dirty_decay_ms:-1,muzzy_decay_ms:-1")
 NETWORKS = ("conv-plif", "sew-resnet18", "alif-rnn")
-CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc eager, low memory", "snnfunc compiled",
+CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc eager, low memory",
+           "snnfunc eager, low memory, packed spikes", "snnfunc compiled",
            "snnfunc compiled, low memory", "snnfunc eager, spike input", "snnfunc compiled, spike input",
            "snnfunc eager, input in layer", "snnfunc eager, input in layer, packed spikes",
            "snnfunc compiled, input in layer", "SpikingJelly eager", "SpikingJelly compiled",
@@ -364,6 +369,8 @@ def build(network: str, chunk: int):
         ours = sew_resnet18_cifar(num_classes=10)
         sj = spikingjelly_sew_resnet18_cifar(num_classes=10)
         load_spikingjelly_state_dict(ours, sj.state_dict())
+        low = sew_resnet18_cifar(num_classes=10, low_memory=True)
+        low.load_state_dict(ours.state_dict())
         plain = swap(copy.deepcopy(ours), snn.IFNode, lambda _: PlainIF())
         x = torch.rand(16, 3, 32, 32).unsqueeze(0).repeat(4, 1, 1, 1, 1)  # T = 4
         y = torch.randint(0, 10, (16,))
@@ -402,6 +409,8 @@ def build(network: str, chunk: int):
             "plain loop compiled": plain}
     if network == "conv-plif":
         nets.update({"snnfunc eager, low memory": low, "snnfunc compiled, low memory": copy.deepcopy(low)})
+    if network == "sew-resnet18":
+        nets["snnfunc eager, low memory, packed spikes"] = low
     if network == "alif-rnn":
         nets.update({"snnfunc eager, spike input": spiky,
                      "snnfunc compiled, spike input": copy.deepcopy(spiky),

@@ -43,7 +43,8 @@ def inside_functional_call() -> bool:
 def graph_was_freed(v: torch.Tensor, budget: int = 32) -> bool:
     """Whether a backward pass already freed the graph behind ``v``: the nearest nodes of
     autograd Functions lost their saved tensors. Looks at a few nodes only (the last steps of
-    the call that made ``v``)."""
+    the call that made ``v``). Reads what they saved without unpacking it (no saved-tensor
+    hook runs: a checkpointed region is not recomputed by looking)."""
     todo, seen = [v.grad_fn], set()
     while todo and len(seen) < budget:
         node = todo.pop(0)
@@ -52,7 +53,7 @@ def graph_was_freed(v: torch.Tensor, budget: int = 32) -> bool:
         seen.add(node)
         if hasattr(type(node), "saved_tensors"):  # a torch.autograd.Function's node
             try:
-                node.saved_tensors
+                node._raw_saved_tensors
             except RuntimeError:
                 return True
         todo.extend(fn for fn, _ in node.next_functions)

@@ -28,8 +28,10 @@ import weakref
 import torch
 from torch.utils import _pytree
 
-__all__ = ["packed_spikes", "PackedStats", "checkpointed", "truncated_bptt", "MaxPool2d",
-           "recompute"]
+from snnfunc._stateful import StatefulNode
+
+__all__ = ["packed_spikes", "PackedStats", "spike_counts", "checkpointed", "truncated_bptt",
+           "MaxPool2d", "recompute"]
 
 _spikes: contextvars.ContextVar = contextvars.ContextVar("snnfunc_spikes", default=None)
 
@@ -39,7 +41,8 @@ class PackedStats:
     """What was saved for backward while `packed_spikes()` was active, in bytes.
 
     Attributes:
-      spike_bytes: the spike tensors as stored (1 bit per spike, rounded up to bytes).
+      spike_bytes: the spike tensors as stored (1 bit per spike, rounded up to bytes), and the
+        tensors of spike counts (`spike_counts`: 1 byte per count).
       spike_bytes_unpacked: the same tensors as they would have been stored unpacked.
       other_bytes: every other saved tensor (inputs, weights, ...), as stored.
     """
@@ -54,15 +57,35 @@ class PackedStats:
         return self.spike_bytes + self.other_bytes
 
 
-def register_spikes(spikes: torch.Tensor) -> torch.Tensor:
+def register_spikes(spikes: torch.Tensor, kind: str = "bits") -> torch.Tensor:
     """Marks `spikes` (values 0 and 1 only) as packable while `packed_spikes()` is active;
-    the neuron functions call it on what they return. Returns `spikes`."""
+    the neuron functions call it on what they return. Returns `spikes`. `kind="bytes"`:
+    counts (`spike_counts`), stored as bytes where they are integers 0 to 255."""
     if torch.compiler.is_compiling():  # compiled graphs keep their own saved tensors
         return spikes
     live = _spikes.get()
     if live is not None and not _wrapped(spikes):
-        live[spikes.untyped_storage().data_ptr()] = weakref.ref(spikes)
+        live[spikes.untyped_storage().data_ptr()] = (weakref.ref(spikes), kind)
     return spikes
+
+
+def spike_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Marks `counts`, a float tensor of small counts (a sum of spike tensors, as the
+    spike-element-wise sum of SEW-ResNet's blocks), for `packed_spikes()`: where a layer saves
+    it for its backward pass, it is stored with one byte per value (4x less than float32)
+    if every value is an integer from 0 to 255, bit for bit (checked when it is saved: any
+    other tensor is stored as it is, so the gradients are those of training without it
+    either way). Outside `packed_spikes()`, and under `torch.compile`, it does nothing.
+    Returns `counts`.
+
+    Example:
+
+            out = memory.spike_counts(identity + spikes)  # values 0, 1, 2
+    """
+    if not isinstance(counts, torch.Tensor) or not counts.is_floating_point():
+        raise TypeError(f"counts must be a float tensor, got {type(counts).__name__}"
+                        + (f" of {counts.dtype}" if isinstance(counts, torch.Tensor) else ""))
+    return register_spikes(counts, "bytes")
 
 
 def _wrapped(t) -> bool:
@@ -142,6 +165,25 @@ class _Packed:
         self.shape, self.dtype, self.requires_grad = t.shape, t.dtype, t.requires_grad
 
 
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+class _Bytes:
+    __slots__ = ("data", "dtype")
+
+    def __init__(self, data, dtype):
+        self.data, self.dtype = data, dtype
+
+
+def _as_bytes(t: torch.Tensor):
+    """`t` as uint8 where that keeps every value bit for bit (integers 0 to 255, no -0),
+    else None."""
+    t = t.detach()
+    u = t.to(torch.uint8)
+    as_int = _INT_VIEW[t.element_size()]
+    return u if torch.equal(u.to(t.dtype).view(as_int), t.view(as_int)) else None
+
+
 class packed_spikes(contextlib.ContextDecorator):
     """Stores spike tensors saved for backward with 1 bit per spike (a context manager or a
     decorator).
@@ -150,7 +192,8 @@ class packed_spikes(contextlib.ContextDecorator):
     operation saves for its backward pass is packed into bits (32x less than float32, 16x less
     than float16) and unpacked when the backward pass needs it. The values are 0 and 1, so
     unpacking restores them exactly and the gradients are bit for bit the same as without it.
-    Other saved tensors are stored as usual.
+    Tensors marked with `spike_counts` are stored with one byte per count. Other saved tensors
+    are stored as usual.
 
     - `torch.compile`: spikes made inside a compiled region are not packed (the compiled graph
       keeps its own saved tensors); eager code around it still is. Results are unchanged.
@@ -178,20 +221,29 @@ class packed_spikes(contextlib.ContextDecorator):
         self._token = _spikes.set(live)
         stats = self.stats
 
-        def is_spike(t):
+        def marked(t):
+            """"bits" (a spike tensor), "bytes" (counts) or None."""
             if _wrapped(t) or t.layout != torch.strided or not t.is_floating_point():
-                return False
+                return None
             ptr = t.untyped_storage().data_ptr()
-            ref = live.get(ptr)
+            ref, kind = live.get(ptr, (None, None))
             s = None if ref is None else ref()  # a dead reference: the address was reused
-            return s is not None and s.untyped_storage().data_ptr() == ptr and s.dtype == t.dtype
+            ok = s is not None and s.untyped_storage().data_ptr() == ptr and s.dtype == t.dtype
+            return kind if ok else None
 
         def pack(t):
-            if is_spike(t):
+            kind = marked(t)
+            if kind == "bits":
                 p = _Packed(t)
                 stats.spike_bytes += p.bits.numel()
                 stats.spike_bytes_unpacked += t.numel() * t.element_size()
                 return p
+            if kind == "bytes":
+                u = _as_bytes(t)
+                if u is not None:
+                    stats.spike_bytes += u.numel()
+                    stats.spike_bytes_unpacked += t.numel() * t.element_size()
+                    return _Bytes(u, t.dtype)
             if isinstance(t, torch.Tensor) and not _wrapped(t):
                 stats.other_bytes += t.untyped_storage().nbytes() if t.numel() else 0
             return t
@@ -199,6 +251,8 @@ class packed_spikes(contextlib.ContextDecorator):
         def unpack(p):
             if isinstance(p, _Packed):
                 return _unpack_bits(p.bits, p.n, p.shape, p.dtype)
+            if isinstance(p, _Bytes):
+                return p.data.to(p.dtype)
             return p
 
         self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
@@ -295,9 +349,9 @@ def _is_registered_spike(t: torch.Tensor) -> bool:
     live = _spikes.get()
     if live is None or _wrapped(t):
         return False
-    ref = live.get(t.untyped_storage().data_ptr())
+    ref, kind = live.get(t.untyped_storage().data_ptr(), (None, None))
     s = None if ref is None else ref()
-    return s is not None and s.dtype == t.dtype
+    return s is not None and s.dtype == t.dtype and kind == "bits"
 
 
 def _window_base(Ho, Wo, W, k, device):
@@ -449,28 +503,44 @@ def recompute(module: torch.nn.Module, *args):
     encoder (Conv-BN computed once per image and fed at every time step) it drops the
     convolution's output that batch norm saves; the encoder runs twice.
 
-    `module` must be pure apart from its buffers: no stateful neuron adapter (it would advance
-    its state twice). Under `torch.compile` and without grad mode it is `module(*args)`.
+    Or around batch norm and the neuron after it (`Sequential(batch_norm, neuron)`): what is
+    kept is batch norm's input alone, not also its output (the neuron's input); batch norm and
+    the neuron's forward run again, each about one pass over the data.
+
+    Stateful neuron adapters inside `module` (`snnfunc.nn`'s nodes) run again from the state
+    they started from, and are left with the state (and the monitor) the forward pass left
+    them. Apart from its buffers and those adapters `module` must be pure. Under
+    `torch.compile` and without grad mode it is `module(*args)`.
 
     Example:
 
             encoder = torch.nn.Sequential(conv, batch_norm)
             x = memory.recompute(encoder, images)
+            spikes = memory.recompute(torch.nn.Sequential(batch_norm, neuron), conv(x_seq))
     """
     if not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return module(*args)
+    nodes = [m for m in module.modules() if isinstance(m, StatefulNode)]
     calls = []
 
     def run(*a):
-        if not calls:  # the forward
-            calls.append(1)
+        if not calls:  # the forward: the states the adapters start from
+            calls.append([m._held() for m in nodes])
             return module(*a)
         kept = [b.clone() for b in module.buffers()]
+        left = [(m._held(), m.monitor and {k: len(v) for k, v in m.monitor.items()})
+                for m in nodes]
+        for m, start in zip(nodes, calls[0]):
+            setattr(m, m._state_attr, start)
         try:  # the recomputation (stopped early by checkpoint once it has what it needs)
             return module(*a)
         finally:
             with torch.no_grad():
                 for b, v in zip(module.buffers(), kept):
                     b.copy_(v)
+            for m, (state, lengths) in zip(nodes, left):
+                setattr(m, m._state_attr, state)
+                for k, n in (lengths or {}).items():
+                    del m.monitor[k][n:]
 
     return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)

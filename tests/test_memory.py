@@ -10,6 +10,7 @@ import torch
 
 import snnfunc
 from snnfunc import memory
+from snnfunc.memory import PackedStats
 from snnfunc import nn as snn
 
 
@@ -245,6 +246,68 @@ def test_max_pool_checks_its_arguments():
     bad = torch.full((1, 1, 2, 2), 4, dtype=torch.uint8)  # outside a 2 x 2 window
     with pytest.raises(ValueError, match="offsets"):
         torch.ops.snnfunc.window_max_pool2d_backward(torch.ones(1, 1, 2, 2), bad, 4, 4, 2, 8)
+
+
+def test_spike_counts_stored_as_bytes_bit_for_bit():
+    """A sum of spike tensors marked with spike_counts is kept as one byte per value under
+    packed_spikes() (gradients bit for bit); marked values that are not integers 0-255 bit
+    for bit (a fraction, 256, -0.0, NaN) are kept as they are."""
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(16, 8)
+    a, b = (torch.rand(2, 5, 16) < 0.5).float(), (torch.rand(2, 5, 16) < 0.5).float()
+    w = torch.randn(2, 5, 8)
+
+    def grads(counts, ctx):
+        fc.zero_grad()
+        with ctx as stats:
+            x = counts.clone().requires_grad_()
+            y = fc(memory.spike_counts(x * 1.0))
+        (y * w).sum().backward()
+        return (fc.weight.grad.clone(), x.grad), stats
+
+    counts = a + b + a  # 0 .. 3
+    want, _ = grads(counts, contextlib.nullcontext(PackedStats()))
+    got, stats = grads(counts, memory.packed_spikes())
+    assert all(torch.equal(g, h) for g, h in zip(want, got))
+    assert stats.spike_bytes == counts.numel()
+    assert stats.spike_bytes_unpacked == 4 * counts.numel()
+    for bad in (0.5, 256.0, -0.0, math.nan):
+        odd = counts.clone()
+        odd[1, 2, 3] = bad
+        want, _ = grads(odd, contextlib.nullcontext(PackedStats()))
+        got, stats = grads(odd, memory.packed_spikes())
+        assert stats.spike_bytes == 0 and stats.other_bytes > 0
+        assert all(torch.equal(g.view(torch.int32), h.view(torch.int32))  # NaN too
+                   for g, h in zip(want, got))
+    with pytest.raises(TypeError, match="counts must be a float tensor"):
+        memory.spike_counts(torch.ones(3, dtype=torch.int64))
+
+
+def test_recompute_runs_neuron_adapters_again_from_their_state():
+    """Batch norm and a stateful neuron under recompute, called twice in a row (the second
+    call continues from the first's final state) with the monitor on: outputs, gradients,
+    running statistics, final state and monitor as without it, bit for bit."""
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(
+        snn.TimeDistributed(torch.nn.BatchNorm2d(4)),
+        snn.PLIFNode(2.0, surrogate=snnfunc.surrogate.ATan(), step_mode="m", monitor_state=True))
+    twin = copy.deepcopy(plain)
+    x = torch.randn(3, 2, 4, 5, 5)
+    w = torch.randn(3, 2, 4, 5, 5)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = [plain(xa * 2), plain(xa * 3)]
+    got = [memory.recompute(twin, xb * 2), memory.recompute(twin, xb * 3)]
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+    assert 0 < want[1].mean() < 1
+    (sum(want) * w).sum().backward()
+    (sum(got) * w).sum().backward()
+    assert xa.grad.abs().sum() > 0 and torch.equal(xa.grad, xb.grad)
+    for a, b in zip(plain.parameters(), twin.parameters()):
+        assert torch.equal(a.grad, b.grad)
+    for a, b in zip(plain.buffers(), twin.buffers()):
+        assert torch.equal(a, b)
+    assert torch.equal(plain[1].v, twin[1].v)
+    assert len(twin[1].monitor["s"]) == len(plain[1].monitor["s"]) == 6  # not recorded twice
 
 
 def test_recompute_keeps_gradients_outputs_and_batch_norm_statistics():

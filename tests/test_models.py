@@ -102,3 +102,42 @@ def test_sew_resnet18_equals_spikingjelly(mode):
         scale = g_sj.abs().max().item()
         assert scale > 0, name
         torch.testing.assert_close(g, g_sj, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def _kept_bytes(fn):
+    """The tensor memory `fn()` allocates and does not free (the profiler's record of every
+    CPU allocation and free), in bytes: what a forward pass keeps for the backward pass."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    cpu = torch.autograd.DeviceType.CPU
+    return sum(e.nbytes() for e in prof.profiler.kineto_results.events()
+               if e.name() == "[memory]" and e.device_type() == cpu)
+
+
+def test_sew_resnet18_low_memory_same_gradients_less_memory():
+    """low_memory=True: logits, gradients and running statistics bit for bit those of the
+    plain model; its forward keeps less for the backward pass (batch norm's output and the
+    downsampling branch's tensors not kept)."""
+    sew = _sew()
+    torch.manual_seed(0)
+    plain = sew.sew_resnet18_cifar(num_classes=10)
+    low = sew.sew_resnet18_cifar(num_classes=10, low_memory=True)
+    low.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 2, 3, 16, 16)  # T = 2, batch 2
+    y = torch.tensor([1, 4])
+    loss, kept = {}, {}
+    for net in (plain, low):
+        snn.reset_net(net)
+        kept[net] = _kept_bytes(lambda: loss.__setitem__(
+            net, torch.nn.functional.cross_entropy(net(x).mean(0), y)))
+        loss[net].backward()
+    assert torch.equal(loss[plain], loss[low])
+    for (name, a), b in zip(plain.named_parameters(), low.parameters()):
+        assert a.grad is not None and torch.equal(a.grad, b.grad), name
+    for a, b in zip(plain.buffers(), low.buffers()):
+        assert torch.equal(a, b)
+    # per block, of six tensors of one size (its input, two conv outputs, two batch norm
+    # outputs, the first neuron's spikes) four kept, and of the downsampling branch's none
+    assert kept[low] < 0.72 * kept[plain], (kept[low], kept[plain])
