@@ -56,8 +56,9 @@ def conv3x3(cin, cout, stride=1):
 
 def spiking(layers, x, low_memory: bool):
     """``layers`` (batch norm and a neuron, or a whole branch) on ``x``; with ``low_memory``
-    run again in the backward pass instead of keeping what they keep for it."""
-    if low_memory:
+    run again in the backward pass instead of keeping what they keep for it (eager only:
+    under ``torch.compile`` the compiler decides what is kept)."""
+    if low_memory and not torch.compiler.is_compiling():
         return memory.recompute(nn.Sequential(*layers), x)
     for layer in layers:
         x = layer(x)
