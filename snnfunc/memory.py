@@ -28,8 +28,6 @@ import weakref
 import torch
 from torch.utils import _pytree
 
-from snnfunc._stateful import StatefulNode
-
 __all__ = ["packed_spikes", "PackedStats", "spike_counts", "checkpointed", "truncated_bptt",
            "MaxPool2d", "recompute"]
 
@@ -516,20 +514,24 @@ def recompute(module: torch.nn.Module, *args):
 
             encoder = torch.nn.Sequential(conv, batch_norm)
             x = memory.recompute(encoder, images)
-            spikes = memory.recompute(torch.nn.Sequential(batch_norm, neuron), conv(x_seq))
+            bn_neuron = torch.nn.Sequential(batch_norm, neuron)
+            spikes = memory.recompute(bn_neuron, conv(x_seq))
     """
     if not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return module(*args)
-    nodes = [m for m in module.modules() if isinstance(m, StatefulNode)]
+    # the stateful adapters (snnfunc.nn's nodes: `_state_attr` names the attribute that holds
+    # a node's state; this floor does not import them)
+    nodes = [m for m in module.modules()
+             if isinstance(getattr(type(m), "_state_attr", None), str)]
     calls = []
 
     def run(*a):
         if not calls:  # the forward: the states the adapters start from
-            calls.append([m._held() for m in nodes])
+            calls.append([getattr(m, m._state_attr) for m in nodes])
             return module(*a)
         kept = [b.clone() for b in module.buffers()]
-        left = [(m._held(), m.monitor and {k: len(v) for k, v in m.monitor.items()})
-                for m in nodes]
+        left = [(getattr(m, m._state_attr),
+                 m.monitor and {k: len(v) for k, v in m.monitor.items()}) for m in nodes]
         for m, start in zip(nodes, calls[0]):
             setattr(m, m._state_attr, start)
         try:  # the recomputation (stopped early by checkpoint once it has what it needs)
