@@ -126,9 +126,19 @@ def _pack_chunk(spikes: torch.Tensor, out: torch.Tensor) -> None:
                   dtype=torch.uint8, out=out)
 
 
+BIT_KERNELS: dict = {}
+"""Packing spikes into bits and back, by device type, which a backend registers (the C
+backend for "cpu"): `(runs(device, dtype) -> bool, pack(flat) -> uint8 bits, unpack(bits, n,
+dtype) -> flat values)` on contiguous tensors, bit k of byte i for value 8i + k, set where the
+value is not 0 (as `_pack_chunk`). Elsewhere torch's ops below."""
+
+
 def _pack_bits(t: torch.Tensor):
     flat = t.detach().reshape(-1)
     n = flat.numel()
+    kernel = BIT_KERNELS.get(flat.device.type)
+    if kernel is not None and kernel[0](flat.device, flat.dtype):
+        return kernel[1](flat), n
     packed = torch.empty((n + 7) // 8, dtype=torch.uint8, device=t.device)
     for start in range(0, n, _CHUNK_BITS):
         m = min(_CHUNK_BITS, n - start)
@@ -137,6 +147,9 @@ def _pack_bits(t: torch.Tensor):
 
 
 def _unpack_bits(packed, n, shape, dtype):
+    kernel = BIT_KERNELS.get(packed.device.type)
+    if kernel is not None and kernel[0](packed.device, dtype):
+        return kernel[2](packed, n, dtype).view(shape)
     out = torch.empty(n, dtype=dtype, device=packed.device)
     bits = _bits(packed.device)
     for start in range(0, n, _CHUNK_BITS):

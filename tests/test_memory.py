@@ -248,6 +248,32 @@ def test_max_pool_checks_its_arguments():
         torch.ops.snnfunc.window_max_pool2d_backward(torch.ones(1, 1, 2, 2), bad, 4, 4, 2, 8)
 
 
+@pytest.mark.skipif("cpu" not in memory.BIT_KERNELS
+                    or not memory.BIT_KERNELS["cpu"][0](torch.device("cpu"), torch.float32),
+                    reason="needs a C compiler (the C backend's packing kernels)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_packing_kernels_equal_the_torch_ops(monkeypatch, dtype):
+    """The C backend's packing of spikes into bits and back gives the torch ops' bits and
+    values, bit for bit: every length around a byte, -0, NaN and inf (not zero: bit set)."""
+    kernel = memory.BIT_KERNELS["cpu"]
+    torch.manual_seed(0)
+    for n in (0, 1, 7, 8, 9, 15, 16, 17, 1000, 12345, 40003):
+        x = torch.randn(n).to(dtype)
+        x[::3] = 0
+        x[1::7] = -0.0
+        x[2::11] = math.nan
+        x[4::13] = math.inf
+        monkeypatch.setitem(memory.BIT_KERNELS, "cpu", kernel)
+        bits, count = memory._pack_bits(x)
+        values = memory._unpack_bits(bits, n, x.shape, dtype)
+        monkeypatch.delitem(memory.BIT_KERNELS, "cpu")
+        want_bits, _ = memory._pack_bits(x)
+        want = memory._unpack_bits(want_bits, n, x.shape, dtype)
+        assert count == n and bits.dtype == torch.uint8 and torch.equal(bits, want_bits), n
+        assert values.dtype == dtype and torch.equal(values, want), n
+        assert torch.equal(values, (x != 0).to(dtype))
+
+
 def test_spike_counts_stored_as_bytes_bit_for_bit():
     """A sum of spike tensors marked with spike_counts is kept as one byte per value under
     packed_spikes() (gradients bit for bit); marked values that are not integers 0-255 bit
