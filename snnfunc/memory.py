@@ -92,6 +92,19 @@ def _wrapped(t) -> bool:
             or torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
+def _marked(live: dict, t) -> str | None:
+    """How `t` was marked in `live` (`register_spikes`): "bits" (a spike tensor or a view of
+    one), "bytes" (counts), or None."""
+    if (not isinstance(t, torch.Tensor) or _wrapped(t) or t.layout != torch.strided
+            or not t.is_floating_point()):
+        return None
+    ptr = t.untyped_storage().data_ptr()
+    ref, kind = live.get(ptr, (None, None))
+    s = None if ref is None else ref()  # a dead reference: the address was reused
+    ok = s is not None and s.untyped_storage().data_ptr() == ptr and s.dtype == t.dtype
+    return kind if ok else None
+
+
 _SHIFTS = {}
 
 
@@ -232,18 +245,8 @@ class packed_spikes(contextlib.ContextDecorator):
         self._token = _spikes.set(live)
         stats = self.stats
 
-        def marked(t):
-            """"bits" (a spike tensor), "bytes" (counts) or None."""
-            if _wrapped(t) or t.layout != torch.strided or not t.is_floating_point():
-                return None
-            ptr = t.untyped_storage().data_ptr()
-            ref, kind = live.get(ptr, (None, None))
-            s = None if ref is None else ref()  # a dead reference: the address was reused
-            ok = s is not None and s.untyped_storage().data_ptr() == ptr and s.dtype == t.dtype
-            return kind if ok else None
-
         def pack(t):
-            kind = marked(t)
+            kind = _marked(live, t)
             if kind == "bits":
                 p = _Packed(t)
                 stats.spike_bytes += p.bits.numel()
@@ -358,11 +361,7 @@ rules bit for bit. Elsewhere the ops run ATen's kernels and convert the indices.
 
 def _is_registered_spike(t: torch.Tensor) -> bool:
     live = _spikes.get()
-    if live is None or _wrapped(t):
-        return False
-    ref, kind = live.get(t.untyped_storage().data_ptr(), (None, None))
-    s = None if ref is None else ref()
-    return s is not None and s.dtype == t.dtype and kind == "bits"
+    return live is not None and _marked(live, t) == "bits"
 
 
 def _window_base(Ho, Wo, W, k, device):
