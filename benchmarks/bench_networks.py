@@ -35,6 +35,12 @@ Configurations:
   backward pass (``snnfunc.memory.recompute``; eager only), the neurons' final states let go
   at the end of the forward pass. Gradients bit for bit those of ``snnfunc eager`` (eager) and
   of ``snnfunc compiled`` (compiled).
+- ``snnfunc eager, low memory, channels-last`` / ``snnfunc compiled, low memory,
+  channels-last`` / ``..., fallback_random`` (``conv-plif`` only): the same network made
+  channels-last (``net.to(memory_format=torch.channels_last)``, channels-last images), so its
+  activations and gradients are too: the neurons and ``memory.MaxPool2d`` read and write that
+  layout in place, and nothing converts between layers; eagerly, compiled, and compiled with
+  Inductor's ``fallback_random=True`` (dropout's masks from ATen's generator).
 - ``snnfunc eager, low memory, packed spikes`` (``sew-resnet18`` only): the model's
   ``low_memory=True`` (each batch norm and its neuron, and the downsampling branch, run
   again in the backward pass: ``snnfunc.memory.recompute``) under ``packed_spikes()``; the
@@ -53,7 +59,9 @@ Configurations:
 - ``SpikingJelly eager`` / ``SpikingJelly compiled``: SpikingJelly 2.0's neurons
   (``ParametricLIFNode``, ``IFNode`` in multi-step mode, its CPU path; the ALIF neuron, which it
   does not have, written as its documentation says to write a custom neuron, a
-  ``SimpleBaseNode`` subclass), eagerly and under ``torch.compile``.
+  ``SimpleBaseNode`` subclass), eagerly and under ``torch.compile``; for ``conv-plif`` also
+  eagerly with the network channels-last (``SpikingJelly eager, channels-last``), one of the
+  configurations its best is taken over.
 - ``plain loop compiled``: the same network with every neuron written as a plain Python loop
   over the time steps in torch operations (a surrogate spike function as a
   ``torch.autograd.Function``), under ``torch.compile``: what Inductor makes of the
@@ -136,10 +144,13 @@ MALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
 NETWORKS = ("conv-plif", "sew-resnet18", "alif-rnn")
 CONFIGS = ("snnfunc eager", "snnfunc eager, packed spikes", "snnfunc eager, low memory",
            "snnfunc eager, low memory, packed spikes", "snnfunc compiled",
-           "snnfunc compiled, low memory", "snnfunc eager, spike input", "snnfunc compiled, spike input",
+           "snnfunc compiled, low memory", "snnfunc eager, low memory, channels-last",
+           "snnfunc compiled, low memory, channels-last",
+           "snnfunc compiled, low memory, channels-last, fallback_random",
+           "snnfunc eager, spike input", "snnfunc compiled, spike input",
            "snnfunc eager, input in layer", "snnfunc eager, input in layer, packed spikes",
            "snnfunc compiled, input in layer", "SpikingJelly eager", "SpikingJelly compiled",
-           "plain loop compiled")
+           "SpikingJelly eager, channels-last", "plain loop compiled")
 OURS = [c for c in CONFIGS if c.startswith("snnfunc")]
 # threads when --threads is not given: SEW-ResNet-18 spends 80-90% of its step in oneDNN's
 # convolutions (their scaling with threads is oneDNN's) and its compiles take minutes
@@ -409,6 +420,13 @@ def build(network: str, chunk: int):
             "plain loop compiled": plain}
     if network == "conv-plif":
         nets.update({"snnfunc eager, low memory": low, "snnfunc compiled, low memory": copy.deepcopy(low)})
+        # channels-last: the convolutions' weights and the images (Step), so every layer's
+        # activations and gradients; snnfunc's neurons and max-pools keep the layout in place
+        cl = lambda net: copy.deepcopy(net).to(memory_format=torch.channels_last)  # noqa: E731
+        nets.update({c: cl(low) for c in ("snnfunc eager, low memory, channels-last",
+                                          "snnfunc compiled, low memory, channels-last",
+                                          "snnfunc compiled, low memory, channels-last, fallback_random")})
+        nets["SpikingJelly eager, channels-last"] = cl(sj)
     if network == "sew-resnet18":
         nets["snnfunc eager, low memory, packed spikes"] = low
     if network == "alif-rnn":
@@ -428,7 +446,8 @@ def compiled(config, net, network):
     if network == "alif-rnn" and not config.startswith("snnfunc"):
         net.rec.run = torch.compile(net.rec.run)
         return net
-    return torch.compile(net)
+    # fallback_random: dropout's masks drawn by ATen's generator (docs/compile.md)
+    return torch.compile(net, options={"fallback_random": True} if "fallback_random" in config else None)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -447,6 +466,8 @@ class Step:
 
         from snnfunc import memory
 
+        if "channels-last" in config:
+            x = x.contiguous(memory_format=torch.channels_last)
         self.net, self.x, self.loss = net, x, loss
         self.model = compiled(config, net, network)
         self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -706,7 +727,8 @@ def report(runs):
     body, checks = [], []
     for network, threads, alloc, out in runs:
         res = out["results"]
-        sj = {c: res[c] for c in ("SpikingJelly eager", "SpikingJelly compiled") if c in res}
+        sj = {c: res[c] for c in ("SpikingJelly eager", "SpikingJelly compiled",
+                                  "SpikingJelly eager, channels-last") if c in res}
         sj_best = min((r["ms"] for r in sj.values()), default=None)
         sj_cpu = min(sj.values(), key=lambda r: r.get("cpu_ms", math.inf), default=None)
         sj_mem = min((r["peak_mib"] for r in sj.values()), default=None)
@@ -719,11 +741,15 @@ def report(runs):
                          f"{r['peak_mib']:.1f}",
                          f"{r['ms'] / sj_best:.2f}x" if sj_best else "-",
                          f"{r['peak_mib'] / sj_mem:.2f}x" if sj_mem else "-"])
-        eager, comp = res.get("snnfunc eager"), res.get("snnfunc compiled")
-        if eager and comp:
+        for config in (c for c in OURS if "compiled" in c and c in res):
+            # each compiled configuration against the same network run eagerly
+            comp = res[config]
+            eager = res.get(config.replace("compiled", "eager").replace(", fallback_random", ""))
+            if not eager:
+                continue
             cpu = (f"; CPU time {comp['cpu_ms']:.1f} against {eager['cpu_ms']:.1f} ms, "
                    f"{eager['cpu_ms'] / comp['cpu_ms']:.2f}x" if threads == 1 and "cpu_ms" in comp else "")
-            checks.append(f"{network}, {threads} thread(s), {alloc}: snnfunc compiled "
+            checks.append(f"{network}, {threads} thread(s), {alloc}: {config} "
                           f"{'faster' if comp['ms'] < eager['ms'] else 'NOT faster'} than eager "
                           f"({comp['ms']:.1f} against {eager['ms']:.1f} ms, {eager['ms'] / comp['ms']:.2f}x{cpu})")
         if sj_best:

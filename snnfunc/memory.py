@@ -146,6 +146,22 @@ dtype) -> flat values)` on contiguous tensors, bit k of byte i for value 8i + k,
 value is not 0 (as `_pack_chunk`). Elsewhere torch's ops below."""
 
 
+def _dense_order(t: torch.Tensor):
+    """The order of `t`'s dimensions, outermost first, in which it lies densely in memory where
+    that is not its own (a channels-last tensor), else None (contiguous, or dense in no order:
+    read through a copy)."""
+    if t.dim() < 2 or t.is_contiguous():
+        return None
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    expected = 1
+    for d in reversed(order):
+        if t.shape[d] != 1:
+            if t.stride(d) != expected:
+                return None
+            expected *= t.shape[d]
+    return order
+
+
 def _pack_bits(t: torch.Tensor):
     flat = t.detach().reshape(-1)
     n = flat.numel()
@@ -182,11 +198,22 @@ def _bits(device):
 
 
 class _Packed:
-    __slots__ = ("bits", "n", "shape", "dtype", "requires_grad")
+    """A spike tensor's bits, in the order its values lie in memory (a channels-last tensor is
+    packed without a copy and unpacked channels-last)."""
+
+    __slots__ = ("bits", "n", "shape", "dtype", "requires_grad", "order")
 
     def __init__(self, t):
-        self.bits, self.n = _pack_bits(t)
+        self.order = _dense_order(t)
+        self.bits, self.n = _pack_bits(t if self.order is None else t.permute(self.order))
         self.shape, self.dtype, self.requires_grad = t.shape, t.dtype, t.requires_grad
+
+    def unpack(self) -> torch.Tensor:
+        if self.order is None:
+            return _unpack_bits(self.bits, self.n, self.shape, self.dtype)
+        order = self.order
+        t = _unpack_bits(self.bits, self.n, [self.shape[d] for d in order], self.dtype)
+        return t.permute([order.index(d) for d in range(len(order))])
 
 
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -264,7 +291,7 @@ class packed_spikes(contextlib.ContextDecorator):
 
         def unpack(p):
             if isinstance(p, _Packed):
-                return _unpack_bits(p.bits, p.n, p.shape, p.dtype)
+                return p.unpack()
             if isinstance(p, _Bytes):
                 return p.data.to(p.dtype)
             return p
@@ -354,9 +381,9 @@ def truncated_bptt(fn, x_seq, state=None, *, chunk: int):
 
 POOL_KERNELS: dict = {}
 """`MaxPool2d`'s own kernels by device type, which a backend registers (the C backend for
-"cpu"): `(runs(t) -> bool, forward(x, k) -> (output, offsets), backward(g, offsets, H, W, k)
--> the input's gradient)` on contiguous tensors checked by the ops below, following ATen's
-rules bit for bit. Elsewhere the ops run ATen's kernels and convert the indices."""
+"cpu"): `(runs(t) -> bool, forward(x, k, channels_last) -> (output, offsets), backward(g,
+offsets, H, W, k, channels_last) -> the input's gradient)` on tensors checked by the ops
+below, all contiguous or all channels-last, following ATen's rules bit for bit. Elsewhere the ops run ATen's kernels and convert the indices."""
 
 
 def _is_registered_spike(t: torch.Tensor) -> bool:
@@ -370,23 +397,38 @@ def _window_base(Ho, Wo, W, k, device):
             + torch.arange(Wo, device=device) * k)
 
 
+def _channels_last(t: torch.Tensor) -> bool:
+    """Whether `t` [N, C, H, W] is channels-last and not also contiguous (the pool ops' outputs
+    are laid out as their input: channels-last, else contiguous)."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _format(channels_last: bool):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 @torch.library.custom_op("snnfunc::window_max_pool2d", mutates_args=())
 def _window_max_pool2d(x: torch.Tensor, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """max_pool2d of `x` [N, C, H, W], kernel = stride = k (no padding, dilation 1, floor
     mode): the output, and per output the offset dy * k + dx of the chosen element inside its
     window (uint8), ATen's choice among ties and NaN: by a backend's kernel (`POOL_KERNELS`:
     the C backend's for float32 and float64 CPU tensors), else from ATen's own indices, made
-    `rows` images at a time (the transient int64 indices of one slice)."""
+    `rows` images at a time (the transient int64 indices of one slice). A channels-last `x`
+    is read in place and gives channels-last outputs; any other layout is read from a
+    contiguous copy."""
     if x.dim() != 4 or not x.is_floating_point() or not 1 <= k <= 16 or rows < 1:
         raise ValueError("window_max_pool2d takes a 4-d float tensor, 1 <= k <= 16 and rows >= 1")
-    x = x.contiguous()
+    cl = _channels_last(x)
+    if not cl:
+        x = x.contiguous()
     kernel = POOL_KERNELS.get(x.device.type)
     if kernel is not None and kernel[0](x):
-        return kernel[1](x, k)
+        return kernel[1](x, k, cl)
     n, c, H, W = x.shape
     Ho, Wo = H // k, W // k
-    out = x.new_empty((n, c, Ho, Wo))
-    off = torch.empty((n, c, Ho, Wo), dtype=torch.uint8, device=x.device)
+    out = torch.empty((n, c, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=_format(cl))
+    off = torch.empty((n, c, Ho, Wo), dtype=torch.uint8, device=x.device,
+                      memory_format=_format(cl))
     base = _window_base(Ho, Wo, W, k, x.device)
     # dy * W + dx -> dy * k + dx, by table (int64 division is scalar, and slow)
     d = torch.arange((k - 1) * W + k, device=x.device)
@@ -401,7 +443,9 @@ def _window_max_pool2d(x: torch.Tensor, k: int, rows: int) -> tuple[torch.Tensor
 @_window_max_pool2d.register_fake
 def _(x, k, rows):
     shape = (*x.shape[:2], x.shape[2] // k, x.shape[3] // k)
-    return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
+    fmt = _format(_channels_last(x))
+    return (torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt),
+            torch.empty(shape, dtype=torch.uint8, device=x.device, memory_format=fmt))
 
 
 @torch.library.custom_op("snnfunc::window_max_pool2d_backward", mutates_args=())
@@ -409,19 +453,21 @@ def _window_max_pool2d_backward(g: torch.Tensor, off: torch.Tensor, H: int, W: i
                                 rows: int) -> torch.Tensor:
     """The gradient of `_window_max_pool2d`'s input: a backend's kernel (`POOL_KERNELS`), or
     ATen's max-pool backward kernel on the int64 indices rebuilt from the offsets, `rows`
-    images at a time."""
+    images at a time. Laid out as `off` (channels-last, else contiguous), as the forward's
+    input was."""
     if (off.dtype != torch.uint8 or off.dim() != 4 or not 1 <= k <= 16 or rows < 1
             or tuple(off.shape[2:]) != (H // k, W // k) or g.shape != off.shape
             or not g.is_floating_point() or g.device != off.device
             or off.numel() and int(off.max()) >= k * k):
         raise ValueError("window_max_pool2d_backward takes g and uint8 offsets (each < k * k) of "
                          "the pooled shape [N, C, H // k, W // k], 1 <= k <= 16 and rows >= 1")
-    g, off = g.contiguous(), off.contiguous()
+    cl = _channels_last(off)
+    g, off = g.contiguous(memory_format=_format(cl)), off.contiguous(memory_format=_format(cl))
     kernel = POOL_KERNELS.get(g.device.type)
     if kernel is not None and kernel[0](g):
-        return kernel[2](g, off, H, W, k)
+        return kernel[2](g, off, H, W, k, cl)
     n, c, Ho, Wo = off.shape
-    gx = g.new_empty((n, c, H, W))
+    gx = torch.empty((n, c, H, W), dtype=g.dtype, device=g.device, memory_format=_format(cl))
     base = _window_base(Ho, Wo, W, k, g.device)
     o = torch.arange(k * k, device=g.device)
     table = torch.div(o, k, rounding_mode="floor") * W + o % k  # dy * k + dx -> dy * W + dx
@@ -436,7 +482,8 @@ def _window_max_pool2d_backward(g: torch.Tensor, off: torch.Tensor, H: int, W: i
 
 @_window_max_pool2d_backward.register_fake
 def _(g, off, H, W, k, rows):
-    return g.new_empty((*off.shape[:2], H, W))
+    return torch.empty((*off.shape[:2], H, W), dtype=g.dtype, device=g.device,
+                       memory_format=_format(_channels_last(off)))
 
 
 def _window_setup(ctx, inputs, output):
@@ -463,7 +510,9 @@ class MaxPool2d(torch.nn.Module):
     their window, and its gradient (0 + g at the chosen element). For float32 and float64 on
     the CPU a C kernel computes both (one pass each; about 3.5x as fast as ATen's forward
     on the spikes of the example's first layer, its backward as fast as ATen's); elsewhere
-    ATen's own kernels, the indices converted.
+    ATen's own kernels, the indices converted. A channels-last input is read in place: the
+    output, the saved offsets and the input's gradient are channels-last too (no conversion
+    between the layers of a channels-last network).
 
     Under `packed_spikes()`, its output from a spike tensor is a spike tensor too (packed where
     a layer saves it).

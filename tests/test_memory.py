@@ -182,13 +182,18 @@ def _bits(t):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("shape,k", [((5, 3, 28, 28), 2), ((7, 2, 29, 31), 3), ((70, 2, 8, 8), 2),
-                                     ((3, 9, 9), 2)])
+@pytest.mark.parametrize("shape,k,layout", [
+    ((5, 3, 28, 28), 2, "contiguous"), ((7, 2, 29, 31), 3, "contiguous"),
+    ((70, 2, 8, 8), 2, "contiguous"), ((3, 9, 9), 2, "contiguous"),
+    ((5, 3, 28, 28), 2, "channels-last"), ((7, 2, 29, 31), 3, "channels-last"),
+    ((70, 2, 8, 8), 2, "channels-last")])
 @pytest.mark.parametrize("kind", ["random", "spikes", "ties and nan", "edge values"])
 @pytest.mark.parametrize("path", ["C", "torch"])
 def test_max_pool_is_torch_bit_for_bit_and_saves_one_byte_per_output(dtype, shape, k, kind, path,
-                                                                      monkeypatch):
-    """Both paths (the C kernel, and torch ops where it does not run) equal ATen's pool."""
+                                                                      layout, monkeypatch):
+    """Both paths (the C kernel, and torch ops where it does not run) equal ATen's pool, and
+    keep a channels-last input's layout (read in place: outputs and gradients channels-last,
+    as ATen's are)."""
     if path == "torch":
         monkeypatch.delitem(memory.POOL_KERNELS, "cpu")
     torch.manual_seed(0)
@@ -204,16 +209,22 @@ def test_max_pool_is_torch_bit_for_bit_and_saves_one_byte_per_output(dtype, shap
     pooled = torch.nn.functional.max_pool2d(x, k).shape
     g = torch.randn(pooled, dtype=dtype)
     g[g.abs() < 0.3] = -0.0  # signed zeros reach the input's gradient as torch's do
+    if layout == "channels-last":
+        x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+        assert not x.is_contiguous()
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     want = torch.nn.functional.max_pool2d(a, k)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         got = memory.MaxPool2d(k, rows=4)(b)
     assert torch.equal(_bits(got.detach()), _bits(want.detach()))
+    assert got.stride() == want.stride()
     want.backward(g)
     got.backward(g)
     assert torch.equal(_bits(b.grad), _bits(a.grad))
+    assert b.grad.stride() == a.grad.stride() == x.stride()
     assert [(t.dtype, t.numel()) for t in saved] == [(torch.uint8, want.numel())]
+    assert saved[0].stride()[-want.dim():] == want.stride()  # offsets laid out as the output
 
 
 def test_max_pool_under_packed_spikes_and_compile():
@@ -235,6 +246,36 @@ def test_max_pool_under_packed_spikes_and_compile():
     compiled = torch.compile(lambda x: net(memory.MaxPool2d(2), x))
     got = torch.autograd.grad(compiled(x), wrt)
     for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_channels_last_network_keeps_its_layout_through_pooling_packing_and_compile():
+    """Channels-last steps stay channels-last through the neuron, `MaxPool2d` (no copy at its
+    boundary) and the packing of the spikes the convolution saves (packed in memory order,
+    unpacked with the same strides), eagerly and compiled, with ATen's gradients."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.rand(6, 2, 8, 8, 3).permute(0, 1, 4, 2, 3).requires_grad_()  # channels innermost
+    wrt = [x, *conv.parameters()]
+
+    def net(pool, x):
+        s = snnfunc.lif(x, tau=2.0, v_threshold=0.3).spikes  # [T, B, 3, 8, 8]
+        p = pool(s.flatten(0, 1))
+        return conv(p).square().sum(), p
+
+    loss, p = net(torch.nn.MaxPool2d(2), x)
+    want = torch.autograd.grad(loss, wrt)
+    with memory.packed_spikes() as stats:
+        loss, p = net(memory.MaxPool2d(2), x)
+    assert p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    got = torch.autograd.grad(loss, wrt)
+    assert all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(got, want))
+    assert stats.spike_bytes_unpacked == 12 * 3 * 4 * 4 * 4  # the pooled spikes conv saves
+    packed = memory._Packed(p.detach())
+    assert packed.order is not None and packed.bits.numel() == p.numel() // 8
+    assert torch.equal(packed.unpack(), p) and packed.unpack().stride() == p.stride()
+    compiled = torch.compile(lambda x: net(memory.MaxPool2d(2), x)[0])
+    for a, b in zip(torch.autograd.grad(compiled(x), wrt), want):
         torch.testing.assert_close(a, b)
 
 
