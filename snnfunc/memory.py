@@ -383,7 +383,8 @@ POOL_KERNELS: dict = {}
 """`MaxPool2d`'s own kernels by device type, which a backend registers (the C backend for
 "cpu"): `(runs(t) -> bool, forward(x, k, channels_last) -> (output, offsets), backward(g,
 offsets, H, W, k, channels_last) -> the input's gradient)` on tensors checked by the ops
-below, all contiguous or all channels-last, following ATen's rules bit for bit. Elsewhere the ops run ATen's kernels and convert the indices."""
+below, all contiguous or all channels-last, following ATen's rules bit for bit. Elsewhere
+the ops run ATen's kernels and convert the indices."""
 
 
 def _is_registered_spike(t: torch.Tensor) -> bool:
